@@ -1,0 +1,187 @@
+"""Rigid (similarity) pre-alignment that does not need the inputs to be aligned.
+
+Both meshes arrive normalised (centred, unit area), so translation and scale
+are already roughly right. The rotation is searched: first rotations about
+each coordinate axis (shapes that share an "up" axis differ by a turn about
+it), then a uniform sample of all rotations; the best candidates are refined
+by similarity ICP and scored by a symmetric, trimmed Chamfer distance plus the
+agreement of intrinsic descriptors at the matched points (which tells a
+raised arm from a leg when the poses differ). Landmark pairs, when given,
+fix the rotation directly (three or more) or join the score.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from ..mesh import Mesh
+
+
+@dataclass
+class RigidTransform:
+    """x -> scale * x @ rotation.T + translation."""
+
+    rotation: np.ndarray  # (3, 3)
+    translation: np.ndarray  # (3,)
+    scale: float = 1.0
+    score: float = 0.0
+    kind: str = ""  # "axis", "general", "landmarks", "identity"
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return self.scale * np.asarray(x, np.float64) @ self.rotation.T + self.translation
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None, with_scale: bool = True,
+            scale_bounds: tuple[float, float] = (0.5, 2.0)):
+    """Least-squares similarity (R, t, s) with s R src + t ~ dst. src, dst: (k, 3)."""
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
+    mu_s = (w[:, None] * src).sum(0)
+    mu_d = (w[:, None] * dst).sum(0)
+    xs, xd = src - mu_s, dst - mu_d
+    cov = (w[:, None] * xd).T @ xs
+    U, S, Vt = np.linalg.svd(cov)
+    D = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[2, 2] = -1
+    R = U @ D @ Vt
+    s = 1.0
+    if with_scale:
+        var = (w * (xs**2).sum(1)).sum()
+        s = float(np.clip(np.trace(np.diag(S) @ D) / max(var, 1e-12), *scale_bounds))
+    t = mu_d - s * R @ mu_s
+    return R, t, s
+
+
+def _sample(mesh: Mesh, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of up to n vertices drawn with probability proportional to vertex area."""
+    p = mesh.vertex_areas / mesh.vertex_areas.sum()
+    n = min(n, mesh.n_vertices)
+    return rng.choice(mesh.n_vertices, size=n, replace=False, p=p)
+
+
+def _axis_rotations(step_deg: float = 15.0) -> np.ndarray:
+    angles = np.deg2rad(np.arange(0.0, 360.0, step_deg))
+    mats = [np.eye(3)]
+    for axis in np.eye(3):
+        for a in angles[1:]:
+            mats.append(Rotation.from_rotvec(axis * a).as_matrix())
+    return np.asarray(mats)
+
+
+def _general_rotations(n: int = 480, seed: int = 0) -> np.ndarray:
+    # super-Fibonacci-like deterministic coverage: random but seeded, plus the 24 cube rotations
+    cube = Rotation.create_group("O").as_matrix()
+    rnd = Rotation.random(n, random_state=seed).as_matrix()
+    return np.concatenate([cube, rnd])
+
+
+class _Scorer:
+    def __init__(self, src_pts, tgt_pts, src_desc, tgt_desc, desc_weight, src_lm=None, tgt_lm=None, lm_weight=0.0):
+        self.src, self.tgt = src_pts, tgt_pts
+        self.tree_t = cKDTree(tgt_pts)
+        self.sd, self.td = src_desc, tgt_desc
+        self.desc_weight = desc_weight
+        self.src_lm, self.tgt_lm, self.lm_weight = src_lm, tgt_lm, lm_weight
+
+    def chamfer(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        d1, i1 = self.tree_t.query(x)
+        d2, i2 = cKDTree(x).query(self.tgt)
+        # trimmed: ignore the worst 10 % each way (partial overlap, stray parts)
+        q1, q2 = np.quantile(d1, 0.9), np.quantile(d2, 0.9)
+        c = 0.5 * (np.mean(d1[d1 <= q1] ** 2) + np.mean(d2[d2 <= q2] ** 2))
+        return c, i1, i2
+
+    def score(self, T: RigidTransform) -> float:
+        x = T.apply(self.src)
+        c, i1, i2 = self.chamfer(x)
+        s = np.sqrt(c)
+        if self.sd is not None and self.desc_weight > 0:
+            dd = 0.5 * (np.linalg.norm(self.sd - self.td[i1], axis=1).mean() + np.linalg.norm(self.sd[i2] - self.td, axis=1).mean())
+            s = s + self.desc_weight * dd
+        if self.src_lm is not None and self.lm_weight > 0:
+            s = s + self.lm_weight * np.linalg.norm(T.apply(self.src_lm) - self.tgt_lm, axis=1).mean()
+        return float(s)
+
+    def icp(self, T: RigidTransform, iters: int = 25, with_scale: bool = True) -> RigidTransform:
+        R, t, s = T.rotation, T.translation, T.scale
+        tree_s_pts = self.src
+        for _ in range(iters):
+            x = s * tree_s_pts @ R.T + t
+            d1, i1 = self.tree_t.query(x)
+            d2, i2 = cKDTree(x).query(self.tgt)
+            src = np.concatenate([tree_s_pts, tree_s_pts[i2]])
+            dst = np.concatenate([self.tgt[i1], self.tgt])
+            d = np.concatenate([d1, d2])
+            w = (d <= 2.5 * np.median(d) + 1e-12).astype(np.float64)
+            if self.src_lm is not None and self.lm_weight > 0:
+                src = np.concatenate([src, np.repeat(self.src_lm, 20, axis=0)])
+                dst = np.concatenate([dst, np.repeat(self.tgt_lm, 20, axis=0)])
+                w = np.concatenate([w, np.ones(20 * len(self.src_lm))])
+            R, t, s = umeyama(src, dst, w, with_scale=with_scale)
+        return RigidTransform(R, t, s, kind=T.kind)
+
+
+def rigid_align(
+    source: Mesh,
+    target: Mesh,
+    source_desc: np.ndarray | None = None,
+    target_desc: np.ndarray | None = None,
+    landmarks: np.ndarray | None = None,
+    n_samples: int = 600,
+    desc_weight: float = 0.1,
+    prefer_axis: float = 0.9,
+    seed: int = 0,
+) -> RigidTransform:
+    """Similarity transform taking ``source`` onto ``target`` (both normalised meshes).
+
+    Parameters
+    ----------
+    source_desc, target_desc : (ns, d), (nt, d) float, optional intrinsic descriptors
+        (rows comparable across meshes) used to break ties between orientations.
+    landmarks : (k, 2) int, optional (source vertex, target vertex) pairs.
+    prefer_axis : a general rotation must score below ``prefer_axis`` times the best
+        single-axis rotation to be chosen (shapes usually share an up axis).
+    """
+    rng = np.random.default_rng(seed)
+    si, ti = _sample(source, n_samples, rng), _sample(target, n_samples, rng)
+    sp_, tp = source.vertices[si], target.vertices[ti]
+    sd = None if source_desc is None else np.asarray(source_desc)[si]
+    td = None if target_desc is None else np.asarray(target_desc)[ti]
+    src_lm = tgt_lm = None
+    lm_weight = 0.0
+    if landmarks is not None and len(landmarks):
+        lm = np.asarray(landmarks, np.int64).reshape(-1, 2)
+        src_lm, tgt_lm = source.vertices[lm[:, 0]], target.vertices[lm[:, 1]]
+        lm_weight = 1.0
+    scorer = _Scorer(sp_, tp, sd, td, desc_weight if sd is not None else 0.0, src_lm, tgt_lm, lm_weight)
+
+    if src_lm is not None and len(src_lm) >= 3:
+        R, t, s = umeyama(src_lm, tgt_lm)
+        T = scorer.icp(RigidTransform(R, t, s, kind="landmarks"), iters=15)
+        T.score = scorer.score(T)
+        return T
+
+    def search(rots: np.ndarray, kind: str, keep: int) -> list[RigidTransform]:
+        coarse = []
+        for R in rots:
+            T = RigidTransform(R, np.zeros(3), 1.0, kind=kind)
+            coarse.append((scorer.score(T), T))
+        coarse.sort(key=lambda st: st[0])
+        refined = []
+        for _, T in coarse[:keep]:
+            T = scorer.icp(T)
+            T.score = scorer.score(T)
+            refined.append(T)
+        refined.sort(key=lambda T: T.score)
+        return refined
+
+    axis_best = search(_axis_rotations(), "axis", keep=8)[0]
+    general_best = search(_general_rotations(seed=seed), "general", keep=8)[0]
+    best = general_best if general_best.score < prefer_axis * axis_best.score else axis_best
+    final = scorer.icp(best, iters=15)
+    final.score = scorer.score(final)
+    return final if final.score <= best.score else best

@@ -1,0 +1,438 @@
+"""``engine.match``: the whole correspondence pipeline, numpy in, numpy out.
+
+Stages: prepare (load, clean, normalise) -> align (rigid, orientation search)
+-> features (geometric spectral descriptors, or semantic ones) -> initial map
+(functional map + ZoomOut with an extrinsic term) -> register (NJF deformation
+guided by the map) -> project (closest points both ways, confidence) -> results
+in the caller's vertex order and coordinates.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+
+from . import __version__
+from .correspondence import Correspondence
+from .errors import BackendUnavailable, InputError
+from .geometry.align import RigidTransform, rigid_align
+from .geometry.closest import SurfaceQuery
+from .mesh import PreparedMesh, as_prepared
+from .progress import CancelToken, Progress, ProgressCallback
+from .register.njf import RegistrationConfig, register
+
+FEATURE_MODES = ("auto", "geometric", "dino", "dino+sd")
+METHODS = ("full", "rigid")
+QUALITIES = ("fast", "balanced", "best")
+
+
+@dataclass
+class MatchConfig:
+    """Tunable settings; ``quality`` presets fill them, a config file may override any field."""
+
+    spectral_k: int = 100
+    zoomout_start: int = 30
+    zoomout_step: int = 5
+    w_ext: float = 0.3  # extrinsic weight in the spectral pointwise recovery
+    w_pos_desc: float = 1.0  # weight of aligned positions among the fmap descriptors
+    reg_steps: int = 300
+    reg_lr: float = 0.02
+    reg_update_every: int = 50
+    w_guidance: float = 10.0
+    w_chamfer: float = 1.0
+    w_normal: float = 0.1
+    w_shear: float = 0.1
+    guidance_w_pos_start: float = 0.5
+    guidance_w_pos_end: float = 4.0
+    guidance_tau: float = 0.05
+    align_samples: int = 600
+    seed: int = 0
+
+
+PRESETS = {
+    "fast": dict(spectral_k=60, zoomout_start=20, zoomout_step=10, reg_steps=100, reg_update_every=25, align_samples=400),
+    "balanced": dict(),
+    "best": dict(spectral_k=150, zoomout_step=5, reg_steps=600, reg_update_every=50, align_samples=1000),
+}
+
+STAGES = (("prepare", 1), ("align", 2), ("features", 3), ("initial map", 2), ("register", 10), ("project", 1))
+
+
+def _resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda", "mps"):
+        raise InputError(f"device: unknown device {device!r}; use auto, cpu, cuda or mps")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable("device: CUDA was requested but this torch build has no usable CUDA device")
+    if device == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise BackendUnavailable("device: MPS was requested but is not available on this machine")
+        # cholespy has no MPS backend: the Poisson solve runs on the CPU, the rest follows
+        return "cpu"
+    return device
+
+
+def _load_config(config, quality: str) -> MatchConfig:
+    if quality not in QUALITIES:
+        raise InputError(f"quality: unknown preset {quality!r}; use one of {', '.join(QUALITIES)}")
+    cfg = replace(MatchConfig(), **PRESETS[quality])
+    if config is None:
+        return cfg
+    if isinstance(config, (str, os.PathLike)):
+        path = os.fspath(config)
+        if not os.path.exists(path):
+            raise InputError(f"{path}: config file not found")
+        try:
+            with open(path, "r", encoding="utf-8") as fh:
+                if path.endswith(".toml"):
+                    import tomllib
+
+                    data = tomllib.loads(fh.read())
+                else:
+                    data = json.load(fh)
+        except Exception as exc:
+            raise InputError(f"{os.path.basename(path)}: cannot parse config ({exc.__class__.__name__}: {exc})") from None
+    elif isinstance(config, dict):
+        data = config
+    elif isinstance(config, MatchConfig):
+        return config
+    else:
+        raise InputError(f"config: expected a file path, a dict or a MatchConfig, got {type(config).__name__}")
+    known = {f.name: f.type for f in fields(MatchConfig)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise InputError(f"config: unknown setting(s) {', '.join(unknown)}")
+    try:
+        for k, v in data.items():
+            data[k] = type(getattr(cfg, k))(v)
+    except (TypeError, ValueError):
+        raise InputError(f"config: setting {k!r} has an invalid value {v!r}") from None
+    return replace(cfg, **data)
+
+
+def _parse_landmarks(landmarks, src: PreparedMesh, tgt: PreparedMesh) -> np.ndarray | None:
+    """(k, 2) int in clean vertex indices from caller vertex-index pairs (array or file)."""
+    if landmarks is None:
+        return None
+    if isinstance(landmarks, (str, os.PathLike)):
+        landmarks = read_landmarks_file(os.fspath(landmarks))
+    try:
+        lm = np.asarray(landmarks, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("landmarks: expected (k, 2) integer pairs (source vertex, target vertex)") from None
+    if lm.size == 0:
+        return None
+    if lm.ndim != 2 or lm.shape[1] != 2 or not np.all(np.isfinite(lm)) or not np.all(lm == np.round(lm)):
+        raise InputError(f"landmarks: expected (k, 2) integer pairs (source vertex, target vertex), got shape {lm.shape}")
+    lm = lm.astype(np.int64)
+    ns, nt = len(src.orig_vertices), len(tgt.orig_vertices)
+    bad = (lm[:, 0] < 0) | (lm[:, 0] >= ns) | (lm[:, 1] < 0) | (lm[:, 1] >= nt)
+    if bad.any():
+        i = int(np.nonzero(bad)[0][0])
+        raise InputError(f"landmarks: pair {i} ({lm[i, 0]}, {lm[i, 1]}) is out of range (source has {ns} vertices, target {nt})")
+    return np.stack([src.orig_to_clean[lm[:, 0]], tgt.orig_to_clean[lm[:, 1]]], axis=1)
+
+
+def read_landmarks_file(path: str) -> np.ndarray:
+    """Landmarks file: one pair per line ``source_vertex target_vertex`` (0-based; commas or spaces; # comments),
+    or a .npy (k, 2) int array."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: landmarks file not found")
+    try:
+        if path.endswith(".npy"):
+            return np.load(path, allow_pickle=False)
+        rows = []
+        with open(path, "r", encoding="utf-8") as fh:
+            for ln, line in enumerate(fh, 1):
+                line = line.split("#")[0].replace(",", " ").split()
+                if not line:
+                    continue
+                if len(line) != 2:
+                    raise InputError(f"{os.path.basename(path)}: line {ln}: expected two vertex indices")
+                rows.append([int(line[0]), int(line[1])])
+        return np.asarray(rows, np.int64).reshape(-1, 2)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{os.path.basename(path)}: cannot read landmarks ({exc.__class__.__name__}: {exc})") from None
+
+
+def read_exclude_file(path: str) -> np.ndarray:
+    """Exclusion file: source vertex indices (0-based), whitespace/comma separated text, or a .npy int/bool array."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: exclusion file not found")
+    try:
+        if path.endswith(".npy"):
+            return np.load(path, allow_pickle=False)
+        with open(path, "r", encoding="utf-8") as fh:
+            text = " ".join(line.split("#")[0] for line in fh).replace(",", " ")
+        return np.asarray([int(t) for t in text.split()], np.int64)
+    except Exception as exc:
+        raise InputError(f"{os.path.basename(path)}: cannot read exclusion list ({exc.__class__.__name__}: {exc})") from None
+
+
+def _parse_exclude(exclude, src: PreparedMesh) -> np.ndarray | None:
+    """(m,) bool over clean source faces from caller vertex indices or a (Vs,) bool mask."""
+    if exclude is None:
+        return None
+    if isinstance(exclude, (str, os.PathLike)):
+        exclude = read_exclude_file(os.fspath(exclude))
+    ex = np.asarray(exclude)
+    ns = len(src.orig_vertices)
+    if ex.dtype == bool:
+        if ex.shape != (ns,):
+            raise InputError(f"exclude: boolean mask must have one entry per source vertex ({ns}), got {ex.shape}")
+        idx = np.nonzero(ex)[0]
+    else:
+        if ex.size and (not np.issubdtype(ex.dtype, np.integer) or ex.ndim != 1):
+            raise InputError("exclude: expected source vertex indices (1-d int array) or a boolean vertex mask")
+        idx = ex.astype(np.int64).ravel()
+        if idx.size and (idx.min() < 0 or idx.max() >= ns):
+            raise InputError(f"exclude: vertex index out of range (source has {ns} vertices)")
+    if idx.size == 0:
+        return None
+    vmask = np.zeros(src.mesh.n_vertices, bool)
+    vmask[src.orig_to_clean[idx]] = True
+    faces = vmask[src.mesh.faces].all(axis=1)
+    if faces.all():
+        raise InputError("exclude: the exclusion covers the whole source mesh; nothing would be matched")
+    return faces
+
+
+def _resolve_features(features: str, device: str, notices: list) -> str:
+    if features not in FEATURE_MODES:
+        raise InputError(f"features: unknown mode {features!r}; use one of {', '.join(FEATURE_MODES)}")
+    if features == "geometric":
+        return features
+    try:
+        from .features import semantic
+    except ImportError:
+        semantic = None
+    if features == "auto":
+        for mode in ("dino+sd", "dino"):
+            if semantic is not None:
+                ok, why = semantic.available(mode)
+                if ok:
+                    return mode
+        notices.append("features: semantic models not installed; using geometric features (see `python -m engine models list`)")
+        return "geometric"
+    if semantic is None:
+        raise BackendUnavailable(f"features: {features} needs the feature extras (pip install 'stablewrap-engine[features]')")
+    ok, why = semantic.available(features)
+    if not ok:
+        raise BackendUnavailable(f"features: {features} unavailable: {why}")
+    return features
+
+
+def _peak_rss_mb() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024.0 if sys.platform != "darwin" else r / (1024.0 * 1024.0)
+
+
+def _vertex_face_bary(mesh) -> tuple[np.ndarray, np.ndarray]:
+    """For every vertex, one incident face and the barycentric coordinates of the vertex in it."""
+    vf = np.zeros(mesh.n_vertices, np.int64)
+    bary = np.zeros((mesh.n_vertices, 3))
+    for k in range(3):
+        vf[mesh.faces[:, k]] = np.arange(mesh.n_faces)
+    for k in range(3):
+        hit = mesh.faces[vf, k] == np.arange(mesh.n_vertices)
+        bary[hit, k] = 1.0
+    return vf, bary
+
+
+def match(
+    source,
+    target,
+    *,
+    method: str = "full",
+    features: str = "auto",
+    quality: str = "balanced",
+    device: str = "auto",
+    landmarks=None,
+    exclude=None,
+    config=None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Correspondence:
+    """Dense correspondence from ``source`` to ``target`` and the fitted source.
+
+    Parameters
+    ----------
+    source, target : path, (V, F) tuple, engine.Mesh, trimesh.Trimesh or PreparedMesh
+        ``V`` (n, 3) float, ``F`` (m, 3) int (quads / polygons accepted).
+    method : "full" (registration) or "rigid" (rigid alignment + closest point; the baseline)
+    features : "auto" | "geometric" | "dino" | "dino+sd"
+    quality : "fast" | "balanced" | "best"
+    device : "auto" | "cpu" | "cuda" | "mps"
+    landmarks : (k, 2) int (source vertex, target vertex) in caller indices, or a file
+    exclude : source vertex indices or (Vs,) bool mask (or a file): regions without data term
+    config : dict / JSON or TOML file overriding :class:`MatchConfig` fields
+    progress : callback(stage, fraction); returning False cancels
+    cancel : CancelToken checked between and inside stages
+
+    Returns
+    -------
+    Correspondence (see engine.correspondence)
+    """
+    if method not in METHODS:
+        raise InputError(f"method: unknown method {method!r}; use one of {', '.join(METHODS)}")
+    prog = Progress(progress, cancel, STAGES)
+    cfg = _load_config(config, quality)
+    dev = _resolve_device(device)
+    notices: list[str] = []
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    prog.stage("prepare")
+    src = as_prepared(source, "source")
+    tgt = as_prepared(target, "target")
+    lm = _parse_landmarks(landmarks, src, tgt)
+    ex_faces = _parse_exclude(exclude, src)
+    feat_mode = _resolve_features(features, dev, notices) if method == "full" else "none"
+    timings["prepare"] = time.perf_counter() - t0
+    S, T = src.mesh, tgt.mesh
+
+    # --- descriptors for alignment tie-breaks (cheap low-order HKS)
+    t = time.perf_counter()
+    prog.stage("align")
+    from .features.geometric import hks
+    from .geometry.spectral import SpectralBasis
+
+    k = cfg.spectral_k if method == "full" else 30
+    basis_s = SpectralBasis(S, k=k)
+    prog.update(0.25)
+    basis_t = SpectralBasis(T, k=k)
+    prog.update(0.5)
+    hs, ht = hks(basis_s, 8), hks(basis_t, 8)
+    hs /= np.maximum(np.linalg.norm(hs, axis=1, keepdims=True), 1e-12)
+    ht /= np.maximum(np.linalg.norm(ht, axis=1, keepdims=True), 1e-12)
+    rigid = rigid_align(S, T, hs, ht, landmarks=lm, n_samples=cfg.align_samples, seed=cfg.seed)
+    aligned = rigid.apply(S.vertices)
+    timings["align"] = time.perf_counter() - t
+
+    if method == "full":
+        from .mesh import Mesh
+
+        S_al = Mesh(aligned, S.faces, S.name)
+        t = time.perf_counter()
+        prog.stage("features")
+        guidance = _make_guidance(feat_mode, S_al, T, basis_s, basis_t, cfg, dev, prog)
+        timings["features+initial map"] = time.perf_counter() - t
+        t = time.perf_counter()
+        prog.stage("register")
+        reg_cfg = RegistrationConfig(
+            steps=cfg.reg_steps, lr=cfg.reg_lr, update_every=cfg.reg_update_every, w_guidance=cfg.w_guidance,
+            w_chamfer=cfg.w_chamfer, w_normal=cfg.w_normal, w_shear=cfg.w_shear, seed=cfg.seed,
+        )
+        result = register(S_al, T, guidance, reg_cfg, landmarks=lm, exclude_faces=ex_faces, device=dev, progress=prog)
+        deformed = result.vertices
+        timings["register"] = time.perf_counter() - t
+    else:
+        deformed = aligned
+
+    # --- final maps by closest points, both ways
+    t = time.perf_counter()
+    prog.stage("project")
+    q_t = SurfaceQuery(T.vertices, T.faces)
+    f_st, b_st, p_st, d_st = q_t.closest(deformed)
+    prog.update(0.5)
+    q_s = SurfaceQuery(deformed, S.faces)
+    f_ts, b_ts, _, d_ts = q_s.closest(T.vertices)
+    if not np.all(np.isfinite(deformed)):
+        raise RuntimeError("registration produced non-finite vertices")
+    # confidence: how well the deformed source agrees with the target locally
+    scale = 0.02  # 2 % of sqrt(area)
+    normal_agree = np.einsum("ij,ij->i", _deformed_normals(deformed, S.faces), _point_normals(T, f_st))
+    conf = np.exp(-((d_st / scale) ** 2)) * np.clip(0.5 + 0.5 * normal_agree, 0.0, 1.0)
+    if ex_faces is not None:
+        ex_v = np.zeros(S.n_vertices, bool)
+        ex_v[S.faces[ex_faces].ravel()] = True
+        conf[ex_v] *= 0.5
+    timings["project"] = time.perf_counter() - t
+
+    # --- back to the caller's vertex order / faces / coordinates
+    o2c_s, o2c_t = src.orig_to_clean, tgt.orig_to_clean
+    src_to_tgt_face = tgt.face_to_orig[f_st][o2c_s]
+    src_to_tgt_bary = b_st[o2c_s]
+    fitted = tgt.normalization.invert(p_st)[o2c_s]
+    # every caller target vertex: the (cleaned) source triangle, reported as the caller's triangle
+    tgt_to_src_face = src.face_to_orig[f_ts][o2c_t]
+    tgt_to_src_bary = b_ts[o2c_t]
+    confidence = conf[o2c_s]
+    for arr in (src_to_tgt_bary, fitted, tgt_to_src_bary, confidence):
+        if not np.all(np.isfinite(arr)):
+            raise RuntimeError("non-finite values in the match result")
+    meta = {
+        "version": __version__,
+        "device": dev,
+        "method": method,
+        "features": feat_mode,
+        "quality": quality,
+        "seconds": {k: round(v, 3) for k, v in timings.items()},
+        "total_seconds": round(time.perf_counter() - t0, 3),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if dev == "cuda" else None,
+        "rigid": {"rotation": rigid.rotation.tolist(), "scale": rigid.scale, "kind": rigid.kind, "score": rigid.score},
+        "source_report": src.report,
+        "target_report": tgt.report,
+        "notices": notices,
+        "source_vertices": int(len(src.orig_vertices)),
+        "target_vertices": int(len(tgt.orig_vertices)),
+    }
+    prog.update(1.0)
+    return Correspondence(
+        src_to_tgt_face=src_to_tgt_face.astype(np.int32),
+        src_to_tgt_bary=np.clip(src_to_tgt_bary, 0.0, 1.0).astype(np.float32),
+        tgt_to_src_face=tgt_to_src_face.astype(np.int32),
+        tgt_to_src_bary=np.clip(tgt_to_src_bary, 0.0, 1.0).astype(np.float32),
+        fitted_vertices=fitted.astype(np.float32),
+        confidence=np.clip(confidence, 0.0, 1.0).astype(np.float32),
+        meta=meta,
+    )
+
+
+def _deformed_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    from .mesh import Mesh
+
+    return Mesh(vertices, faces).vertex_normals
+
+
+def _point_normals(mesh, face_idx: np.ndarray) -> np.ndarray:
+    return mesh.face_normals[face_idx]
+
+
+def _make_guidance(mode: str, S, T, basis_s, basis_t, cfg: MatchConfig, device: str, prog: Progress):
+    """The correspondence source for the registration: spectral (geometric) or semantic vertex features."""
+    from .correspond.functional_map import fit_functional_map, zoomout
+    from .correspond.vertex_nn import VertexFeatureGuidance
+    from .features.geometric import wks
+
+    xs, xt = S.vertices, T.vertices
+    if mode == "geometric":
+        Ds = np.concatenate([wks(basis_s, 64), cfg.w_pos_desc * xs], axis=1)
+        Dt = np.concatenate([wks(basis_t, 64), cfg.w_pos_desc * xt], axis=1)
+        k0 = min(cfg.zoomout_start, basis_s.k, basis_t.k)
+        C0 = fit_functional_map(basis_s, basis_t, Ds, Dt, k=k0)
+        prog.update(0.3)
+        prog.stage("initial map")
+        _, C = zoomout(basis_s, basis_t, None, k0, min(basis_s.k, basis_t.k), cfg.zoomout_step, xs, xt, cfg.w_ext, C0=C0, progress=prog)
+        kt, ks = C.shape
+        norm = 1.0 / np.sqrt(ks)
+        feat_s = basis_s.evecs[:, :ks] * norm
+        feat_t = (basis_t.evecs[:, :kt] @ C) * norm
+    else:
+        from .features import semantic
+
+        feat_s, feat_t = semantic.vertex_features(S, T, mode, device=device, progress=prog)
+        prog.stage("initial map")
+    g = VertexFeatureGuidance(feat_s, feat_t, w_pos=(cfg.guidance_w_pos_start, cfg.guidance_w_pos_end), tau=cfg.guidance_tau)
+    g.prepare(S, T)
+    return g

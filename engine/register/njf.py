@@ -1,0 +1,156 @@
+"""Registration by Neural-Jacobian-Field style deformation (as in Stable-SCore).
+
+The source is deformed by per-face 3x3 matrices ``A_f`` acting on its own
+Jacobians (``J_f = A_f J_src_f``), mapped to vertices by a Poisson solve, plus
+one translation per connected component. Losses (weights in
+:class:`RegistrationConfig`): correspondence guidance, Chamfer, normal
+agreement, shear (distance of ``A_f`` to its closest rotation, without an SVD
+backward), identity (decaying), landmarks. Excluded source faces get no data
+term.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from ..geometry.poisson import PoissonSolver
+from ..mesh import Mesh
+from ..progress import Progress
+from .guidance import GuidanceSource
+
+
+@dataclass
+class RegistrationConfig:
+    steps: int = 300
+    lr: float = 0.02
+    update_every: int = 50
+    w_guidance: float = 10.0
+    w_chamfer: float = 1.0
+    w_normal: float = 0.1
+    w_shear: float = 0.1
+    w_identity: tuple = (1e-2, 1e-4)  # linear decay start -> end
+    w_landmark: float = 100.0
+    chamfer_start: float = 0.0  # fraction of the steps after which Chamfer is switched on fully
+    seed: int = 0
+
+
+def polar_rotation(A: torch.Tensor) -> torch.Tensor:
+    """Closest rotation (..., 3, 3) to A by SVD (no gradient through it)."""
+    with torch.no_grad():
+        U, _, Vh = torch.linalg.svd(A)
+        det = torch.det(U @ Vh)
+        D = torch.ones(A.shape[:-1], dtype=A.dtype, device=A.device)
+        D[..., -1] = torch.sign(det)
+        return U @ torch.diag_embed(D) @ Vh
+
+
+def vertex_normals_torch(x: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    v0, v1, v2 = x[faces[:, 0]], x[faces[:, 1]], x[faces[:, 2]]
+    fn = torch.cross(v1 - v0, v2 - v0, dim=1)
+    vn = torch.zeros_like(x)
+    for k in range(3):
+        vn = vn.index_add(0, faces[:, k], fn)
+    return vn / vn.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+@dataclass
+class RegistrationResult:
+    vertices: np.ndarray  # (ns, 3) float64 deformed source
+    history: list = field(default_factory=list)  # (step, total loss)
+    solver: PoissonSolver | None = None
+
+
+def register(
+    source: Mesh,
+    target: Mesh,
+    guidance: GuidanceSource | None,
+    config: RegistrationConfig | None = None,
+    landmarks: np.ndarray | None = None,
+    exclude_faces: np.ndarray | None = None,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> RegistrationResult:
+    """Deform ``source`` (already rigidly aligned, normalised frame) onto ``target``.
+
+    Parameters
+    ----------
+    landmarks : (k, 2) int (source vertex, target vertex), optional
+    exclude_faces : (ms,) bool, source faces that get no data term
+    """
+    cfg = config or RegistrationConfig()
+    dev = torch.device(device)
+    torch.manual_seed(cfg.seed)
+    solver = PoissonSolver(source.vertices, source.faces, device=dev)
+    faces_t = torch.as_tensor(source.faces, device=dev)
+    m = source.n_faces
+    A = torch.eye(3, dtype=torch.float64, device=dev).repeat(m, 1, 1).requires_grad_(True)
+    T = torch.zeros(solver.n_components, 3, dtype=torch.float64, device=dev, requires_grad=True)
+    opt = torch.optim.Adam([A, T], lr=cfg.lr)
+
+    tgt_v = torch.as_tensor(target.vertices, device=dev)
+    tgt_n = torch.as_tensor(target.vertex_normals, device=dev)
+    tree_t = cKDTree(target.vertices)
+
+    data_mask = torch.ones(source.n_vertices, dtype=torch.float64, device=dev)
+    if exclude_faces is not None and np.any(exclude_faces):
+        ex_v = np.zeros(source.n_vertices, bool)
+        ex_v[source.faces[np.asarray(exclude_faces, bool)].ravel()] = True
+        keep_v = np.zeros(source.n_vertices, bool)
+        keep_v[source.faces[~np.asarray(exclude_faces, bool)].ravel()] = True
+        # a vertex gets a data term unless all its faces are excluded
+        data_mask = torch.as_tensor(~(ex_v & ~keep_v), dtype=torch.float64, device=dev)
+    lm_s = lm_t = None
+    if landmarks is not None and len(landmarks):
+        lm = np.asarray(landmarks, np.int64).reshape(-1, 2)
+        lm_s = torch.as_tensor(lm[:, 0], device=dev)
+        lm_t = torch.as_tensor(target.vertices[lm[:, 1]], device=dev)
+
+    src_area = torch.as_tensor(source.vertex_areas / source.vertex_areas.sum(), device=dev)
+    tgt_area = torch.as_tensor(target.vertex_areas / target.vertex_areas.sum(), device=dev)
+    history = []
+    eye = torch.eye(3, dtype=torch.float64, device=dev)
+    x = solver.solve(A @ solver.source_jacobians, T)
+    for step in range(cfg.steps):
+        frac = step / max(1, cfg.steps - 1)
+        if guidance is not None and step % cfg.update_every == 0:
+            guidance.update(x.detach().cpu().numpy(), step, frac)
+        opt.zero_grad(set_to_none=True)
+        x = solver.solve(A @ solver.source_jacobians, T)
+        xd = x.detach().cpu().numpy()
+        loss = torch.zeros((), dtype=torch.float64, device=dev)
+        if guidance is not None and cfg.w_guidance > 0:
+            loss = loss + cfg.w_guidance * guidance.loss(x)
+        if cfg.w_chamfer > 0:
+            ramp = 1.0 if cfg.chamfer_start <= 0 else min(1.0, frac / cfg.chamfer_start)
+            _, i1 = tree_t.query(xd)
+            _, i2 = cKDTree(xd).query(target.vertices)
+            i1t = torch.as_tensor(i1, device=dev)
+            i2t = torch.as_tensor(i2, device=dev)
+            d1 = ((x - tgt_v[i1t]) ** 2).sum(1)
+            d2 = ((x[i2t] - tgt_v) ** 2).sum(1)
+            w2 = data_mask[i2t]
+            cham = (src_area * data_mask * d1).sum() + (tgt_area * w2 * d2).sum()
+            loss = loss + ramp * cfg.w_chamfer * cham
+            if cfg.w_normal > 0:
+                xn = vertex_normals_torch(x, faces_t)
+                nerr = 1.0 - (xn * tgt_n[i1t]).sum(1)
+                loss = loss + ramp * cfg.w_normal * (src_area * data_mask * nerr).sum()
+        if cfg.w_shear > 0:
+            R = polar_rotation(A.detach())
+            loss = loss + cfg.w_shear * ((A - R) ** 2).sum((1, 2)).mean()
+        w_id = cfg.w_identity[0] + (cfg.w_identity[1] - cfg.w_identity[0]) * frac
+        loss = loss + w_id * ((A - eye) ** 2).sum((1, 2)).mean()
+        if lm_s is not None:
+            loss = loss + cfg.w_landmark * ((x[lm_s] - lm_t) ** 2).sum(1).mean()
+        loss.backward()
+        opt.step()
+        if step % 10 == 0:
+            history.append((step, float(loss.detach())))
+            if progress is not None:
+                progress.update(frac)
+    with torch.no_grad():
+        x = solver.solve(A @ solver.source_jacobians, T)
+    return RegistrationResult(vertices=x.detach().cpu().numpy(), history=history, solver=solver)
