@@ -37,14 +37,23 @@ class RegistrationConfig:
     seed: int = 0
 
 
-def polar_rotation(A: torch.Tensor) -> torch.Tensor:
-    """Closest rotation (..., 3, 3) to A by SVD (no gradient through it)."""
+def polar_rotation(A: torch.Tensor, iters: int = 8) -> torch.Tensor:
+    """Orthogonal polar factor (..., 3, 3) of A, without gradient.
+
+    Scaled Newton iteration X <- (g X + X^-T / g) / 2 with the inverse-transpose from cofactors:
+    a few elementwise passes, much faster than batched 3x3 SVDs on the CPU.
+    """
     with torch.no_grad():
-        U, _, Vh = torch.linalg.svd(A)
-        det = torch.det(U @ Vh)
-        D = torch.ones(A.shape[:-1], dtype=A.dtype, device=A.device)
-        D[..., -1] = torch.sign(det)
-        return U @ torch.diag_embed(D) @ Vh
+        X = A.detach().clone()
+        for _ in range(iters):
+            r0, r1, r2 = X[..., 0, :], X[..., 1, :], X[..., 2, :]
+            cof = torch.stack([torch.cross(r1, r2, dim=-1), torch.cross(r2, r0, dim=-1), torch.cross(r0, r1, dim=-1)], dim=-2)
+            det = (r0 * cof[..., 0, :]).sum(-1)
+            det = torch.where(det.abs() < 1e-12, torch.full_like(det, 1e-12), det)
+            inv_t = cof / det[..., None, None]
+            g = (inv_t.pow(2).sum((-1, -2)) / X.pow(2).sum((-1, -2)).clamp_min(1e-24)).pow(0.25)
+            X = 0.5 * (g[..., None, None] * X + inv_t / g[..., None, None])
+        return X
 
 
 def vertex_normals_torch(x: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -139,7 +148,8 @@ def register(
                 nerr = 1.0 - (xn * tgt_n[i1t]).sum(1)
                 loss = loss + ramp * cfg.w_normal * (src_area * data_mask * nerr).sum()
         if cfg.w_shear > 0:
-            R = polar_rotation(A.detach())
+            if step % 5 == 0:  # the rotations move slowly; the gradient 2 (A - R) stays exact enough
+                R = polar_rotation(A.detach())
             loss = loss + cfg.w_shear * ((A - R) ** 2).sum((1, 2)).mean()
         w_id = cfg.w_identity[0] + (cfg.w_identity[1] - cfg.w_identity[0]) * frac
         loss = loss + w_id * ((A - eye) ** 2).sum((1, 2)).mean()

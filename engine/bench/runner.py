@@ -1,0 +1,371 @@
+"""Run matcher variants on benchmark pairs, one fresh process per match.
+
+A *variant* is one row of the benchmark table: a name and the keyword options
+passed to :func:`engine.match` (``{"features": "geometric"}``, ``{"method":
+"rigid"}``, ``{"parts": True}``...). Later work adds rows by adding variants;
+a variant may also name another callable with the reserved key ``"_call"``
+(``"package.module:function"``, called as ``function(path_a, path_b,
+**options)`` and returning a :class:`engine.Correspondence`).
+
+Every match runs in its own spawned process, so that the peak resident memory
+(``ru_maxrss``) is that of one pair, and a crash, a hang (``timeout``) or an
+exception fails that pair only.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+
+from ..errors import InputError
+from .datasets import BenchPair, load_triangles
+from .geodesics import geodesic_matrix
+from .metrics import map_errors
+
+FEATURE_MODES = ("auto", "geometric", "dino", "dino+sd")
+BASELINE_NAME = "rigid (baseline)"
+CALL_KEY = "_call"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One benchmark row: a name and the options of :func:`engine.match`."""
+
+    name: str
+    options: dict = field(default_factory=dict)
+
+    def call_target(self) -> str:
+        return str(self.options.get(CALL_KEY, "engine:match"))
+
+    def match_options(self, device: str | None) -> dict:
+        opts = {k: v for k, v in self.options.items() if k != CALL_KEY}
+        if device is not None and "device" not in opts:
+            opts["device"] = device
+        return opts
+
+
+def baseline_variant() -> Variant:
+    """Rigid pre-alignment + nearest surface point."""
+    return Variant(BASELINE_NAME, {"method": "rigid"})
+
+
+def feature_variant(mode: str) -> Variant:
+    if mode not in FEATURE_MODES:
+        raise InputError(f"--features: unknown mode {mode!r}; use one of {', '.join(FEATURE_MODES)}")
+    return Variant(mode, {"features": mode})
+
+
+def parse_variant(spec: str) -> Variant:
+    """Parse ``NAME=JSON_OPTIONS`` (e.g. ``parts={"parts": true}``)."""
+    name, sep, raw = spec.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise InputError(f"--variant {spec!r}: expected NAME=JSON_OPTIONS, e.g. parts='{{\"parts\": true}}'")
+    try:
+        options = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--variant {name}: options are not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(options, dict):
+        raise InputError(f"--variant {name}: options must be a JSON object, got {type(options).__name__}")
+    call = options.get(CALL_KEY)
+    if call is not None and (not isinstance(call, str) or ":" not in call):
+        raise InputError(f"--variant {name}: {CALL_KEY} must be 'package.module:function'")
+    return Variant(name, options)
+
+
+def build_variants(features: Iterable[str], extra: Iterable[str] = (), baseline: bool = True) -> list[Variant]:
+    """The baseline, one row per feature mode, then the ``--variant`` rows; names must be unique."""
+    variants = [baseline_variant()] if baseline else []
+    variants += [feature_variant(m.strip()) for m in features if m.strip()]
+    variants += [parse_variant(s) for s in extra]
+    seen: set[str] = set()
+    for v in variants:
+        if v.name in seen:
+            raise InputError(f"benchmark row {v.name!r} is given twice")
+        seen.add(v.name)
+    if not variants:
+        raise InputError("nothing to run: give --features and/or --variant")
+    return variants
+
+
+# --------------------------------------------------------------------------- one match in a child process
+
+
+def _resolve(target: str) -> Callable:
+    import importlib
+
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    text = f"{exc.__class__.__name__}: {msg[0] if msg else ''}".rstrip(": ")
+    from ..errors import StableWrapError
+
+    if not isinstance(exc, StableWrapError):
+        # an unexpected exception is a bug: say where it came from
+        tb = traceback.extract_tb(exc.__traceback__)
+        if tb:
+            frame = tb[-1]
+            text += f" (at {os.path.basename(frame.filename)}:{frame.lineno})"
+    return text
+
+
+def _peak_rss_bytes() -> int:
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss) if sys.platform == "darwin" else int(rss) * 1024
+
+
+def _peak_gpu_bytes() -> float:
+    """Peak CUDA memory allocated by torch in this process (NaN when CUDA was not used)."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            return float(torch.cuda.max_memory_allocated())
+    except Exception:
+        pass
+    return float("nan")
+
+
+def _child_main(conn, call: str, path_a: str, path_b: str, options: dict, threads: Optional[int]) -> None:
+    """Entry point of the per-match process: run, then send a plain dict back."""
+    result: dict = {"ok": False}
+    t0 = None
+    try:
+        if threads:
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+            import torch
+
+            torch.set_num_threads(threads)
+        fn = _resolve(call)
+        if call == "engine:match":
+            try:  # import the pipeline before timing: imports are not the matcher's work
+                import engine.pipeline  # noqa: F401
+            except ImportError:
+                pass
+        result["rss_before"] = _peak_rss_bytes()
+        t0 = time.perf_counter()
+        corr = fn(path_a, path_b, **options)
+        result["seconds"] = time.perf_counter() - t0
+        result["face"] = np.asarray(corr.src_to_tgt_face)
+        result["bary"] = np.asarray(corr.src_to_tgt_bary)
+        meta = getattr(corr, "meta", {}) or {}
+        result["meta"] = json.loads(json.dumps(meta, default=str))
+        result["ok"] = True
+    except BaseException as exc:  # everything is reported as this pair's failure
+        if t0 is not None:
+            result["seconds"] = time.perf_counter() - t0
+        result["error"] = _one_line(exc)
+    result["peak_rss"] = _peak_rss_bytes()
+    result["peak_gpu"] = _peak_gpu_bytes()
+    try:
+        conn.send(result)
+    finally:
+        conn.close()
+
+
+@dataclass
+class MatchRun:
+    """The outcome of one variant on one pair."""
+
+    pair: BenchPair
+    variant: str
+    ok: bool
+    error: str = ""
+    seconds: float = float("nan")
+    peak_rss: float = float("nan")  # bytes, whole process
+    peak_gpu: float = float("nan")  # bytes of CUDA memory torch allocated at most; NaN without CUDA
+    errors: np.ndarray | None = None  # (k,) float64 per ground-truth point
+    sym_errors: np.ndarray | None = None  # against the mirrored ground truth, when the set has it
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def mean(self) -> float:
+        return float(self.errors.mean()) if self.errors is not None and self.errors.size else float("nan")
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.errors)) if self.errors is not None and self.errors.size else float("nan")
+
+    @property
+    def sym_mean(self) -> float:
+        return float(self.sym_errors.mean()) if self.sym_errors is not None and self.sym_errors.size else float("nan")
+
+
+def _describe_exit(code: Optional[int]) -> str:
+    if code is None:
+        return "worker did not exit"
+    if code < 0:
+        try:
+            return f"worker killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"worker killed by signal {-code}"
+    return f"worker exited with code {code} without a result"
+
+
+def run_match_subprocess(
+    path_a: str,
+    path_b: str,
+    options: dict,
+    *,
+    call: str = "engine:match",
+    timeout: float = 600.0,
+    threads: Optional[int] = None,
+) -> dict:
+    """Run one match in a fresh spawned process.
+
+    Returns the child's dict: ``ok``, ``seconds``, ``peak_rss`` and ``peak_gpu`` (bytes), and
+    ``face``/``bary``/``meta`` on success or ``error`` (one line) on failure.
+    A crash or a timeout becomes ``ok=False`` with a description.
+    """
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_main, args=(send, call, os.fspath(path_a), os.fspath(path_b), options, threads), daemon=True)
+    start = time.perf_counter()
+    proc.start()
+    send.close()
+    result: Optional[dict] = None
+    failure = ""
+    timed_out = False
+    try:
+        while True:
+            if recv.poll(0.2):
+                try:
+                    result = recv.recv()
+                except (EOFError, OSError):
+                    proc.join(5)
+                    failure = _describe_exit(proc.exitcode)
+                break
+            if not proc.is_alive():
+                if recv.poll(0.5):
+                    continue
+                failure = _describe_exit(proc.exitcode)
+                break
+            if time.perf_counter() - start > timeout:
+                failure = f"timed out after {timeout:g} s"
+                timed_out = True
+                break
+    finally:
+        recv.close()
+        if timed_out:
+            proc.terminate()
+        proc.join(10)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    if result is None:
+        return {"ok": False, "error": failure, "seconds": time.perf_counter() - start, "peak_rss": float("nan")}
+    return result
+
+
+# --------------------------------------------------------------------------- a whole benchmark
+
+
+class GeodesicStore:
+    """Distance matrices of target shapes, computed once (disk cache) and kept open."""
+
+    def __init__(self, cache_dir=None, log: Callable[[str], None] | None = None) -> None:
+        self.cache_dir = cache_dir
+        self.log = log
+        self._tables: dict[str, np.ndarray] = {}
+
+    def get(self, path) -> np.ndarray:
+        key = os.fspath(path)
+        if key not in self._tables:
+            v, f = load_triangles(key)
+            t0 = time.perf_counter()
+            self._tables[key] = geodesic_matrix(v, f, cache_dir=self.cache_dir)
+            dt = time.perf_counter() - t0
+            if self.log is not None and dt > 1.0:
+                self.log(f"  geodesics of {os.path.basename(key)} ({len(v)} vertices): {dt:.1f} s (cached for next time)")
+        return self._tables[key]
+
+
+def evaluate_run(pair: BenchPair, face: np.ndarray, bary: np.ndarray, store: GeodesicStore) -> tuple[np.ndarray, np.ndarray | None]:
+    """Errors of a map A -> B against the ground truth (and the mirrored one when present)."""
+    _, tri_b = load_triangles(pair.path_b)
+    va, _ = load_triangles(pair.path_a)
+    if len(face) != len(va):
+        raise InputError(f"map has {len(face)} source entries but {pair.name_a}.off has {len(va)} vertices")
+    geo = store.get(pair.path_b)
+    gt_a, gt_b = pair.ground_truth()
+    errors = map_errors(geo, tri_b, face, bary, gt_a, gt_b)
+    sym = pair.symmetric_ground_truth()
+    sym_errors = map_errors(geo, tri_b, face, bary, sym[0], sym[1]) if sym is not None else None
+    return errors, sym_errors
+
+
+def run_benchmark(
+    pairs: list[BenchPair],
+    variants: list[Variant],
+    *,
+    device: str | None = "cpu",
+    timeout: float = 600.0,
+    threads: Optional[int] = None,
+    cache_dir=None,
+    log: Callable[[str], None] | None = None,
+    runner: Callable[..., dict] = run_match_subprocess,
+) -> list[MatchRun]:
+    """Run every variant on every pair (pair by pair) and evaluate the maps.
+
+    ``runner`` is :func:`run_match_subprocess` (tests may pass an in-process
+    stand-in with the same signature and result dict).
+    """
+    store = GeodesicStore(cache_dir, log)
+    runs: list[MatchRun] = []
+    total = len(pairs) * len(variants)
+    k = 0
+    for pair in pairs:
+        for variant in variants:
+            k += 1
+            res = runner(
+                os.fspath(pair.path_a),
+                os.fspath(pair.path_b),
+                variant.match_options(device),
+                call=variant.call_target(),
+                timeout=timeout,
+                threads=threads,
+            )
+            run = MatchRun(
+                pair=pair,
+                variant=variant.name,
+                ok=bool(res.get("ok")),
+                error=str(res.get("error", "")),
+                seconds=float(res.get("seconds", float("nan"))),
+                peak_rss=float(res.get("peak_rss", float("nan"))),
+                peak_gpu=float(res.get("peak_gpu", float("nan"))),
+                meta=res.get("meta") or {},
+            )
+            if run.ok:
+                try:
+                    run.errors, run.sym_errors = evaluate_run(pair, res["face"], res["bary"], store)
+                except InputError as exc:
+                    run.ok, run.error = False, f"evaluation: {exc}"
+            runs.append(run)
+            if log is not None:
+                if run.ok:
+                    extra = f"  (mirrored gt {100 * run.sym_mean:.2f})" if run.sym_errors is not None and run.sym_mean < run.mean else ""
+                    log(
+                        f"[{k}/{total}] {pair.label} {variant.name}: error {100 * run.mean:.2f}{extra}, "
+                        f"{run.seconds:.1f} s, {run.peak_rss / 2**20:.0f} MiB"
+                    )
+                else:
+                    log(f"[{k}/{total}] {pair.label} {variant.name}: FAILED {run.error}")
+    return runs
