@@ -1,0 +1,178 @@
+"""Where the engine runs: the worker's Python, the managed environment, the shared worker client.
+
+The engine (torch and friends) never enters Blender's Python. It lives in a
+separate environment: a managed venv the extension creates (venv + pip
+install of the bundled engine wheel), or any Python the user points to. The
+environment variable ``STABLEWRAP_ENGINE_PYTHON`` overrides both (pipelines,
+tests).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+from typing import Optional
+
+import bpy
+
+from .worker_client import WorkerClient, WorkerError
+
+ENV_VAR = "STABLEWRAP_ENGINE_PYTHON"
+PACKAGE = __package__
+
+_client: Optional[WorkerClient] = None
+
+
+def get_prefs():
+    """The add-on preferences, or None when the package is not registered as an add-on (tests)."""
+    addon = bpy.context.preferences.addons.get(PACKAGE)
+    return addon.preferences if addon is not None else None
+
+
+def default_env_dir() -> str:
+    try:
+        return bpy.utils.extension_path_user(PACKAGE, path="engine-env", create=False)
+    except (ValueError, RuntimeError, TypeError):
+        # not installed as an extension (running from source): keep it in the user config folder
+        return os.path.join(bpy.utils.user_resource("CONFIG"), "stablewrap", "engine-env")
+
+
+def env_python(env_dir: str) -> str:
+    if sys.platform == "win32":
+        return os.path.join(env_dir, "Scripts", "python.exe")
+    return os.path.join(env_dir, "bin", "python")
+
+
+def managed_env_dir(prefs=None) -> str:
+    prefs = prefs if prefs is not None else get_prefs()
+    custom = getattr(prefs, "env_dir", "") if prefs is not None else ""
+    return bpy.path.abspath(custom) if custom else default_env_dir()
+
+
+def resolve_python(prefs=None) -> str:
+    """The worker's Python: env var, else the preferences' choice ('' when nothing is set up)."""
+    override = os.environ.get(ENV_VAR, "").strip()
+    if override:
+        return override
+    prefs = prefs if prefs is not None else get_prefs()
+    if prefs is None:
+        py = env_python(default_env_dir())
+        return py if os.path.isfile(py) else ""
+    if prefs.python_mode == "EXISTING":
+        return bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
+    return env_python(managed_env_dir(prefs))
+
+
+def bundled_engine_wheel() -> Optional[str]:
+    """The engine wheel shipped in the extension's ``wheels/`` folder (not installed into Blender)."""
+    found = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "wheels", "stablewrap_engine-*.whl")))
+    return found[-1] if found else None
+
+
+def client(start: bool = True) -> Optional[WorkerClient]:
+    """The shared worker client, (re)started when its Python changed or it died."""
+    global _client
+    python = resolve_python()
+    if _client is not None and (not _client.alive or _client.python != python):
+        _client.stop()
+        _client = None
+    if _client is None and start:
+        if not python:
+            raise WorkerError("EngineNotConfigured",
+                              "no engine set up: open Preferences > Add-ons > StableWrap and create the engine environment "
+                              f"or point to a Python (or set {ENV_VAR})")
+        if not os.path.isfile(python):
+            raise WorkerError("EngineNotFound",
+                              f"engine Python not found: {python} (create the environment in the StableWrap preferences)")
+        _client = WorkerClient(python).start()
+    return _client
+
+
+def stop_worker() -> bool:
+    """Stop the worker process (frees its GPU memory). True when one was running."""
+    global _client
+    if _client is None:
+        return False
+    was_alive = _client.alive
+    _client.stop()
+    _client = None
+    return was_alive
+
+
+def install_commands(env_dir: str, extras: str, wheel: Optional[str], pip_args: tuple = ()) -> list[list[str]]:
+    """The commands that create the managed environment: a venv, then pip install of the engine wheel.
+
+    The wheel's folder is a ``--find-links`` source, so a studio without
+    internet can drop every dependency's wheel next to it and pass
+    ``pip_args=("--no-index",)``.
+    """
+    py = env_python(env_dir)
+    if wheel is None:
+        raise WorkerError("NoEngineWheel", "this build of the extension bundles no engine wheel; point to an existing Python with the engine instead")
+    spec = wheel + (f"[{extras}]" if extras else "")
+    return [
+        [sys.executable, "-m", "venv", env_dir],
+        [py, "-m", "pip", "install", "--disable-pip-version-check", "--find-links", os.path.dirname(wheel), *pip_args, spec],
+    ]
+
+
+class EnvInstaller:
+    """Runs :func:`install_commands` one after the other without blocking (poll ``step()``)."""
+
+    def __init__(self, env_dir: str, extras: str = "", wheel: Optional[str] = None, pip_args: tuple = ()) -> None:
+        self.env_dir = env_dir
+        self.commands = install_commands(env_dir, extras, wheel or bundled_engine_wheel(), tuple(pip_args))
+        parent = os.path.dirname(os.path.abspath(env_dir))
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError:  # the venv step reports the problem; keep the log somewhere writable
+            import tempfile
+
+            parent = tempfile.gettempdir()
+        self.log_path = os.path.join(parent, "stablewrap-engine-env-install.log")
+        self.index = -1
+        self.proc: Optional[subprocess.Popen] = None
+        self.error: Optional[str] = None
+        self.done = False
+
+    def step(self) -> bool:
+        """Advance; True once finished (check ``error``)."""
+        if self.done:
+            return True
+        if self.proc is not None:
+            code = self.proc.poll()
+            if code is None:
+                return False
+            if code != 0:
+                step = " ".join(os.path.basename(c) for c in self.commands[self.index][:4])
+                self.error = f"'{step}' failed (exit code {code}): {_last_line(self.log_path)} (log: {self.log_path})"
+                self.done = True
+                return True
+        self.index += 1
+        if self.index >= len(self.commands):
+            self.done = True
+            return True
+        with open(self.log_path, "ab") as log:
+            try:
+                self.proc = subprocess.Popen(self.commands[self.index], stdout=log, stderr=subprocess.STDOUT)
+            except OSError as exc:
+                self.error = f"cannot run {self.commands[self.index][0]} ({exc.strerror or exc})"
+                self.done = True
+                return True
+        return False
+
+    @property
+    def fraction(self) -> float:
+        return max(0.0, self.index) / len(self.commands)
+
+
+def _last_line(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 4096))
+            lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""

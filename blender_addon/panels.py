@@ -1,0 +1,106 @@
+"""The "StableWrap" tab in the 3D Viewport sidebar."""
+from __future__ import annotations
+
+import bpy
+
+from .operators import resolve_pair
+
+
+class STABLEWRAP_UL_landmarks(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        target = item.target.name if item.target else "?"
+        layout.label(text=f"{index + 1}: v{item.source_vertex} -> {target} v{item.target_vertex}", icon="PIVOT_CURSOR")
+
+
+class _Panel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "StableWrap"
+
+
+class STABLEWRAP_PT_main(_Panel, bpy.types.Panel):
+    bl_label = "StableWrap"
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.stablewrap
+        col = layout.column(align=True)
+        col.prop(s, "source", icon="MESH_MONKEY")
+        col.prop(s, "target", icon="MESH_ICOSPHERE")
+        if s.source is None or s.target is None:
+            src, tgt = resolve_pair(context)
+            if src is not None or tgt is not None:
+                layout.label(text=f"From selection: {src.name if src else '-'} -> {tgt.name if tgt else '-'}", icon="RESTRICT_SELECT_OFF")
+            layout.operator("stablewrap.use_selection", icon="EYEDROPPER")
+        layout.prop(s, "features")
+        layout.prop(s, "quality", expand=True)
+        src, _ = resolve_pair(context)
+        if src is not None and src.type == "MESH":
+            layout.prop_search(s, "exclude_group", src, "vertex_groups", text="Exclude")
+        row = layout.row(align=True)
+        row.prop(s, "use_evaluated")
+        row.prop(s, "show_fit")
+
+        state = context.window_manager.stablewrap_job
+        if state.running:
+            box = layout.box()
+            box.progress(factor=state.progress, type="BAR", text=f"{state.label}: {state.stage} {100 * state.progress:.0f}%")
+            box.operator("stablewrap.cancel", icon="CANCEL", text="Cancel (Esc)")
+        else:
+            layout.operator("stablewrap.match", icon="MOD_SHRINKWRAP")
+        if s.last_report:
+            layout.label(text=s.last_report, icon="INFO")
+
+
+class STABLEWRAP_PT_landmarks(_Panel, bpy.types.Panel):
+    bl_label = "Landmarks"
+    bl_parent_id = "STABLEWRAP_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        src, _ = resolve_pair(context)
+        if src is None or src.type != "MESH":
+            layout.label(text="Pick a source mesh")
+            return
+        row = layout.row()
+        row.template_list("STABLEWRAP_UL_landmarks", "", src.stablewrap, "landmarks", src.stablewrap, "landmark_index", rows=3)
+        col = row.column(align=True)
+        col.operator("stablewrap.landmark_add", icon="ADD", text="")
+        col.operator("stablewrap.landmark_remove", icon="REMOVE", text="")
+        col.operator("stablewrap.landmark_clear", icon="X", text="")
+
+
+class STABLEWRAP_PT_transfer(_Panel, bpy.types.Panel):
+    bl_label = "Transfer"
+    bl_parent_id = "STABLEWRAP_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.stablewrap
+        layout.operator("stablewrap.transfer_uvs", icon="UV")
+        row = layout.row(align=True)
+        row.operator("stablewrap.bake_texture", icon="TEXTURE")
+        row.prop(s, "bake_resolution", text="")
+        layout.operator("stablewrap.transfer_weights", icon="GROUP_VERTEX")
+        row = layout.row(align=True)
+        row.operator("stablewrap.make_morph", icon="SHAPEKEY_DATA")
+        row.prop(s, "morph_steps", text="")
+        src, _ = resolve_pair(context)
+        if src is not None and src.type == "MESH" and src.stablewrap.morph_steps:
+            layout.prop(src.stablewrap, "morph", slider=True)
+        layout.separator()
+        layout.operator("stablewrap.clear", icon="TRASH")
+
+
+classes = (STABLEWRAP_UL_landmarks, STABLEWRAP_PT_main, STABLEWRAP_PT_landmarks, STABLEWRAP_PT_transfer)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,105 @@
+"""Scene settings (the panel's pickers and options) and per-object data (landmarks, morph slider).
+
+Everything is a registered ``bpy.props`` property, so it is saved in the
+.blend and read as ``scene.stablewrap.source`` / ``obj.stablewrap.landmarks``
+(in Blender 5.0, ``obj["prop"]`` no longer reaches these).
+"""
+from __future__ import annotations
+
+import bpy
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty,
+                       PointerProperty, StringProperty)
+
+FEATURE_ITEMS = [
+    ("auto", "Auto", "Semantic features when the models are installed, geometric descriptors otherwise"),
+    ("geometric", "Geometric", "Shape descriptors only (no models needed, fastest)"),
+    ("dino", "DINOv2", "DINOv2 image features rendered from several views"),
+    ("dino+sd", "DINOv2 + SD", "DINOv2 and Stable Diffusion features (best, slowest)"),
+]
+QUALITY_ITEMS = [
+    ("fast", "Fast", "Fewer iterations and views: a quick preview"),
+    ("balanced", "Balanced", "Good results in reasonable time"),
+    ("best", "Best", "Full iteration count and all views"),
+]
+
+
+def _is_mesh(self, obj) -> bool:
+    return obj is not None and obj.type == "MESH"
+
+
+def _morph_changed(self, context) -> None:
+    # the morph keys' drivers read this property; tag the object so the depsgraph re-evaluates them
+    self.id_data.update_tag()
+
+
+class STABLEWRAP_PG_landmark(bpy.types.PropertyGroup):
+    """One landmark pair: a vertex on this (source) object and a vertex on ``target``."""
+
+    target: PointerProperty(type=bpy.types.Object, name="Target", description="The object the pair points into")
+    source_vertex: IntProperty(name="Source vertex", min=0)
+    target_vertex: IntProperty(name="Target vertex", min=0)
+
+
+class STABLEWRAP_PG_object(bpy.types.PropertyGroup):
+    """Per-object StableWrap data."""
+
+    landmarks: CollectionProperty(type=STABLEWRAP_PG_landmark, name="Landmarks")
+    landmark_index: IntProperty(name="Active landmark", default=0)
+    morph: FloatProperty(name="Morph", description="Blend from the source shape (0) to the fitted shape (1)",
+                         default=0.0, min=0.0, max=1.0, subtype="FACTOR", update=_morph_changed)
+    morph_steps: IntProperty(name="Morph keys", default=0, min=0, options={"HIDDEN"})
+    created_basis: BoolProperty(default=False, options={"HIDDEN"})
+    created_groups: StringProperty(default="", options={"HIDDEN"},
+                                   description="Vertex groups written by Transfer Weights (tab-separated)")
+    matched_with: PointerProperty(type=bpy.types.Object, name="Matched with",
+                                  description="The other object of the last match")
+
+
+class STABLEWRAP_PG_scene(bpy.types.PropertyGroup):
+    """The sidebar's settings."""
+
+    source: PointerProperty(type=bpy.types.Object, name="Source", poll=_is_mesh,
+                            description="Template mesh (clean topology, UVs, rig) that is wrapped onto the target")
+    target: PointerProperty(type=bpy.types.Object, name="Target", poll=_is_mesh,
+                            description="Mesh to wrap onto (a scan, a sculpt, another character)")
+    features: EnumProperty(name="Features", items=FEATURE_ITEMS, default="auto")
+    quality: EnumProperty(name="Quality", items=QUALITY_ITEMS, default="balanced")
+    exclude_group: StringProperty(name="Exclude", description="Vertex group on the source whose vertices are not pulled onto the target (e.g. hair, accessories)")
+    use_evaluated: BoolProperty(name="Use modifiers", default=False,
+                                description="Match the meshes with modifiers applied (only when they keep the vertex count)")
+    show_fit: BoolProperty(name="Show fit", default=True,
+                           description="Set the 'StableWrap fit' shape key to 1 after matching")
+    morph_steps: IntProperty(name="In-betweens", default=5, min=1, max=64,
+                             description="Number of in-between shape keys for Make Morph")
+    bake_resolution: IntProperty(name="Resolution", default=1024, min=16, max=16384)
+    last_report: StringProperty(default="", description="Outcome of the last StableWrap operation")
+
+
+class STABLEWRAP_PG_job(bpy.types.PropertyGroup):
+    """State of the running job, on the window manager (never saved, never undone)."""
+
+    running: BoolProperty(default=False)
+    label: StringProperty(default="")
+    stage: StringProperty(default="")
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    cancel: BoolProperty(default=False)
+    engine_info: StringProperty(default="", description="Result of the last engine check")
+
+
+classes = (STABLEWRAP_PG_landmark, STABLEWRAP_PG_object, STABLEWRAP_PG_scene, STABLEWRAP_PG_job)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Object.stablewrap = PointerProperty(type=STABLEWRAP_PG_object)
+    bpy.types.Scene.stablewrap = PointerProperty(type=STABLEWRAP_PG_scene)
+    bpy.types.WindowManager.stablewrap_job = PointerProperty(type=STABLEWRAP_PG_job)
+
+
+def unregister() -> None:
+    del bpy.types.WindowManager.stablewrap_job
+    del bpy.types.Scene.stablewrap
+    del bpy.types.Object.stablewrap
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

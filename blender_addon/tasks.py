@@ -1,0 +1,509 @@
+"""The jobs behind every button: read Blender data -> worker request -> write the result back.
+
+A task has two halves that run on Blender's main thread: ``prepare()`` reads
+and validates the meshes and returns the worker request, ``apply()`` checks
+the reply completely and only then writes it into the scene. A failed or
+cancelled job never reaches ``apply()``, so the scene stays unchanged. The
+modal operators (UI) and the blocking API (``--background``, scripts) share
+these classes.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import bpy
+import numpy as np
+
+from . import mesh_io
+from .mesh_io import MeshDataError
+from .worker_client import StableWrapAddonError
+
+# names written into the scene
+ATTR_TARGET_FACE = "sw_target_face"
+ATTR_TARGET_BARY = "sw_target_bary"
+ATTR_CONFIDENCE = "sw_confidence"
+ATTR_SOURCE_FACE = "sw_source_face"
+ATTR_SOURCE_BARY = "sw_source_bary"
+ATTR_COLOR = "sw_correspondence"
+FIT_KEY = "StableWrap fit"
+MORPH_PREFIX = "StableWrap morph "
+UV_NAME = "StableWrap UV"
+IMAGE_SUFFIX = " StableWrap bake"
+
+
+class TaskError(StableWrapAddonError):
+    """A clear, one-line reason why a task cannot run or its result cannot be written."""
+
+
+def _obj(obj_or_name, role: str):
+    if isinstance(obj_or_name, str):
+        obj = bpy.data.objects.get(obj_or_name)
+        if obj is None:
+            raise TaskError(f"{role} object '{obj_or_name}' not found")
+        return obj
+    return obj_or_name
+
+
+def check_pair(source, target) -> None:
+    if source is None or target is None:
+        raise TaskError("pick a source and a target mesh" if source is None and target is None
+                        else f"pick a {'source' if source is None else 'target'} mesh")
+    if source == target:
+        raise TaskError(f"source and target are the same object ('{source.name}'); pick two different meshes")
+    try:
+        mesh_io.check_mesh_object(source, "source")
+        mesh_io.check_mesh_object(target, "target")
+    except MeshDataError as exc:
+        raise TaskError(str(exc)) from None
+
+
+def _check_length(name: str, arr: np.ndarray, shape: tuple) -> np.ndarray:
+    if arr is None:
+        raise TaskError(f"engine reply has no '{name}'")
+    if tuple(arr.shape) != tuple(shape):
+        raise TaskError(f"engine reply '{name}' has shape {tuple(arr.shape)}, expected {tuple(shape)}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise TaskError(f"engine reply '{name}' contains NaN or infinite values")
+    return arr
+
+
+def _check_faces(name: str, arr: np.ndarray, n_faces: int) -> None:
+    if len(arr) and (arr.min() < 0 or arr.max() >= n_faces):
+        raise TaskError(f"engine reply '{name}' refers to triangle {int(arr.max())} of a mesh with {n_faces}")
+
+
+def _mesh_signature(obj) -> tuple:
+    return (obj.name, len(obj.data.vertices), len(obj.data.polygons), len(obj.data.loops))
+
+
+class EditModeGuard:
+    """Leave edit mode while results are written (edit-mode data would overwrite them), then return."""
+
+    def __init__(self, *objects) -> None:
+        self.objects = [o for o in objects if o is not None]
+        self.restore = False
+
+    def __enter__(self):
+        ctx_obj = bpy.context.view_layer.objects.active if bpy.context.view_layer else None
+        if any(o.mode == "EDIT" for o in self.objects) and ctx_obj is not None and ctx_obj.mode == "EDIT":
+            bpy.ops.object.mode_set(mode="OBJECT")
+            self.restore = True
+        for o in self.objects:
+            if o.mode == "EDIT":
+                o.update_from_editmode()
+        return self
+
+    def __exit__(self, *exc):
+        if self.restore:
+            bpy.ops.object.mode_set(mode="EDIT")
+        return False
+
+
+def correspondence_colors(points: np.ndarray) -> np.ndarray:
+    """(n, 4) float32 RGBA: bounding-box-normalised positions as colours (a smooth, readable map)."""
+    p = np.asarray(points, np.float64)
+    lo, hi = p.min(0), p.max(0)
+    rgb = (p - lo) / np.where(hi - lo > 0, hi - lo, 1.0)
+    return np.concatenate([0.1 + 0.85 * rgb, np.ones((len(p), 1))], axis=1).astype(np.float32)
+
+
+def interpolate(values: np.ndarray, triangles: np.ndarray, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """Values at points given as (triangle, barycentric) of a mesh with per-vertex ``values``."""
+    return np.einsum("nk,nk...->n...", bary.astype(np.float64), values[triangles[face]].astype(np.float64))
+
+
+def landmark_pairs(source, target) -> np.ndarray:
+    """(k, 2) int32 (source vertex, target vertex) pairs stored on the source for this target."""
+    pairs = [(lm.source_vertex, lm.target_vertex) for lm in source.stablewrap.landmarks if lm.target == target]
+    arr = np.asarray(pairs, np.int32).reshape(-1, 2)
+    ns, nt = len(source.data.vertices), len(target.data.vertices)
+    if len(arr) and (arr[:, 0].max() >= ns or arr[:, 1].max() >= nt):
+        raise TaskError(f"a landmark refers to a vertex that no longer exists (source has {ns}, target {nt} vertices); clear the landmarks")
+    return arr
+
+
+class Task:
+    label = "StableWrap"
+    cmd = ""
+
+    def prepare(self) -> tuple[str, dict, dict]:
+        raise NotImplementedError
+
+    def apply(self, data: dict, arrays: dict) -> str:
+        raise NotImplementedError
+
+
+class MatchTask(Task):
+    """Dense correspondence; writes maps, confidence, colours and the fit shape key."""
+
+    label = "Match"
+    cmd = "match"
+
+    def __init__(self, source, target, features: str = "auto", quality: str = "balanced", exclude_group: str = "",
+                 use_evaluated: bool = False, show_fit: bool = True, method: Optional[str] = None,
+                 device: Optional[str] = None) -> None:
+        self.source = _obj(source, "source")
+        self.target = _obj(target, "target")
+        self.features, self.quality, self.method, self.device = features, quality, method, device
+        self.exclude_group = exclude_group
+        self.use_evaluated = use_evaluated
+        self.show_fit = show_fit
+
+    def prepare(self):
+        check_pair(self.source, self.target)
+        try:
+            src = mesh_io.read_mesh(self.source, "source", evaluated=self.use_evaluated)
+            tgt = mesh_io.read_mesh(self.target, "target", evaluated=self.use_evaluated)
+            exclude = mesh_io.vertex_group_mask(self.source, self.exclude_group) if self.exclude_group else None
+        except MeshDataError as exc:
+            raise TaskError(str(exc)) from None
+        self.src, self.tgt = src, tgt
+        self.signature = (_mesh_signature(self.source), _mesh_signature(self.target))
+        arrays = {
+            # world space (float64: objects far from the origin keep their precision)
+            "src_vertices": src.world_vertices(), "src_faces": src.triangles,
+            "tgt_vertices": tgt.world_vertices(), "tgt_faces": tgt.triangles,
+        }
+        lms = landmark_pairs(self.source, self.target)
+        if len(lms):
+            arrays["landmarks"] = lms
+        if exclude is not None:
+            if exclude.all():
+                raise TaskError(f"exclusion group '{self.exclude_group}' covers the whole source; nothing left to match")
+            arrays["exclude"] = exclude
+        args = {"features": self.features, "quality": self.quality}
+        if self.method:
+            args["method"] = self.method
+        if self.device:
+            args["device"] = self.device
+        return self.cmd, args, arrays
+
+    def check(self, arrays: dict) -> dict:
+        ns, nt = len(self.src.vertices), len(self.tgt.vertices)
+        out = {
+            "src_to_tgt_face": _check_length("src_to_tgt_face", arrays.get("src_to_tgt_face"), (ns,)),
+            "src_to_tgt_bary": _check_length("src_to_tgt_bary", arrays.get("src_to_tgt_bary"), (ns, 3)),
+            "tgt_to_src_face": _check_length("tgt_to_src_face", arrays.get("tgt_to_src_face"), (nt,)),
+            "tgt_to_src_bary": _check_length("tgt_to_src_bary", arrays.get("tgt_to_src_bary"), (nt, 3)),
+            "fitted_vertices": _check_length("fitted_vertices", arrays.get("fitted_vertices"), (ns, 3)),
+            "confidence": _check_length("confidence", arrays.get("confidence"), (ns,)),
+        }
+        _check_faces("src_to_tgt_face", out["src_to_tgt_face"], len(self.tgt.triangles))
+        _check_faces("tgt_to_src_face", out["tgt_to_src_face"], len(self.src.triangles))
+        return out
+
+    def apply(self, data, arrays):
+        out = self.check(arrays)
+        for obj, sig in zip((self.source, self.target), self.signature):
+            if obj.name not in bpy.data.objects or _mesh_signature(obj) != sig:
+                raise TaskError(f"'{sig[0]}' was changed or deleted while matching; run Match again")
+        fitted_local = mesh_io.to_local(out["fitted_vertices"], self.src.matrix_world)
+        src_colors = correspondence_colors(self.src.vertices)
+        tgt_colors = interpolate(src_colors, self.src.triangles, out["tgt_to_src_face"], out["tgt_to_src_bary"])
+        with EditModeGuard(self.source, self.target):
+            sm, tm = self.source.data, self.target.data
+            mesh_io.write_attribute(sm, ATTR_TARGET_FACE, out["src_to_tgt_face"], "INT")
+            mesh_io.write_attribute(sm, ATTR_TARGET_BARY, out["src_to_tgt_bary"], "FLOAT_VECTOR")
+            mesh_io.write_attribute(sm, ATTR_CONFIDENCE, np.clip(out["confidence"], 0.0, 1.0), "FLOAT")
+            mesh_io.write_attribute(tm, ATTR_SOURCE_FACE, out["tgt_to_src_face"], "INT")
+            mesh_io.write_attribute(tm, ATTR_SOURCE_BARY, out["tgt_to_src_bary"], "FLOAT_VECTOR")
+            for mesh, colors in ((sm, src_colors), (tm, tgt_colors)):
+                mesh_io.write_attribute(mesh, ATTR_COLOR, colors, "FLOAT_COLOR")
+                mesh.color_attributes.active_color = mesh.color_attributes[ATTR_COLOR]
+            had_keys = sm.shape_keys is not None
+            mesh_io.write_shape_key(self.source, FIT_KEY, fitted_local, 1.0 if self.show_fit else 0.0)
+            if not had_keys:
+                self.source.stablewrap.created_basis = True
+            self.source.stablewrap.matched_with = self.target
+            self.target.stablewrap.matched_with = self.source
+        meta = data.get("meta") or {}
+        secs = meta.get("worker_seconds")
+        conf = float(np.mean(out["confidence"])) if len(out["confidence"]) else 0.0
+        return (f"Matched '{self.source.name}' to '{self.target.name}'"
+                + (f" in {secs:.1f} s" if isinstance(secs, (int, float)) else "") + f", mean confidence {conf:.2f}")
+
+
+def _stored_map(target, source) -> tuple[np.ndarray, np.ndarray]:
+    """The target -> source map written by Match (triangle, barycentric)."""
+    face = mesh_io.read_attribute(target.data, ATTR_SOURCE_FACE)
+    bary = mesh_io.read_attribute(target.data, ATTR_SOURCE_BARY)
+    if face is None or bary is None:
+        raise TaskError(f"'{target.name}' has no correspondence yet: run Match first")
+    return face, bary
+
+
+class _MappedTask(Task):
+    """Base for transfers that use the stored target -> source map."""
+
+    def __init__(self, source, target) -> None:
+        self.source = _obj(source, "source")
+        self.target = _obj(target, "target")
+
+    def _common(self):
+        check_pair(self.source, self.target)
+        face, bary = _stored_map(self.target, self.source)
+        src_tris, src_loops, _ = mesh_io.read_triangles(self.source.data)
+        tgt_tris, tgt_loops, _ = mesh_io.read_triangles(self.target.data)
+        _check_faces("sw_source_face", face, len(src_tris))
+        self.src_tris, self.src_loops, self.tgt_tris, self.tgt_loops = src_tris, src_loops, tgt_tris, tgt_loops
+        self.signature = (_mesh_signature(self.source), _mesh_signature(self.target))
+        return {"src_faces": src_tris, "tgt_faces": tgt_tris, "tgt_to_src_face": face, "tgt_to_src_bary": bary}
+
+    def _still_same(self):
+        for obj, sig in zip((self.source, self.target), self.signature):
+            if obj.name not in bpy.data.objects or _mesh_signature(obj) != sig:
+                raise TaskError(f"'{sig[0]}' was changed or deleted meanwhile; run it again")
+
+
+def read_corner_uv(mesh, loops: np.ndarray, uv_name: Optional[str] = None) -> tuple[str, np.ndarray]:
+    """UVs of every triangle corner: (t, 3, 2) float32, from ``uv_name`` or the active UV map."""
+    layer = mesh.uv_layers.get(uv_name) if uv_name else mesh.uv_layers.active
+    if layer is None:
+        raise TaskError(f"'{mesh.name}' has no UV map{' ' + repr(uv_name) if uv_name else ''}; add or unwrap one on the source")
+    buf = np.empty(len(mesh.loops) * 2, np.float32)
+    if len(buf):
+        layer.uv.foreach_get("vector", buf)
+    return layer.name, buf.reshape(-1, 2)[loops]
+
+
+class TransferUVTask(_MappedTask):
+    """Carries the source's active UV map onto the target (seam-aware) as 'StableWrap UV'."""
+
+    label = "Transfer UVs"
+    cmd = "transfer_uvs"
+
+    def __init__(self, source, target, uv_name: Optional[str] = None, new_name: str = UV_NAME) -> None:
+        super().__init__(source, target)
+        self.uv_name, self.new_name = uv_name, new_name
+
+    def prepare(self):
+        arrays = self._common()
+        self.src_uv_name, arrays["src_corner_uv"] = read_corner_uv(self.source.data, self.src_loops, self.uv_name)
+        arrays["src_vertices"] = mesh_io.basis_positions(self.source)
+        return self.cmd, {}, arrays
+
+    def apply(self, data, arrays):
+        cuv = _check_length("corner_uv", arrays.get("corner_uv"), (len(self.tgt_tris), 3, 2))
+        self._still_same()
+        mesh = self.target.data
+        loop_uv = np.zeros((len(mesh.loops), 2), np.float32)
+        loop_uv[self.tgt_loops.reshape(-1)] = cuv.reshape(-1, 2)
+        with EditModeGuard(self.target):
+            layer = mesh.uv_layers.get(self.new_name) or mesh.uv_layers.new(name=self.new_name)
+            if layer is None:
+                raise TaskError(f"'{self.target.name}' cannot take another UV map (the limit is 8)")
+            layer.uv.foreach_set("vector", loop_uv.reshape(-1))
+            mesh.uv_layers.active = layer
+        seams = len(arrays.get("seam_faces", ()))
+        return f"UV map '{self.new_name}' written on '{self.target.name}' from '{self.src_uv_name}'" + (f" ({seams} triangles across seams)" if seams else "")
+
+
+class TransferWeightsTask(_MappedTask):
+    """Copies every vertex group of the source onto the target."""
+
+    label = "Transfer Weights"
+    cmd = "transfer_weights"
+
+    def __init__(self, source, target, normalize: bool = False) -> None:
+        super().__init__(source, target)
+        self.normalize = normalize
+
+    def prepare(self):
+        arrays = self._common()
+        self.names, weights = mesh_io.read_vertex_groups(self.source)
+        if not self.names:
+            raise TaskError(f"source '{self.source.name}' has no vertex groups to transfer")
+        arrays["values"] = weights
+        return self.cmd, {"mode": "barycentric", "normalize": self.normalize}, arrays
+
+    def apply(self, data, arrays):
+        vals = _check_length("values", arrays.get("values"), (len(self.target.data.vertices), len(self.names)))
+        self._still_same()
+        with EditModeGuard(self.target):
+            for i, name in enumerate(self.names):
+                mesh_io.write_vertex_group(self.target, name, vals[:, i])
+            self.target.stablewrap.created_groups = "\t".join(self.names)
+        return f"{len(self.names)} vertex groups transferred to '{self.target.name}'"
+
+
+class MorphTask(Task):
+    """N in-between shape keys from the source shape to its fit, driven by one slider."""
+
+    label = "Make Morph"
+    cmd = "make_morph"
+
+    def __init__(self, source, steps: int = 5) -> None:
+        self.source = _obj(source, "source")
+        self.steps = int(steps)
+
+    def prepare(self):
+        if self.source is None:
+            raise TaskError("pick a source mesh")
+        try:
+            mesh_io.check_mesh_object(self.source, "source")
+        except MeshDataError as exc:
+            raise TaskError(str(exc)) from None
+        if self.steps < 1:
+            raise TaskError(f"the number of in-betweens must be at least 1 (got {self.steps})")
+        fitted = mesh_io.read_shape_key(self.source, FIT_KEY)
+        if fitted is None:
+            raise TaskError(f"'{self.source.name}' has no '{FIT_KEY}' shape key: run Match first")
+        tris, _, _ = mesh_io.read_triangles(self.source.data)
+        self.signature = _mesh_signature(self.source)
+        times = [i / self.steps for i in range(1, self.steps + 1)]  # key i at t = i/N; the last is the fit
+        return self.cmd, {"times": times}, {
+            "src_vertices": mesh_io.basis_positions(self.source), "src_faces": tris, "fitted_vertices": fitted}
+
+    def apply(self, data, arrays):
+        n = len(self.source.data.vertices)
+        frames = _check_length("frames", arrays.get("frames"), (self.steps, n, 3))
+        if _mesh_signature(self.source) != self.signature:
+            raise TaskError(f"'{self.source.name}' was changed meanwhile; run Make Morph again")
+        with EditModeGuard(self.source):
+            remove_morph(self.source)
+            keys = []
+            for i in range(self.steps):
+                keys.append(mesh_io.write_shape_key(self.source, f"{MORPH_PREFIX}{i + 1:02d}", frames[i], 0.0))
+            for i, key in enumerate(keys, start=1):
+                add_morph_driver(self.source, key, i, self.steps)
+            self.source.stablewrap.morph_steps = self.steps
+            fit = self.source.data.shape_keys.key_blocks.get(FIT_KEY)
+            if fit is not None:
+                fit.value = 0.0  # the morph slider drives the shape now
+        return f"{self.steps} in-between shape keys on '{self.source.name}', driven by its Morph slider"
+
+
+def add_morph_driver(obj, key, i: int, n: int):
+    """Key ``i`` of ``n`` peaks at morph = i/n and fades linearly to its neighbours (a piecewise-linear blend)."""
+    fcurve = key.driver_add("value")
+    drv = fcurve.driver
+    drv.type = "SCRIPTED"
+    while drv.variables:
+        drv.variables.remove(drv.variables[0])
+    var = drv.variables.new()
+    var.name = "m"
+    var.type = "SINGLE_PROP"
+    var.targets[0].id_type = "OBJECT"
+    var.targets[0].id = obj
+    var.targets[0].data_path = "stablewrap.morph"
+    if i == n:
+        drv.expression = f"max(0.0, min(1.0, m * {n} - {n - 1}))"
+    else:
+        drv.expression = f"max(0.0, 1.0 - abs(m * {n} - {i}))"
+    for mod in list(fcurve.modifiers):
+        fcurve.modifiers.remove(mod)
+    return fcurve
+
+
+def remove_morph(obj) -> int:
+    sk = obj.data.shape_keys
+    if sk is None:
+        return 0
+    names = [k.name for k in sk.key_blocks if k.name.startswith(MORPH_PREFIX)]
+    for name in names:
+        key = obj.data.shape_keys.key_blocks[name]
+        try:
+            key.driver_remove("value")
+        except TypeError:
+            pass
+        obj.shape_key_remove(key)
+    obj.stablewrap.morph_steps = 0
+    return len(names)
+
+
+class BakeTextureTask(_MappedTask):
+    """Bakes the source's image texture into a new image in the target's UV layout."""
+
+    label = "Bake Texture"
+    cmd = "bake_texture"
+
+    def __init__(self, source, target, image=None, resolution: int = 1024, uv_name: Optional[str] = None) -> None:
+        super().__init__(source, target)
+        self.image = bpy.data.images.get(image) if isinstance(image, str) else image
+        self.resolution, self.uv_name = int(resolution), uv_name
+
+    def prepare(self):
+        arrays = self._common()
+        image = self.image or find_image(self.source)
+        if image is None:
+            raise TaskError(f"source '{self.source.name}' has no image texture in its material to bake from")
+        w, h = image.size
+        if w == 0 or h == 0:
+            raise TaskError(f"image '{image.name}' has no pixels (missing file?)")
+        px = np.empty(w * h * 4, np.float32)
+        image.pixels.foreach_get(px)
+        self.image_name = image.name
+        _, arrays["src_corner_uv"] = read_corner_uv(self.source.data, self.src_loops, self.uv_name)
+        tgt_layer = self.target.data.uv_layers.active
+        if tgt_layer is None:
+            raise TaskError(f"target '{self.target.name}' has no UV map to bake into: Transfer UVs or unwrap it first")
+        _, arrays["tgt_corner_uv"] = read_corner_uv(self.target.data, self.tgt_loops, tgt_layer.name)
+        arrays["src_image"] = px.reshape(h, w, 4)[::-1]  # Blender stores rows bottom-up; the engine top-down
+        arrays["src_vertices"] = mesh_io.basis_positions(self.source)
+        return self.cmd, {"size": [self.resolution, self.resolution], "padding": 16}, arrays
+
+    def apply(self, data, arrays):
+        img = arrays.get("image")
+        if img is None or img.ndim != 3 or img.shape[2] not in (3, 4):
+            raise TaskError("engine reply has no baked image")
+        self._still_same()
+        if img.shape[:2] != (self.resolution, self.resolution):
+            raise TaskError(f"engine reply image is {img.shape[1]}x{img.shape[0]}, expected {self.resolution}x{self.resolution}")
+        img = np.asarray(img, np.float32)[::-1]  # back to Blender's bottom-up rows
+        h, w = img.shape[:2]
+        if img.shape[2] == 3:
+            img = np.concatenate([img, np.ones((h, w, 1), np.float32)], axis=2)
+        name = f"{self.target.name}{IMAGE_SUFFIX}"
+        out = bpy.data.images.get(name)
+        if out is not None and tuple(out.size) != (w, h):
+            bpy.data.images.remove(out)
+            out = None
+        if out is None:
+            out = bpy.data.images.new(name, width=w, height=h, alpha=True, float_buffer=True)
+        out.pixels.foreach_set(np.ascontiguousarray(img, np.float32).reshape(-1))
+        out.update()
+        return f"Baked '{self.image_name}' into image '{name}' ({w}x{h})"
+
+
+def find_image(obj):
+    """The first image texture node's image in the object's materials."""
+    for slot in obj.material_slots:
+        mat = slot.material
+        if mat is None or mat.node_tree is None:
+            continue
+        for node in mat.node_tree.nodes:
+            if node.type == "TEX_IMAGE" and node.image is not None:
+                return node.image
+    return None
+
+
+def clear_results(source, target) -> list[str]:
+    """Remove everything StableWrap wrote on the two objects; returns what was removed."""
+    removed = []
+    for obj in (source, target):
+        if obj is None or obj.type != "MESH":
+            continue
+        with EditModeGuard(obj):
+            mesh = obj.data
+            for name in (ATTR_TARGET_FACE, ATTR_TARGET_BARY, ATTR_CONFIDENCE, ATTR_SOURCE_FACE, ATTR_SOURCE_BARY, ATTR_COLOR):
+                if mesh_io.remove_attribute(mesh, name):
+                    removed.append(f"{obj.name}.{name}")
+            n = remove_morph(obj)
+            if n:
+                removed.append(f"{obj.name}: {n} morph keys")
+            if mesh_io.remove_shape_key(obj, FIT_KEY):
+                removed.append(f"{obj.name}: {FIT_KEY}")
+            layer = mesh.uv_layers.get(UV_NAME)
+            if layer is not None:
+                mesh.uv_layers.remove(layer)
+                removed.append(f"{obj.name}: {UV_NAME}")
+            groups = [g for g in obj.stablewrap.created_groups.split("\t") if g]
+            for g in groups:
+                vg = obj.vertex_groups.get(g)
+                if vg is not None:
+                    obj.vertex_groups.remove(vg)
+            if groups:
+                removed.append(f"{obj.name}: {len(groups)} vertex groups")
+                obj.stablewrap.created_groups = ""
+            obj.stablewrap.matched_with = None
+    return removed

@@ -1,0 +1,96 @@
+"""The UI path of a job operator: modal() polling the worker, progress state, completion, Esc.
+
+Background mode has no event loop, so the operator's ``modal`` is driven by
+hand with synthetic TIMER / ESC events on a stand-in operator object that
+shares the real operator's code (the ``_JobOperator`` mixin).
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.test_addon_support import (assert_unchanged, bpy, empty_scene, enable_extension, snapshot, suzanne_pair,
+                                      use_matcher)
+
+
+class Event:
+    def __init__(self, type_):
+        self.type = type_
+        self.value = "PRESS"
+
+
+def _operator(sw, task, job):
+    class ModalStub(sw.operators._JobOperator):
+        bl_label = "Match"
+
+        def __init__(self):
+            self.reports = []
+
+        def report(self, level, message):
+            self.reports.append((set(level), message))
+
+    op = ModalStub()
+    op._task, op._job, op._timer = task, job, None
+    state = bpy.context.window_manager.stablewrap_job
+    state.running, state.cancel, state.label = True, False, "Match"
+    return op
+
+
+@pytest.fixture
+def sw():
+    mod = enable_extension()
+    empty_scene()
+    yield mod
+    bpy.context.window_manager.stablewrap_job.running = False
+    empty_scene()
+
+
+def test_modal_reports_progress_and_writes_the_result_when_done(sw):
+    use_matcher(sw, "nearest_vertex_match")
+    src, tgt = suzanne_pair()
+    task = sw.tasks.MatchTask(src, tgt)
+    job = sw.engine_env.client().submit(*task.prepare())
+    op = _operator(sw, task, job)
+    ctx = bpy.context
+    assert op.modal(ctx, Event("MOUSEMOVE")) == {"PASS_THROUGH"}  # the UI stays usable
+    t0 = time.monotonic()
+    ret = {"PASS_THROUGH"}
+    stages = set()
+    while ret == {"PASS_THROUGH"} and time.monotonic() - t0 < 60:
+        ret = op.modal(ctx, Event("TIMER"))
+        stages.add(ctx.window_manager.stablewrap_job.stage)
+        time.sleep(0.02)
+    assert ret == {"FINISHED"}
+    assert not ctx.window_manager.stablewrap_job.running
+    assert "sw_target_face" in src.data.attributes and "StableWrap fit" in src.data.shape_keys.key_blocks
+    assert op.reports and op.reports[-1][1].startswith("Matched")
+
+
+@pytest.mark.parametrize("how", ["esc", "button"])
+def test_modal_cancel_leaves_the_scene_unchanged(sw, how):
+    use_matcher(sw, "slow_match")
+    src, tgt = suzanne_pair()
+    before_s, before_t = snapshot(src), snapshot(tgt)
+    task = sw.tasks.MatchTask(src, tgt)
+    job = sw.engine_env.client().submit(*task.prepare())
+    op = _operator(sw, task, job)
+    ctx = bpy.context
+    t0 = time.monotonic()
+    while job.stage != "register" and time.monotonic() - t0 < 30:
+        assert op.modal(ctx, Event("TIMER")) == {"PASS_THROUGH"}
+        time.sleep(0.02)
+    assert ctx.window_manager.stablewrap_job.stage == "register"
+    if how == "esc":
+        ret = op.modal(ctx, Event("ESC"))
+    else:
+        assert bpy.ops.stablewrap.cancel() == {"FINISHED"}
+        ret = op.modal(ctx, Event("TIMER"))
+    assert ret == {"CANCELLED"}
+    assert "cancelled" in op.reports[-1][1]
+    assert not ctx.window_manager.stablewrap_job.running
+    with pytest.raises(sw.WorkerError) as err:
+        job.wait(timeout=10)
+    assert err.value.type == "Cancelled"
+    assert_unchanged(before_s, src)
+    assert_unchanged(before_t, tgt)
