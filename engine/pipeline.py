@@ -307,11 +307,12 @@ def match(
     from .geometry.spectral import SpectralBasis
 
     k = cfg.spectral_k if method == "full" else 30
-    basis_s = SpectralBasis(S, k=k)
+    spec_s, spec_t = SpectralPart(S), SpectralPart(T)
+    basis_s = SpectralBasis(spec_s.mesh, k=k)
     prog.update(0.25)
-    basis_t = SpectralBasis(T, k=k)
+    basis_t = SpectralBasis(spec_t.mesh, k=k)
     prog.update(0.5)
-    hs, ht = hks(basis_s, 8), hks(basis_t, 8)
+    hs, ht = spec_s.extend(hks(basis_s, 8)), spec_t.extend(hks(basis_t, 8))
     hs /= np.maximum(np.linalg.norm(hs, axis=1, keepdims=True), 1e-12)
     ht /= np.maximum(np.linalg.norm(ht, axis=1, keepdims=True), 1e-12)
     rigid = rigid_align(S, T, hs, ht, landmarks=lm, n_samples=cfg.align_samples, seed=cfg.seed)
@@ -324,7 +325,7 @@ def match(
         S_al = Mesh(aligned, S.faces, S.name)
         t = time.perf_counter()
         prog.stage("features")
-        guidance = _make_guidance(feat_mode, S_al, T, basis_s, basis_t, cfg, dev, prog)
+        guidance = _make_guidance(feat_mode, S_al, T, spec_s, spec_t, basis_s, basis_t, cfg, dev, prog)
         timings["features+initial map"] = time.perf_counter() - t
         t = time.perf_counter()
         prog.stage("register")
@@ -409,13 +410,49 @@ def _point_normals(mesh, face_idx: np.ndarray) -> np.ndarray:
     return mesh.face_normals[face_idx]
 
 
-def _make_guidance(mode: str, S, T, basis_s, basis_t, cfg: MatchConfig, device: str, prog: Progress):
+class SpectralPart:
+    """The part of a mesh that spectral quantities are computed on: its largest connected component.
+
+    Loose small parts (eyes, teeth, buttons) would each add a zero eigenvalue and
+    indicator-like eigenfunctions that wreck functional maps between meshes with
+    different numbers of parts. Per-vertex spectral features are computed on the
+    main part and extended to the other vertices from the nearest main-part vertex.
+    """
+
+    def __init__(self, mesh) -> None:
+        from scipy.spatial import cKDTree
+
+        from .mesh import Mesh
+
+        main = mesh.components == 0
+        if main.all():
+            self.mesh, self.index, self._extend = mesh, np.arange(mesh.n_vertices), None
+            return
+        self.index = np.nonzero(main)[0]
+        remap = np.full(mesh.n_vertices, -1, np.int64)
+        remap[self.index] = np.arange(len(self.index))
+        faces = remap[mesh.faces[main[mesh.faces].all(axis=1)]]
+        self.mesh = Mesh(mesh.vertices[self.index], faces, mesh.name)
+        _, nn = cKDTree(self.mesh.vertices).query(mesh.vertices)
+        nn[self.index] = np.arange(len(self.index))
+        self._extend = nn
+
+    def extend(self, values: np.ndarray) -> np.ndarray:
+        """Per-vertex values on the main part (n_main, ...) -> every vertex (n, ...)."""
+        return values if self._extend is None else values[self._extend]
+
+    def restrict(self, values: np.ndarray) -> np.ndarray:
+        return values[self.index]
+
+
+def _make_guidance(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart, basis_s, basis_t, cfg: MatchConfig,
+                   device: str, prog: Progress):
     """The correspondence source for the registration: spectral (geometric) or semantic vertex features."""
     from .correspond.functional_map import fit_functional_map, zoomout
     from .correspond.vertex_nn import VertexFeatureGuidance
     from .features.geometric import wks
 
-    xs, xt = S.vertices, T.vertices
+    xs, xt = spec_s.restrict(S.vertices), spec_t.restrict(T.vertices)
     if mode == "geometric":
         Ds = np.concatenate([wks(basis_s, 64), cfg.w_pos_desc * xs], axis=1)
         Dt = np.concatenate([wks(basis_t, 64), cfg.w_pos_desc * xt], axis=1)
@@ -426,13 +463,31 @@ def _make_guidance(mode: str, S, T, basis_s, basis_t, cfg: MatchConfig, device: 
         _, C = zoomout(basis_s, basis_t, None, k0, min(basis_s.k, basis_t.k), cfg.zoomout_step, xs, xt, cfg.w_ext, C0=C0, progress=prog)
         kt, ks = C.shape
         norm = 1.0 / np.sqrt(ks)
-        feat_s = basis_s.evecs[:, :ks] * norm
-        feat_t = (basis_t.evecs[:, :kt] @ C) * norm
+        feat_s = spec_s.extend(basis_s.evecs[:, :ks] * norm)
+        feat_t = spec_t.extend((basis_t.evecs[:, :kt] @ C) * norm)
     else:
         from .features import semantic
 
         feat_s, feat_t = semantic.vertex_features(S, T, mode, device=device, progress=prog)
         prog.stage("initial map")
-    g = VertexFeatureGuidance(feat_s, feat_t, w_pos=(cfg.guidance_w_pos_start, cfg.guidance_w_pos_end), tau=cfg.guidance_tau)
-    g.prepare(S, T)
-    return g
+    # Two candidate schedules: feature-led (features decide early, positions late) and
+    # position-led (trust the rigid alignment). The one whose initial map distorts the
+    # shape less, and moves it less, wins; a misleading feature map (a mirrored or
+    # mixed-up spectral map, loose parts) then cannot make the fit worse than rigid.
+    from .correspond.selection import MapScorer
+
+    candidates = [
+        ("feature-led", (cfg.guidance_w_pos_start, cfg.guidance_w_pos_end)),
+        ("position-led", (cfg.guidance_w_pos_end * 2.0, cfg.guidance_w_pos_end * 2.0)),
+    ]
+    scorer = MapScorer(S, T, seed=cfg.seed)
+    best = None
+    for name, w_pos in candidates:
+        g = VertexFeatureGuidance(feat_s, feat_t, w_pos=w_pos, tau=cfg.guidance_tau)
+        g.prepare(S, T)
+        s2t, _ = g.current_maps(S.vertices, 0.0)
+        score = scorer.score(s2t)
+        if best is None or score < best[0]:
+            best = (score, name, g)
+    best[2].schedule = best[1]
+    return best[2]

@@ -1,0 +1,117 @@
+"""Mesh loading (OBJ with polygons, OFF, PLY / STL through trimesh), cleaning, components, normalisation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from engine.errors import InputError
+from engine.mesh import Mesh, load_mesh, prepare_mesh
+
+from .conftest import write_obj
+
+# a unit cube as 6 quads, plus a pentagon "roof" variant below
+CUBE_V = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], float)
+CUBE_QUADS = [[0, 3, 2, 1], [4, 5, 6, 7], [0, 1, 5, 4], [1, 2, 6, 5], [2, 3, 7, 6], [3, 0, 4, 7]]
+
+
+def test_obj_quads_and_ngons_keep_tri_to_poly(tmp_path):
+    # replace the top quad by a pentagon (extra vertex on an edge midpoint) and keep a triangle too
+    v = np.vstack([CUBE_V, [[0.5, 1, 1]]])
+    polys = [[0, 3, 2, 1], [4, 5, 6, 8, 7], [0, 1, 5, 4], [1, 2, 6, 5], [2, 3, 7, 8, 6], [3, 0, 4, 7]]
+    pm = load_mesh(write_obj(tmp_path / "ngon.obj", v, polys))
+    sizes = np.array([len(p) for p in polys])
+    assert len(pm.orig_triangles) == int((sizes - 2).sum())
+    np.testing.assert_array_equal(np.bincount(pm.tri_to_poly), sizes - 2)
+    for t, p in zip(pm.orig_triangles, pm.tri_to_poly):  # every triangle uses its polygon's vertices
+        assert set(t) <= set(polys[p])
+    assert pm.mesh.n_vertices == 9 and pm.report["components"] == 1
+    assert pm.mesh.area == pytest.approx(1.0)  # normalised to unit area
+
+
+def test_off_file_with_quads(tmp_path):
+    path = tmp_path / "cube.off"
+    lines = ["OFF", "8 6 0"] + [" ".join(map(str, p)) for p in CUBE_V] + [f"4 {' '.join(map(str, q))}" for q in CUBE_QUADS]
+    path.write_text("\n".join(lines) + "\n")
+    pm = load_mesh(path)
+    assert len(pm.orig_triangles) == 12 and pm.mesh.n_faces == 12 and pm.mesh.n_vertices == 8
+    np.testing.assert_array_equal(np.bincount(pm.tri_to_poly), [2] * 6)
+
+
+@pytest.mark.parametrize("ext", [".ply", ".stl"])
+def test_ply_and_stl_through_trimesh(tmp_path, ext):
+    box = trimesh.creation.box()
+    path = tmp_path / f"box{ext}"
+    box.export(path)
+    pm = load_mesh(path)
+    # STL stores a triangle soup: 36 corners weld back into the 8 cube corners
+    assert pm.mesh.n_vertices == 8 and pm.mesh.n_faces == 12
+    assert pm.report["welded_vertices"] == (36 - 8 if ext == ".stl" else 0)
+    np.testing.assert_allclose(pm.normalization.invert(pm.mesh.vertices), pm.orig_vertices[pm.clean_to_orig], atol=1e-9)
+
+
+def test_cleaning_welds_drops_and_maps_unreferenced_vertices():
+    s = trimesh.creation.icosphere(subdivisions=1)
+    v, f = np.asarray(s.vertices), np.asarray(s.faces)
+    n = len(v)
+    # a duplicate of vertex 0 used by one face, an unreferenced vertex near vertex 5,
+    # a zero-area face (repeated index), a collinear face, and a duplicate face (other winding)
+    extra_v = np.array([v[0], v[5] * 1.01, (v[1] + v[2]) / 2])
+    v2 = np.vstack([v, extra_v])
+    f2 = f.copy()
+    f2[np.nonzero((f == 0).any(1))[0][0]] = np.where(f[(f == 0).any(1)][0] == 0, n, f[(f == 0).any(1)][0])
+    bad = np.array([[3, 3, 4], [1, 2, n + 2], f[7][::-1]])
+    f2 = np.vstack([f2, bad])
+    pm = prepare_mesh(v2, f2, "messy")
+    r = pm.report
+    assert r["welded_vertices"] == 1
+    assert r["degenerate_faces_dropped"] == 2
+    assert r["duplicate_faces_dropped"] == 1
+    assert pm.mesh.n_faces == len(f) and pm.mesh.n_vertices == n
+    # the duplicate shares its clean vertex; the unreferenced ones go to the nearest clean vertex
+    assert pm.orig_to_clean[n] == pm.orig_to_clean[0]
+    assert pm.orig_to_clean[n + 1] == pm.orig_to_clean[5]
+    # face_to_orig points at triangles that really are the clean faces
+    clean_from_orig = pm.orig_to_clean[pm.orig_triangles[pm.face_to_orig]]
+    np.testing.assert_array_equal(clean_from_orig, pm.mesh.faces)
+
+
+def test_components_are_labelled_largest_first():
+    a = trimesh.creation.icosphere(subdivisions=2)
+    b = trimesh.creation.icosphere(subdivisions=1)
+    v = np.vstack([np.asarray(b.vertices) + [5, 0, 0], a.vertices])
+    f = np.vstack([b.faces, np.asarray(a.faces) + len(b.vertices)])
+    m = Mesh(v, f)
+    assert m.n_components == 2
+    labels = m.components
+    assert (labels[: len(b.vertices)] == 1).all() and (labels[len(b.vertices):] == 0).all()
+    assert prepare_mesh(v, f).report["components"] == 2
+
+
+def test_normalisation_is_inverted_exactly():
+    rng = np.random.default_rng(1)
+    s = trimesh.creation.icosphere(subdivisions=2)
+    v = np.asarray(s.vertices) * [3.0, 1.0, 0.5] * 250.0 + [1000.0, -20.0, 7.0]
+    pm = prepare_mesh(v, s.faces)
+    m = pm.mesh
+    area_centroid = (m.face_centroids * m.face_areas[:, None]).sum(0) / m.area
+    np.testing.assert_allclose(area_centroid, 0, atol=1e-9)
+    assert m.area == pytest.approx(1.0)
+    x = rng.normal(size=(10, 3))
+    np.testing.assert_allclose(pm.normalization.invert(pm.normalization.apply(x)), x, atol=1e-9)
+    np.testing.assert_allclose(pm.normalization.invert(m.vertices)[pm.orig_to_clean], v, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("vertices, faces, needle", [
+    (np.zeros((0, 3)), [[0, 1, 2]], "empty"),
+    (np.eye(3), [], "no faces"),
+    (np.array([[0, 0, 0], [1, 0, 0], [np.nan, 1, 0]]), [[0, 1, 2]], "NaN"),
+    (np.eye(3), [[0, 1, 5]], "out of range"),
+    (np.eye(3), [[0, 1, 2]], "valid face"),
+    (np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0]]), [[0, 1, 2], [1, 2, 3]], "degenerate"),
+    (np.ones((4, 2)), [[0, 1, 2]], "shape"),
+])
+def test_invalid_arrays_raise_one_line_input_errors(vertices, faces, needle):
+    with pytest.raises(InputError) as exc:
+        prepare_mesh(vertices, faces, "m")
+    assert needle in str(exc.value) and "\n" not in str(exc.value)

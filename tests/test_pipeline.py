@@ -1,0 +1,162 @@
+"""engine.match on a small generated pair: the result contract, progress, cancellation, option validation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+import engine
+from engine.errors import Cancelled, InputError
+from engine.geometry.closest import SurfaceQuery
+from engine.progress import CancelToken
+
+FAST = dict(quality="fast", features="geometric")
+
+
+@pytest.fixture(scope="module")
+def matched(small_pair):
+    calls = []
+    result = engine.match((small_pair.source_vertices, small_pair.source_faces),
+                          (small_pair.target_vertices, small_pair.target_faces),
+                          progress=lambda stage, f: calls.append((stage, f)), **FAST)
+    return result, calls
+
+
+def _src_tgt(pair):
+    return (pair.source_vertices, pair.source_faces), (pair.target_vertices, pair.target_faces)
+
+
+def test_result_keys_shapes_dtypes_ranges(matched, small_pair):
+    r, _ = matched
+    ns, nt = len(small_pair.source_vertices), len(small_pair.target_vertices)
+    arrays = r.arrays()
+    assert set(arrays) == set(engine.correspondence.NPZ_KEYS)
+    assert r.src_to_tgt_face.shape == (ns,) and r.src_to_tgt_face.dtype == np.int32
+    assert r.src_to_tgt_bary.shape == (ns, 3) and r.src_to_tgt_bary.dtype == np.float32
+    assert r.tgt_to_src_face.shape == (nt,) and r.tgt_to_src_face.dtype == np.int32
+    assert r.tgt_to_src_bary.shape == (nt, 3) and r.tgt_to_src_bary.dtype == np.float32
+    assert r.fitted_vertices.shape == (ns, 3) and r.fitted_vertices.dtype == np.float32
+    assert r.confidence.shape == (ns,) and r.confidence.dtype == np.float32
+    assert 0 <= r.src_to_tgt_face.min() and r.src_to_tgt_face.max() < len(small_pair.target_faces)
+    assert 0 <= r.tgt_to_src_face.min() and r.tgt_to_src_face.max() < len(small_pair.source_faces)
+    for b in (r.src_to_tgt_bary, r.tgt_to_src_bary):
+        assert b.min() >= 0 and b.max() <= 1
+        np.testing.assert_allclose(b.sum(1), 1, atol=1e-4)
+    assert np.all(np.isfinite(r.fitted_vertices)) and 0 <= r.confidence.min() <= r.confidence.max() <= 1
+    assert r.meta["features"] == "geometric" and r.meta["method"] == "full"
+    assert set(r.meta["seconds"]) >= {"prepare", "align", "register", "project"}
+
+
+def test_fitted_vertices_lie_on_the_target_and_match_the_face_map(matched, small_pair):
+    r, _ = matched
+    tv, tf = small_pair.target_vertices, small_pair.target_faces
+    diag = np.linalg.norm(tv.max(0) - tv.min(0))
+    _, _, _, dist = SurfaceQuery(tv, tf).closest(r.fitted_vertices)
+    assert dist.max() < 1e-4 * diag
+    # the fitted vertex is the point named by (src_to_tgt_face, src_to_tgt_bary)
+    np.testing.assert_allclose(r.src_points_on_target(tv, tf), r.fitted_vertices, atol=1e-4 * diag)
+
+
+def test_match_is_close_to_the_ground_truth(matched, small_pair):
+    """The re-posed, remeshed, rotated creature: no flip, most vertices near their true point."""
+    r, _ = matched
+    tv = small_pair.target_vertices
+    diag = np.linalg.norm(tv.max(0) - tv.min(0))
+    err = np.linalg.norm(r.fitted_vertices - small_pair.gt_src_to_tgt, axis=1) / diag
+    assert np.median(err) < 0.08, np.median(err)
+
+
+def test_progress_fractions_increase_to_one(matched):
+    _, calls = matched
+    fractions = [f for _, f in calls]
+    assert len(calls) > 5
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert all(b >= a - 1e-9 for a, b in zip(fractions, fractions[1:]))
+    assert fractions[-1] == pytest.approx(1.0)
+    stages = [s for s, _ in calls]
+    assert stages[0] == "prepare" and "register" in stages and stages[-1] == "project"
+
+
+def test_cancel_with_a_token(small_pair):
+    token = CancelToken()
+    seen = []
+
+    def progress(stage, fraction):
+        seen.append(stage)
+        if stage == "align":  # another thread could do the same: token.cancel()
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        engine.match(*_src_tgt(small_pair), progress=progress, cancel=token, **FAST)
+    assert "register" not in seen
+    pre = CancelToken()
+    pre.cancel()
+    with pytest.raises(Cancelled):
+        engine.match(*_src_tgt(small_pair), cancel=pre, **FAST)
+
+
+def test_cancel_by_callback_returning_false(small_pair):
+    seen = []
+
+    def progress(stage, fraction):
+        seen.append(stage)
+        return stage != "align"
+
+    with pytest.raises(Cancelled):
+        engine.match(*_src_tgt(small_pair), progress=progress, **FAST)
+    assert seen[-1] == "align"
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(landmarks=[[0, 1, 2]]), "landmarks"),
+    (dict(landmarks=[[0, 10**6]]), "out of range"),
+    (dict(landmarks=[[-1, 0]]), "out of range"),
+    (dict(landmarks=[[0.5, 1]]), "integer"),
+    (dict(exclude=[10**6]), "out of range"),
+    (dict(exclude=np.zeros(5, bool)), "one entry per source vertex"),
+    (dict(exclude="/no/such/exclude.txt"), "not found"),
+    (dict(landmarks="/no/such/landmarks.txt"), "not found"),
+    (dict(quality="ultra"), "quality"),
+    (dict(method="magic"), "method"),
+    (dict(features="clip"), "features"),
+    (dict(device="tpu"), "device"),
+    (dict(config={"no_such": 1}), "unknown setting"),
+])
+def test_option_validation_errors(small_pair, kwargs, needle):
+    opts = dict(FAST)
+    opts.update(kwargs)
+    with pytest.raises(InputError) as exc:
+        engine.match(*_src_tgt(small_pair), **opts)
+    msg = str(exc.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_exclude_covering_everything_is_an_error(small_pair):
+    everything = np.ones(len(small_pair.source_vertices), bool)
+    with pytest.raises(InputError, match="whole source"):
+        engine.match(*_src_tgt(small_pair), exclude=everything, **FAST)
+
+
+def test_landmark_and_exclude_files_are_parsed(tmp_path):
+    from engine.pipeline import read_exclude_file, read_landmarks_file
+
+    lm = tmp_path / "lm.txt"
+    lm.write_text("# nose\n3 7\n\n10, 20  # hand\n")
+    np.testing.assert_array_equal(read_landmarks_file(str(lm)), [[3, 7], [10, 20]])
+    np.save(tmp_path / "lm.npy", np.array([[1, 2]]))
+    np.testing.assert_array_equal(read_landmarks_file(str(tmp_path / "lm.npy")), [[1, 2]])
+    ex = tmp_path / "ex.txt"
+    ex.write_text("1 2, 3\n# comment\n4\n")
+    np.testing.assert_array_equal(read_exclude_file(str(ex)), [1, 2, 3, 4])
+
+
+@pytest.mark.xfail(strict=False, reason="known: the orientation search can pick a head/tail flip when the "
+                   "re-posed target is turned by 120 degrees (engine/geometry/align.py)")
+def test_rotated_reposed_target_keeps_orientation(small_pair):
+    R = Rotation.from_euler("z", 120, degrees=True).as_matrix()
+    tv = small_pair.target_vertices @ R.T
+    r = engine.match((small_pair.source_vertices, small_pair.source_faces), (tv, small_pair.target_faces),
+                     method="rigid", quality="fast")
+    diag = np.linalg.norm(tv.max(0) - tv.min(0))
+    err = np.linalg.norm(r.fitted_vertices - small_pair.gt_src_to_tgt @ R.T, axis=1) / diag
+    assert np.median(err) < 0.08
