@@ -107,6 +107,9 @@ def save_npz_atomic(path: str | os.PathLike, arrays: dict) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path_final)
     except BaseException:
         if os.path.exists(tmp):

@@ -13,7 +13,7 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -53,6 +53,19 @@ class MatchConfig:
     guidance_tau: float = 0.05
     align_samples: int = 600
     seed: int = 0
+    # semantic feature settings, handed to engine.features (model ids / local folders, render settings)
+    dino_model: str = ""
+    sd_model: str = ""
+    semantic: dict = field(default_factory=dict)
+
+    def feature_config(self) -> dict:
+        """The part of the settings engine.features.semantic reads."""
+        out: dict = {"semantic": dict(self.semantic)}
+        if self.dino_model:
+            out["dino_model"] = self.dino_model
+        if self.sd_model:
+            out["sd_model"] = self.sd_model
+        return out
 
 
 PRESETS = {
@@ -206,7 +219,7 @@ def _parse_exclude(exclude, src: PreparedMesh) -> np.ndarray | None:
     return faces
 
 
-def _resolve_features(features: str, device: str, notices: list) -> str:
+def _resolve_features(features: str, device: str, notices: list, feature_config: dict | None = None) -> str:
     if features not in FEATURE_MODES:
         raise InputError(f"features: unknown mode {features!r}; use one of {', '.join(FEATURE_MODES)}")
     if features == "geometric":
@@ -218,14 +231,14 @@ def _resolve_features(features: str, device: str, notices: list) -> str:
     if features == "auto":
         for mode in ("dino+sd", "dino"):
             if semantic is not None:
-                ok, why = semantic.available(mode)
+                ok, why = semantic.available(mode, feature_config)
                 if ok:
                     return mode
         notices.append("features: semantic models not installed; using geometric features (see `python -m engine models list`)")
         return "geometric"
     if semantic is None:
         raise BackendUnavailable(f"features: {features} needs the feature extras (pip install 'stablewrap-engine[features]')")
-    ok, why = semantic.available(features)
+    ok, why = semantic.available(features, feature_config)
     if not ok:
         raise BackendUnavailable(f"features: {features} unavailable: {why}")
     return features
@@ -296,7 +309,7 @@ def match(
     tgt = as_prepared(target, "target")
     lm = _parse_landmarks(landmarks, src, tgt)
     ex_faces = _parse_exclude(exclude, src)
-    feat_mode = _resolve_features(features, dev, notices) if method == "full" else "none"
+    feat_mode = _resolve_features(features, dev, notices, cfg.feature_config()) if method == "full" else "none"
     timings["prepare"] = time.perf_counter() - t0
     S, T = src.mesh, tgt.mesh
 
@@ -468,7 +481,7 @@ def _make_guidance(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart, 
     else:
         from .features import semantic
 
-        feat_s, feat_t = semantic.vertex_features(S, T, mode, device=device, progress=prog)
+        feat_s, feat_t = semantic.vertex_features(S, T, mode, device=device, progress=prog, config=cfg.feature_config())
         prog.stage("initial map")
     # Two candidate schedules: feature-led (features decide early, positions late) and
     # position-led (trust the rigid alignment). The one whose initial map distorts the

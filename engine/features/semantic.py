@@ -110,15 +110,13 @@ _load_lock = threading.Lock()
 
 
 def _packages(mode: str) -> tuple[bool, str]:
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
+    """Whether the packages are installed, without importing them (importing costs seconds)."""
+    from importlib.util import find_spec
+
+    if find_spec("transformers") is None:
         return False, "the transformers package is not installed (pip install 'stablewrap-engine[features]')"
-    if mode == "dino+sd":
-        try:
-            import diffusers  # noqa: F401
-        except ImportError:
-            return False, "the diffusers package is not installed (pip install 'stablewrap-engine[features]')"
+    if mode == "dino+sd" and find_spec("diffusers") is None:
+        return False, "the diffusers package is not installed (pip install 'stablewrap-engine[features]')"
     return True, "ok"
 
 
