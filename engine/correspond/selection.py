@@ -37,7 +37,7 @@ class MapScorer:
     w_displacement : weight of the mean extrinsic displacement (in units of sqrt(area))
     """
 
-    def __init__(self, source: Mesh, target: Mesh, n_samples: int = 48, w_displacement: float = 1.0, seed: int = 0) -> None:
+    def __init__(self, source: Mesh, target: Mesh, n_samples: int = 48, w_displacement: float = 0.25, seed: int = 0) -> None:
         self.source, self.target = source, target
         self.samples = farthest_point_sample(source.vertices, n_samples, seed)
         geo_s = GeodesicSolver(source)
