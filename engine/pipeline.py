@@ -53,6 +53,11 @@ class MatchConfig:
     guidance_tau: float = 0.05
     align_samples: int = 600
     seed: int = 0
+    # "vertex": vertex-feature nearest neighbours in a shrinking spatial window;
+    # "flow": the paper's rendered semantic flow (per-view 2D matches, L1 on rendered displacements)
+    guidance: str = "vertex"
+    flow_views: int = 8
+    flow_resolution: int = 128
     # semantic feature settings, handed to engine.features (model ids / local folders, render settings)
     dino_model: str = ""
     sd_model: str = ""
@@ -118,6 +123,8 @@ def _load_config(config, quality: str) -> MatchConfig:
         return config
     else:
         raise InputError(f"config: expected a file path, a dict or a MatchConfig, got {type(config).__name__}")
+    if "guidance" in data and data["guidance"] not in ("vertex", "flow"):
+        raise InputError(f"config: guidance must be 'vertex' or 'flow', got {data['guidance']!r}")
     known = {f.name: f.type for f in fields(MatchConfig)}
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -483,6 +490,17 @@ def _make_guidance(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart, 
 
         feat_s, feat_t = semantic.vertex_features(S, T, mode, device=device, progress=prog, config=cfg.feature_config())
         prog.stage("initial map")
+    if cfg.guidance == "flow":
+        from .correspond.semantic_flow import BicyclicFlowFilter, RenderedFlowGuidance
+
+        g = RenderedFlowGuidance(
+            features=(feat_s, feat_t), device=device, views=cfg.flow_views, resolution=cfg.flow_resolution,
+            match_filter=BicyclicFlowFilter(feat_s, feat_t, tau=cfg.guidance_tau),
+            match_dim=None if str(device).startswith("cuda") else 64,
+        )
+        g.prepare(S, T)
+        g.schedule = "rendered-flow"
+        return g
     # Two candidate schedules: feature-led (features decide early, positions late) and
     # position-led (trust the rigid alignment). The one whose initial map distorts the
     # shape less, and moves it less, wins; a misleading feature map (a mirrored or

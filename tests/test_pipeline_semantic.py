@@ -41,3 +41,20 @@ def test_dino_without_weights_is_a_clear_error_and_auto_falls_back(small_pair, t
                      method="full", features="auto", quality="fast", device="cpu", config={**missing, "reg_steps": 10})
     assert r.meta["features"] == "geometric"
     assert any("geometric" in n for n in r.meta["notices"])
+
+
+def test_paper_mode_rendered_flow_guidance_runs_through_match(small_pair, tiny_dino_dir):
+    cfg = {
+        "dino_model": tiny_dino_dir,
+        "semantic": {"views": 4, "render_resolution": 64, "dino_image_size": 56, "raster_backend": "torch"},
+        "guidance": "flow", "flow_views": 4, "flow_resolution": 32, "reg_steps": 12, "reg_update_every": 6,
+    }
+    r = engine.match((small_pair.source_vertices, small_pair.source_faces), (small_pair.target_vertices, small_pair.target_faces),
+                     features="dino", quality="fast", device="cpu", config=cfg)
+    assert np.isfinite(r.fitted_vertices).all() and r.meta["features"] == "dino"
+
+
+def test_unknown_guidance_kind_is_a_one_line_config_error(small_pair):
+    with pytest.raises(engine.InputError, match="guidance must be"):
+        engine.match((small_pair.source_vertices, small_pair.source_faces), (small_pair.target_vertices, small_pair.target_faces),
+                     config={"guidance": "telepathy"})
