@@ -352,6 +352,22 @@ def _weld(v: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
     return inverse.reshape(-1), first
 
 
+def check_vertices(vertices, name: str) -> np.ndarray:
+    """Validate vertex positions (numeric, (n, 3), non-empty, finite); returns (n, 3) float64."""
+    try:
+        v = np.asarray(vertices, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: vertices are not a numeric array") from None
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise InputError(f"{name}: vertices must have shape (n, 3), got {v.shape}")
+    if len(v) == 0:
+        raise InputError(f"{name}: mesh is empty (no vertices)")
+    if not np.all(np.isfinite(v)):
+        bad = int((~np.isfinite(v)).any(axis=1).sum())
+        raise InputError(f"{name}: {bad} vertices have NaN or infinite coordinates")
+    return v
+
+
 def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None) -> PreparedMesh:
     """Validate, clean and normalise a mesh given as arrays.
 
@@ -369,17 +385,7 @@ def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None
         Empty mesh, no faces, NaN / infinite coordinates, bad indices, a mesh
         whose faces all have zero area.
     """
-    try:
-        v = np.asarray(vertices, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}: vertices are not a numeric array") from None
-    if v.ndim != 2 or v.shape[1] != 3:
-        raise InputError(f"{name}: vertices must have shape (n, 3), got {v.shape}")
-    if len(v) == 0:
-        raise InputError(f"{name}: mesh is empty (no vertices)")
-    if not np.all(np.isfinite(v)):
-        bad = int((~np.isfinite(v)).any(axis=1).sum())
-        raise InputError(f"{name}: {bad} vertices have NaN or infinite coordinates")
+    v = check_vertices(vertices, name)
     if faces is None or len(faces) == 0:
         raise InputError(f"{name}: mesh has no faces (a point cloud?); a surface mesh is needed")
     tris, tri_to_poly = triangulate(faces, len(v), name)

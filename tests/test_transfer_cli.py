@@ -8,7 +8,8 @@ from engine.correspondence import Correspondence
 from engine.geometry.closest import SurfaceQuery
 from engine.mesh import load_mesh
 from engine.transfer import synthetic
-from engine.transfer.cli import main, read_image, write_image, write_obj
+from engine.cli import main
+from engine.transfer.cli import read_image, write_image, write_obj
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def files(tmp_path_factory):
 
 
 def run(d, *argv):
-    return main([str(a) if not isinstance(a, str) else a for a in argv])
+    return main(["transfer", *[str(a) if not isinstance(a, str) else a for a in argv]])
 
 
 def test_uv_forward_and_reverse(files, capsys):
@@ -92,7 +93,7 @@ def test_errors_are_one_line_and_leave_no_output(files, capsys, argv, message):
     d = files
     out = d / "never.out"
     argv = [str(d / a) if a.endswith((".obj", ".npz", ".png")) else a for a in argv] + ["-o", str(out)]
-    assert main(argv) == 1
+    assert main(["transfer", *argv]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
     assert not out.exists()
@@ -102,4 +103,4 @@ def test_errors_are_one_line_and_leave_no_output(files, capsys, argv, message):
 def test_uv_index_out_of_range_is_reported(tmp_path, files):
     bad = tmp_path / "bad.obj"
     bad.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nvt 0 0\nf 1/1 2/2 3/1\nf 2/1 4/1 3/1\n")
-    assert main(["uv", str(bad), str(files / "tgt.obj"), str(files / "match.npz"), "-o", str(tmp_path / "o.obj")]) == 1
+    assert main(["transfer", "uv", str(bad), str(files / "tgt.obj"), str(files / "match.npz"), "-o", str(tmp_path / "o.obj")]) == 1

@@ -67,19 +67,3 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     pd.set_defaults(func=cmd_download)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     return p
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.features.cli")
-    subs = parser.add_subparsers(dest="command")
-    add_subparser(subs)
-    args = parser.parse_args(["models", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return int(args.func(args))
-    except StableWrapError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -410,19 +410,3 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     return p
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.transfer.cli")
-    subs = parser.add_subparsers(dest="command")
-    add_subparser(subs)
-    args = parser.parse_args(["transfer", *(argv if argv is not None else sys.argv[1:])])
-    try:
-        return int(args.func(args))
-    except StableWrapError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..mesh import check_vertices  # noqa: F401  (re-exported for the transfer modules)
 
 
 def check_faces(faces, name: str, n_vertices: int | None = None) -> np.ndarray:
@@ -35,21 +36,6 @@ def check_faces(faces, name: str, n_vertices: int | None = None) -> np.ndarray:
     if n_vertices is not None and f.max() >= n_vertices:
         raise InputError(f"{name}: face index {int(f.max())} out of range (mesh has {n_vertices} vertices)")
     return f
-
-
-def check_vertices(vertices, name: str) -> np.ndarray:
-    """Validate vertex positions; returns (n, 3) float64."""
-    try:
-        v = np.asarray(vertices, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{name}: vertices are not a numeric array") from None
-    if v.ndim != 2 or v.shape[1] != 3:
-        raise InputError(f"{name}: vertices must have shape (n, 3), got {v.shape}")
-    if len(v) == 0:
-        raise InputError(f"{name}: no vertices")
-    if not np.all(np.isfinite(v)):
-        raise InputError(f"{name}: {int((~np.isfinite(v)).any(axis=1).sum())} vertices have NaN or infinite coordinates")
-    return v
 
 
 def check_map(face, bary, n_faces: int, name: str = "map", n_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
