@@ -19,6 +19,8 @@ from scipy.spatial.transform import Rotation
 
 from ..mesh import Mesh
 
+TRIM = 0.9  # quantile of nearest-point distances kept by the Chamfer score (ignore stray parts)
+
 
 @dataclass
 class RigidTransform:
@@ -91,7 +93,7 @@ class _Scorer:
         d1, i1 = self.tree_t.query(x)
         d2, i2 = cKDTree(x).query(self.tgt)
         # trimmed: ignore the worst 10 % each way (partial overlap, stray parts)
-        q1, q2 = np.quantile(d1, 0.9), np.quantile(d2, 0.9)
+        q1, q2 = np.quantile(d1, TRIM), np.quantile(d2, TRIM)
         c = 0.5 * (np.mean(d1[d1 <= q1] ** 2) + np.mean(d2[d2 <= q2] ** 2))
         return c, i1, i2
 

@@ -59,11 +59,18 @@ def closest_point_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: n
 class SurfaceQuery:
     """Closest-point queries against one triangle mesh (built once, queried many times).
 
+    Candidates are the faces with the nearest centroids; a point whose candidates cannot
+    rule out a closer face (a large face nearby) gets more of them, up to
+    ``max_candidates``. Exact on meshes with even-sized faces; on meshes mixing tiny and
+    huge faces a point may get a face slightly farther than the true closest one.
+
     Parameters
     ----------
     vertices : (n, 3) float
     faces : (m, 3) int
     """
+
+    max_candidates = 256  # beyond this many nearest faces (by centroid) a point keeps its best so far
 
     def __init__(self, vertices: np.ndarray, faces: np.ndarray) -> None:
         self.vertices = np.asarray(vertices, np.float64)
@@ -107,28 +114,18 @@ class SurfaceQuery:
         # Points whose k-th candidate does not rule that out get more candidates.
         todo = np.arange(len(q))
         kk = k
-        while True:
+        while kk < min(self.max_candidates, len(self.faces)):
             dk = np.linalg.norm(self._centroids[cand[:, -1]] - q[todo], axis=1)
             todo = todo[dk < d_out[todo] + self._max_radius]
-            if len(todo) == 0 or kk >= len(self.faces):
-                return f_out, b_out, p_out, d_out
-            kk = min(kk * 4, len(self.faces))
-            if kk > 1024:
+            if len(todo) == 0:
                 break
+            kk = min(kk * 4, self.max_candidates, len(self.faces))
             _, cand = self._tree.query(q[todo], k=kk)
             cand = cand.reshape(len(todo), kk)
             f1, b1, p1, d1 = self._best(q[todo], cand)
             better = d1 < d_out[todo]
             t = todo[better]
             f_out[t], b_out[t], p_out[t], d_out[t] = f1[better], b1[better], p1[better], d1[better]
-        for i in todo:  # rare: very large faces nearby
-            idx = np.asarray(self._tree.query_ball_point(q[i], d_out[i] + self._max_radius), np.int64)
-            idx = idx[np.linalg.norm(self._centroids[idx] - q[i], axis=1) <= d_out[i] + self._radius[idx]]
-            if len(idx) == 0:
-                continue
-            f1, b1, p1, d1 = self._best(q[i : i + 1], idx[None, :])
-            if d1[0] < d_out[i]:
-                f_out[i], b_out[i], p_out[i], d_out[i] = f1[0], b1[0], p1[0], d1[0]
         return f_out, b_out, p_out, d_out
 
     def _best(self, q: np.ndarray, cand: np.ndarray):

@@ -157,6 +157,8 @@ def register(
             loss = loss + cfg.w_landmark * ((x[lm_s] - lm_t) ** 2).sum(1).mean()
         loss.backward()
         opt.step()
+        if progress is not None:
+            progress.token.raise_if_cancelled()  # every step: cancelling answers within one step
         if step % 10 == 0:
             history.append((step, float(loss.detach())))
             if progress is not None:
