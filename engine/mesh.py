@@ -343,13 +343,20 @@ def triangulate(faces: Faces, n_vertices: int, name: str = "mesh") -> tuple[np.n
 
 
 def _weld(v: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Merge vertices closer than ``tol`` (grid-quantised). Returns (unique_index_of_each, representative)."""
+    """Merge vertices closer than ``tol`` (grid-quantised).
+
+    Returns (unique_index_of_each (n,), representative (u,)), unique vertices numbered in
+    order of first occurrence, so an already clean mesh keeps its vertex order.
+    """
     if tol <= 0:
         q = v
     else:
         q = np.round(v / tol).astype(np.int64)
     _, first, inverse = np.unique(q, axis=0, return_index=True, return_inverse=True)
-    return inverse.reshape(-1), first
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.reshape(-1)], first[order]
 
 
 def check_vertices(vertices, name: str) -> np.ndarray:
@@ -442,8 +449,10 @@ def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None
 
         _, nn = cKDTree(final_v).query(v[missing])
         orig_to_clean[missing] = nn
+    # one referenced caller vertex per clean vertex (the first one wins)
     clean_to_orig = np.full(len(final_v), -1, np.int64)
-    clean_to_orig[orig_to_clean[::-1]] = np.arange(len(v))[::-1]  # first caller vertex wins
+    ref_orig = np.nonzero(has)[0]
+    clean_to_orig[orig_to_clean[ref_orig][::-1]] = ref_orig[::-1]
 
     # normalise: area-weighted centroid to the origin, unit surface area
     mesh0 = Mesh(final_v, final_f, name)

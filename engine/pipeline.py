@@ -56,6 +56,8 @@ class MatchConfig:
     # "vertex": vertex-feature nearest neighbours in a shrinking spatial window;
     # "flow": the paper's rendered semantic flow (per-view 2D matches, L1 on rendered displacements)
     guidance: str = "vertex"
+    # weight of Best-Segmentation-Buddies part-to-part constraints (engine.parts.guidance); 0 = off
+    w_parts: float = 0.0
     flow_views: int = 8
     flow_resolution: int = 128
     # semantic feature settings, handed to engine.features (model ids / local folders, render settings)
@@ -527,4 +529,13 @@ def _make_guidance(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart, 
         score = scorer.score(s2t)
         if best is None or score < best[0]:
             best = (score, g)
-    return best[1]
+    g = best[1]
+    if cfg.w_parts > 0:
+        from .parts.guidance import CombinedGuidance, PartGuidance
+
+        pg = PartGuidance(weight=1.0)
+        pg.prepare(S, T, prog)
+        combined = CombinedGuidance([(g, 1.0), (pg, cfg.w_parts / max(g.weight_scale, 1e-6))], prepared=True)
+        combined.schedule, combined.weight_scale = g.schedule + "+parts", g.weight_scale
+        return combined
+    return g

@@ -115,3 +115,17 @@ def test_invalid_arrays_raise_one_line_input_errors(vertices, faces, needle):
     with pytest.raises(InputError) as exc:
         prepare_mesh(vertices, faces, "m")
     assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_clean_mesh_keeps_the_caller_vertex_order_and_points_back_to_referenced_vertices():
+    import trimesh
+
+    from engine.mesh import prepare_mesh
+
+    m = trimesh.creation.icosphere(2)
+    v = np.vstack([m.vertices, [[5.0, 5.0, 5.0]]])  # one unreferenced vertex at the end
+    pm = prepare_mesh(v, m.faces, "sphere")
+    np.testing.assert_array_equal(pm.clean_to_orig, np.arange(len(m.vertices)))
+    np.testing.assert_array_equal(pm.mesh.faces, m.faces)
+    # the unreferenced vertex maps to its nearest clean vertex but is never a clean vertex's origin
+    assert pm.orig_to_clean[-1] >= 0 and len(v) - 1 not in pm.clean_to_orig

@@ -160,3 +160,10 @@ def test_rotated_reposed_target_keeps_orientation(small_pair):
     diag = np.linalg.norm(tv.max(0) - tv.min(0))
     err = np.linalg.norm(r.fitted_vertices - small_pair.gt_src_to_tgt @ R.T, axis=1) / diag
     assert np.median(err) < 0.08
+
+
+def test_part_guidance_can_be_switched_on(small_pair):
+    r = engine.match((small_pair.source_vertices, small_pair.source_faces), (small_pair.target_vertices, small_pair.target_faces),
+                     quality="fast", features="geometric", config={"w_parts": 0.1, "reg_steps": 20})
+    assert r.meta["guidance"].endswith("+parts")
+    assert np.isfinite(r.fitted_vertices).all()

@@ -1,0 +1,312 @@
+"""Per-vertex features for part matching: intrinsic descriptors fused with aligned positions.
+
+Intrinsic descriptors (WKS/HKS, ``engine.features.geometric``) say *what* a
+point is (a fingertip, a knee, the top of the head) but are mirror-symmetric:
+the left and the right hand look the same. After the rigid pre-alignment
+(``engine.geometry.align.rigid_align``) the extrinsic position says *which
+side* a point is on. Both are fused the way the architecture notes fuse
+modalities: each block is L2-normalised and the blocks are concatenated with
+``sqrt`` weights, so a dot product is the weighted mean of the per-block
+similarities.
+
+The position block is a random-Fourier embedding of the aligned coordinates:
+``z(x) . z(y) ~= exp(-|x - y|^2 / (2 sigma^2))``, a Gaussian kernel of the
+distance, so a cosine similarity on the fused vector prefers candidates that
+are both alike and on the same side of the body, yet still lets a raised arm
+match a lowered one when the descriptors agree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..mesh import Mesh
+
+POSITION_EMBED_DIM = 256
+
+
+def position_embedding(points: np.ndarray, sigma: float, dim: int = POSITION_EMBED_DIM, seed: int = 0) -> np.ndarray:
+    """Random Fourier features of points (any dimension), rows of unit norm.
+
+    points : (n, c) float; sigma : kernel width in the points' units
+    Returns (n, dim) float32 with ``z(x) . z(y) ~= exp(-|x - y|^2 / (2 sigma^2))``.
+    """
+    rng = np.random.default_rng(seed)
+    pts = np.asarray(points, np.float64)
+    pts = pts.reshape(len(pts), -1)
+    w = rng.normal(size=(pts.shape[1], dim // 2)) / float(sigma)
+    proj = pts @ w
+    z = np.concatenate([np.cos(proj), np.sin(proj)], axis=1) / np.sqrt(dim // 2)
+    return z.astype(np.float32)
+
+
+def l2_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def fuse(blocks: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    """Concatenate L2-normalised blocks with sqrt weights (weights sum to 1): (n, sum d) float32."""
+    total = float(sum(w for _, w in blocks if w > 0)) or 1.0
+    parts = [l2_rows(b) * np.sqrt(w / total) for b, w in blocks if w > 0]
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def _hemisphere(n: int) -> np.ndarray:
+    """n roughly uniform unit directions on a hemisphere (Fibonacci lattice), (n, 3)."""
+    i = np.arange(n) + 0.5
+    z = i / n
+    phi = np.pi * (1 + 5**0.5) * i
+    r = np.sqrt(1 - z**2)
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], 1)
+
+
+def lateral_axis(mesh: Mesh, desc: np.ndarray | None = None, n_directions: int = 0,
+                 n_samples: int = 1500, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The left-right axis of a mesh: the normal of the plane it is most mirror-symmetric across.
+
+    Candidate normals are the principal axes (plus ``n_directions`` directions over the
+    hemisphere and a local refinement when ``n_directions > 0``: better for curled-up
+    animals, worse for humans in asymmetric poses, where a skewed plane can fit the
+    raised limb better than the sagittal one; off by default); a mirror is scored by how far mirrored points land from the surface and,
+    when intrinsic descriptors ``desc`` (n, d) are given, by how well the descriptors of a
+    point and of its mirror image agree (a left hand mirrors onto a right hand, which has
+    the same descriptor; a head mirrored onto a tail does not). Humans and animals are
+    nearly mirror-symmetric across their sagittal plane in any pose.
+
+    Returns (centre (3,), unit axis (3,)) float64.
+    """
+    from scipy.spatial import cKDTree
+
+    v = mesh.vertices
+    w = mesh.vertex_areas / mesh.vertex_areas.sum()
+    c = (v * w[:, None]).sum(0)
+    x = v - c
+    _, axes = np.linalg.eigh((x * w[:, None]).T @ x)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(v), size=min(n_samples, len(v)), replace=False, p=w)
+    tree = cKDTree(x)
+    scale = float(np.sqrt((w * (x**2).sum(1)).sum())) or 1.0
+    dn = l2_rows(desc) if desc is not None else None
+    p = x[idx]
+
+    def error(a: np.ndarray) -> float:
+        dist, nn = tree.query(p - 2.0 * np.outer(p @ a, a))
+        err = float(dist.mean()) / scale
+        if dn is not None:
+            err += float(1.0 - (dn[idx] * dn[nn]).sum(1).mean())
+        return err
+
+    cands = np.concatenate([axes.T, _hemisphere(n_directions)]) if n_directions > 0 else axes.T
+    errs = [error(a) for a in cands]
+    best = cands[int(np.argmin(errs))]
+    best_err = float(np.min(errs))
+    # local refinement (with a direction search): shrinking random perturbations around the best
+    for spread in ((0.15, 0.07, 0.03) if n_directions > 0 else ()):
+        for a in best + spread * rng.normal(size=(12, 3)):
+            a = a / np.linalg.norm(a)
+            e = error(a)
+            if e < best_err:
+                best, best_err = a, e
+    return c, best / np.linalg.norm(best)
+
+
+def descriptors(mesh: Mesh) -> np.ndarray:
+    """The shared intrinsic descriptors of a mesh: (n, d) float32, rows unit norm."""
+    from ..features.geometric import geometric_descriptors
+
+    return geometric_descriptors(mesh)
+
+
+@dataclass
+class PairFeatures:
+    """Fused features of a source and a target in one comparable space.
+
+    source, target : (ns, D), (nt, D) float32, rows unit norm
+    source_points : (ns, 3) float64 source vertices moved onto the target (aligned frame)
+    position_weight : the share of the 3D-position block used
+    descriptor_agreement : mutual-NN rate of the descriptors (NaN when not measured)
+    """
+
+    source: np.ndarray
+    target: np.ndarray
+    source_points: np.ndarray
+    position_weight: float = 0.0
+    descriptor_agreement: float = float("nan")
+
+
+def mutual_nn_rate(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> float:
+    """Fraction of rows of ``a`` whose nearest row of ``b`` (cosine) has them as nearest in turn.
+
+    a : (na, d), b : (nb, d) float. A measure of how well two meshes' descriptors agree:
+    high for near-isometric pairs (one person in two poses), low across species.
+    """
+    return len(_mutual_pairs(l2_rows(a), l2_rows(b), chunk)) / max(1, len(a))
+
+
+def auto_position_weight(mutual: float, high: float = 0.3, lo: float = 0.06, hi: float = 0.12) -> float:
+    """Share of the 3D-position block from the descriptors' mutual-NN rate.
+
+    Descriptors that agree (rate >= ``hi``: near-isometric pair) need no extrinsic help,
+    and positions would only hurt when the poses differ; descriptors that disagree (rate
+    <= ``lo``: different species, non-isometric) get ``high`` weight on the aligned
+    positions; linear in between.
+    """
+    return float(high * np.clip((hi - mutual) / (hi - lo), 0.0, 1.0))
+
+
+def orientation_check(source: Mesh, target: Mesh, transform, source_desc: np.ndarray, target_desc: np.ndarray,
+                      margin: float = 0.005):
+    """Undo a half-turn mistake of the rigid pre-alignment, judged by the intrinsic descriptors.
+
+    Across species a Chamfer-driven alignment can turn an animal back to front (a half
+    turn about one of the target's principal axes fits the silhouette about as well).
+    Intrinsic descriptors are blind to rotations but not to *which* part lands where:
+    for the original transform and its three half-turn variants, the mean descriptor
+    cosine between spatial nearest neighbours (both ways) is computed, and a variant
+    replaces the original only when it is better by more than ``margin``.
+
+    Returns a transform with the same ``apply`` interface (``RigidTransform``).
+    """
+    from scipy.spatial import cKDTree
+
+    from ..geometry.align import RigidTransform
+
+    da, db = l2_rows(source_desc), l2_rows(target_desc)
+    vt = target.vertices
+    w = target.vertex_areas
+    c = (vt * w[:, None]).sum(0) / w.sum()
+    x = vt - c
+    _, axes = np.linalg.eigh((x * w[:, None]).T @ x)
+    tree_t = cKDTree(vt)
+    x0 = transform.apply(source.vertices)
+
+    def agreement(F: np.ndarray) -> float:
+        y = (x0 - c) @ F.T + c
+        _, i1 = tree_t.query(y)
+        _, i2 = cKDTree(y).query(vt)
+        return 0.5 * float((da * db[i1]).sum(1).mean() + (da[i2] * db).sum(1).mean())
+
+    flips = [np.eye(3)] + [2.0 * np.outer(a, a) - np.eye(3) for a in axes.T]
+    scores = [agreement(F) for F in flips]
+    best = int(np.argmax(scores))
+    if best == 0 or scores[best] < scores[0] + margin:
+        return transform
+    F = flips[best]
+    R, t, sc = F @ transform.rotation, F @ (transform.translation - c) + c, transform.scale
+    # the principal axis is only roughly the axis of the mistaken turn: a few ICP steps settle it
+    from ..geometry.align import umeyama
+
+    rng = np.random.default_rng(0)
+    src = source.vertices[rng.choice(source.n_vertices, size=min(800, source.n_vertices), replace=False)]
+    for _ in range(10):
+        y = sc * src @ R.T + t
+        d1, i1 = tree_t.query(y)
+        keep = d1 <= 2.5 * np.median(d1) + 1e-12
+        R, t, sc = umeyama(src[keep], vt[i1[keep]], with_scale=True)
+    return RigidTransform(R, t, sc, score=transform.score, kind=transform.kind + "+half-turn")
+
+
+def side_embedding(points: np.ndarray, centre: np.ndarray, axis: np.ndarray, width: float) -> np.ndarray:
+    """Which side of a mirror plane: (n, 2) unit rows (cos t, sin t), t = pi/2 tanh(offset / width).
+
+    Same side -> dot product +1, opposite sides -> -1, on the plane -> 0.
+    """
+    t = 0.5 * np.pi * np.tanh(((np.asarray(points, np.float64) - centre) @ axis) / width)
+    return np.stack([np.cos(t), np.sin(t)], axis=1).astype(np.float32)
+
+
+def _check_features(f, mesh: Mesh, name: str) -> np.ndarray:
+    try:
+        f = np.asarray(f, np.float32)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} features: not a numeric array") from None
+    if f.ndim != 2 or len(f) != mesh.n_vertices or f.shape[1] == 0:
+        raise InputError(f"{name} features: expected shape ({mesh.n_vertices}, d), got {f.shape}")
+    if not np.all(np.isfinite(f)):
+        raise InputError(f"{name} features: contain NaN or infinite values")
+    return f
+
+
+def pair_features(
+    source: Mesh,
+    target: Mesh,
+    source_desc: np.ndarray | None = None,
+    target_desc: np.ndarray | None = None,
+    side_weight: float = 0.2,
+    position_weight: float | str = "auto",
+    sigma: float = 0.35,
+    side_width: float = 0.05,
+    transform=None,
+    check_orientation: bool = False,
+) -> PairFeatures:
+    """Fused descriptor + aligned-position features of two normalised meshes.
+
+    Blocks (each L2-normalised, weights are shares of the cosine similarity):
+    the descriptors (1 - side_weight - position_weight), the side of the target's
+    mirror plane (``side_weight``: tells left from right whatever the pose), and the
+    aligned 3D position under a Gaussian kernel of width ``sigma`` (``position_weight``:
+    tells front from back and head from tail when the poses are alike).
+
+    source_desc, target_desc : optional precomputed (n, d) intrinsic descriptors (or any
+        per-vertex features comparable across the two meshes, e.g. distilled DINO features)
+    position_weight : a number, or "auto": from the descriptors' mutual nearest-neighbour
+        rate (:func:`auto_position_weight`)
+    transform : an ``engine.geometry.align.RigidTransform`` taking the source onto the
+        target; computed with ``rigid_align`` when None and a position block is used
+    check_orientation : after computing the alignment, run :func:`orientation_check`
+        (fixes back-to-front alignments of some animals, but can flip a correct alignment
+        of a human, whose front and back look alike to intrinsic descriptors: off by default)
+    """
+    sd = descriptors(source) if source_desc is None else _check_features(source_desc, source, "source")
+    td = descriptors(target) if target_desc is None else _check_features(target_desc, target, "target")
+    mutual = float("nan")
+    if isinstance(position_weight, str):
+        if position_weight != "auto":
+            raise InputError(f"part features: position_weight must be a number or 'auto' (got {position_weight!r})")
+        mutual = mutual_nn_rate(sd, td) if sd.shape[1] == td.shape[1] else 0.0
+        position_weight = auto_position_weight(mutual)
+    position_weight = float(position_weight)
+    if side_weight < 0 or position_weight < 0 or side_weight + position_weight >= 1:
+        raise InputError(f"part features: side_weight and position_weight must be >= 0 with a sum below 1 (got {side_weight}, {position_weight})")
+    pts = source.vertices
+    if side_weight > 0 or position_weight > 0:
+        if transform is None:
+            from ..geometry.align import rigid_align
+
+            same_space = sd.shape[1] == td.shape[1]
+            transform = rigid_align(source, target, sd if same_space else None, td if same_space else None)
+            if same_space and check_orientation:
+                transform = orientation_check(source, target, transform, sd, td)
+        pts = transform.apply(source.vertices)
+    bs = [(sd, 1.0 - side_weight - position_weight)]
+    bt = [(td, 1.0 - side_weight - position_weight)]
+    if side_weight > 0:
+        c, a = lateral_axis(target, td)
+        bs.append((side_embedding(pts, c, a, side_width), side_weight))
+        bt.append((side_embedding(target.vertices, c, a, side_width), side_weight))
+    if position_weight > 0:
+        pt_emb = position_embedding(target.vertices, sigma)
+        bs.append((position_embedding(pts, sigma), position_weight))
+        bt.append((pt_emb, position_weight))
+    return PairFeatures(fuse(bs), fuse(bt), pts, position_weight, mutual)
+
+
+def _mutual_pairs(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """(k, 2) int64 index pairs (i, j) with a[i], b[j] mutual nearest neighbours (dot product)."""
+    nn_ab = np.empty(len(a), np.int64)
+    best_ba = np.full(len(b), -np.inf, np.float32)
+    nn_ba = np.zeros(len(b), np.int64)
+    for i in range(0, len(a), chunk):
+        s = a[i : i + chunk] @ b.T
+        nn_ab[i : i + chunk] = s.argmax(1)
+        j = s.argmax(0)
+        v = s[j, np.arange(len(b))]
+        better = v > best_ba
+        best_ba[better] = v[better]
+        nn_ba[better] = i + j[better]
+    ok = nn_ba[nn_ab] == np.arange(len(a))
+    return np.stack([np.nonzero(ok)[0], nn_ab[ok]], 1)
+
