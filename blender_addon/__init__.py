@@ -8,8 +8,9 @@ the operators ``bpy.ops.stablewrap.*`` with ``source=`` / ``target=`` names.
 from __future__ import annotations
 
 from . import api, engine_env, operators, panels, preferences, properties
-from .api import (StableWrapAddonError, TaskError, WorkerError, add_landmark, bake_texture, check_engine, clear,
-                  make_morph, match, release_gpu, stop_engine, transfer_uvs, transfer_weights)
+from .api import (NoMatch, StableWrapAddonError, TaskError, WorkerError, add_landmark, bake_texture, check_engine,
+                  clear, make_morph, match, match_part, pick_from_image, release_gpu, stop_engine, transfer_uvs,
+                  transfer_weights)
 
 import bpy
 from bpy.app.handlers import persistent
@@ -41,5 +42,5 @@ def unregister() -> None:
 
 
 __all__ = ["register", "unregister", "match", "transfer_uvs", "bake_texture", "transfer_weights", "make_morph",
-           "clear", "add_landmark", "check_engine", "release_gpu", "stop_engine", "StableWrapAddonError",
+           "match_part", "pick_from_image", "NoMatch", "clear", "add_landmark", "check_engine", "release_gpu", "stop_engine", "StableWrapAddonError",
            "TaskError", "WorkerError"]

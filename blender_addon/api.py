@@ -6,6 +6,8 @@
 >>> sw.match(bpy.data.objects["Template"], bpy.data.objects["Scan"], quality="fast")
 "Matched 'Template' to 'Scan' in 41.2 s, mean confidence 0.87"
 >>> sw.transfer_uvs("Template", "Scan")
+>>> sw.match_part("Template", "Scan", "Head")            # -> vertex group 'Head' on Scan
+>>> sw.pick_from_image("Scan", bpy.data.images["ref.png"], 120, 88)
 
 Objects may be given as objects or names. Every call blocks until the engine
 answers and raises :class:`StableWrapAddonError` (``TaskError`` for bad
@@ -19,7 +21,7 @@ from typing import Callable, Optional
 
 from . import engine_env, tasks
 from .mesh_io import MeshDataError
-from .tasks import TaskError
+from .tasks import NoMatch, TaskError
 from .worker_client import StableWrapAddonError, WorkerError
 
 ProgressFn = Optional[Callable[[str, float], object]]
@@ -67,6 +69,31 @@ def make_morph(source, steps: int = 5, *, timeout=None, progress: ProgressFn = N
     return run_task(tasks.MorphTask(source, steps), timeout, progress)
 
 
+def match_part(source, target, group_name: str, *, new_group: Optional[str] = None, select: bool = True,
+               k: Optional[int] = None, timeout: Optional[float] = None, progress: ProgressFn = None) -> str:
+    """Find the part of ``target`` that corresponds to vertex group ``group_name`` of ``source``.
+
+    Writes it as vertex group ``new_group`` on the target (default: the same name; an existing
+    group of that name is replaced; "" writes none) and, with ``select``, makes it the target's
+    vertex selection. Raises :class:`NoMatch` (a ``TaskError``) when the part has no counterpart
+    on the target; then nothing changes.
+    """
+    return run_task(tasks.MatchPartTask(source, target, group_name, new_group, select, k), timeout, progress)
+
+
+def pick_from_image(target, image, x: float, y: float, *, new_group: str = "", select: bool = True,
+                    device: Optional[str] = None, timeout: Optional[float] = None, progress: ProgressFn = None) -> str:
+    """Select the part of ``target`` shown at pixel (``x``, ``y``) of ``image`` (an Image or its name).
+
+    ``x`` is the column and ``y`` the row counted from the image's TOP-left corner (as in
+    ``python -m engine part --click``; Blender's pixel readout counts rows from the bottom:
+    ``y = height - 1 - row``). Transparent pixels are background. Needs DINOv2 in the engine
+    environment (``WorkerError`` of type ``BackendUnavailable`` otherwise). ``new_group``: also
+    write the part as that vertex group. Raises :class:`NoMatch` when nothing on the target matches.
+    """
+    return run_task(tasks.PickFromImageTask(target, image, x, y, new_group, select, device), timeout, progress)
+
+
 def clear(source, target=None) -> list[str]:
     """Remove every StableWrap result from the objects."""
     src = tasks._obj(source, "source") if source is not None else None
@@ -102,5 +129,6 @@ def stop_engine() -> bool:
     return engine_env.stop_worker()
 
 
-__all__ = ["match", "transfer_uvs", "bake_texture", "transfer_weights", "make_morph", "clear", "add_landmark",
-           "check_engine", "release_gpu", "stop_engine", "StableWrapAddonError", "TaskError", "WorkerError"]
+__all__ = ["match", "transfer_uvs", "bake_texture", "transfer_weights", "make_morph", "match_part", "pick_from_image",
+           "clear", "add_landmark", "check_engine", "release_gpu", "stop_engine", "StableWrapAddonError", "TaskError",
+           "NoMatch", "WorkerError"]

@@ -12,7 +12,7 @@ means the sidebar's pickers, then the selection (active object = target).
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
 from . import api, engine_env, mesh_io, tasks
 from .properties import FEATURE_ITEMS, QUALITY_ITEMS
@@ -84,6 +84,11 @@ def _redraw(context) -> None:
             area.tag_redraw()
 
 
+def _level(exc) -> str:
+    """Report level of a failed job: a cancel or a "no match" answer is a warning, the rest an error."""
+    return "WARNING" if getattr(exc, "type", "") in ("Cancelled", "NoMatch") else "ERROR"
+
+
 class _JobOperator:
     bl_options = {"REGISTER", "UNDO"}
     poll_flags = {}
@@ -130,7 +135,7 @@ class _JobOperator:
         try:
             message = api.run_task(self.make_task(context), progress=progress)
         except StableWrapAddonError as exc:
-            return self._fail(context, str(exc), "WARNING" if getattr(exc, "type", "") == "Cancelled" else "ERROR")
+            return self._fail(context, str(exc), _level(exc))
         finally:
             state.running, state.cancel, state.stage, state.progress = False, False, "", 0.0
         return self._done(context, message)
@@ -138,6 +143,10 @@ class _JobOperator:
     def invoke(self, context, event):
         if bpy.app.background:
             return self.execute(context)
+        return self._start_job(context)
+
+    def _start_job(self, context, add_handler: bool = True):
+        """Send the job and start polling it (``add_handler=False``: already running as a modal operator)."""
         state = context.window_manager.stablewrap_job
         try:
             self._task = self.make_task(context)
@@ -149,7 +158,8 @@ class _JobOperator:
         state.stage, state.progress = "starting engine", 0.0
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.modal_handler_add(self)
+        if add_handler:
+            wm.modal_handler_add(self)
         wm.progress_begin(0.0, 1.0)
         return {"RUNNING_MODAL"}
 
@@ -187,7 +197,7 @@ class _JobOperator:
             data, arrays = self._job.result()
             message = self._task.apply(data, arrays)
         except (StableWrapAddonError, mesh_io.MeshDataError) as exc:
-            return self._fail(context, str(exc))
+            return self._fail(context, str(exc), _level(exc))
         return self._done(context, message)
 
 
@@ -267,6 +277,116 @@ class STABLEWRAP_OT_make_morph(_JobOperator, bpy.types.Operator):
     def make_task(self, context):
         src, _ = resolve_pair(context, self.source, "")
         return tasks.MorphTask(src, self.steps or context.scene.stablewrap.morph_steps)
+
+
+class STABLEWRAP_OT_match_part(_JobOperator, bpy.types.Operator):
+    """Find the part of the target that corresponds to a vertex group of the source and store it as a vertex group"""
+
+    bl_idname = "stablewrap.match_part"
+    bl_label = "Match Part"
+    poll_flags = {"needs_groups": True}
+
+    group: StringProperty(name="Source group", description="Vertex group of the source (empty: the panel's setting)")
+    new_group: StringProperty(name="Target group", description="Name of the new target vertex group (empty: the panel's setting, else the source group's name)")
+    select: BoolProperty(name="Select", default=True, description="Also make the matched part the target's vertex selection")
+
+    def make_task(self, context):
+        s = context.scene.stablewrap
+        src, tgt = _pick(context, self)
+        group = self.group or s.part_group
+        return tasks.MatchPartTask(src, tgt, group, new_group=self.new_group or s.part_new_group or group,
+                                   select=self.select)
+
+
+def _header(context, text) -> None:
+    if context.area is not None:
+        context.area.header_text_set(text)
+
+
+def image_editor_pixel(context, event):
+    """(image, x, y) under the mouse in an Image Editor, pixel coordinates from the image's top-left; or None."""
+    space, region = context.space_data, context.region
+    image = getattr(space, "image", None)
+    if context.area is None or context.area.type != "IMAGE_EDITOR" or image is None or region is None:
+        return None
+    u, v = region.view2d.region_to_view(event.mouse_region_x, event.mouse_region_y)
+    w, h = image.size
+    return image, u * w, (1.0 - v) * h
+
+
+class STABLEWRAP_OT_pick_from_image(_JobOperator, bpy.types.Operator):
+    """Click a part on the image in the Image Editor: the matching part of the target gets selected"""
+
+    bl_idname = "stablewrap.pick_from_image"
+    bl_label = "Pick from Image"
+
+    image: StringProperty(name="Image", description="Image name (empty: the Image Editor's image, then the panel's)")
+    x: FloatProperty(name="X", default=-1.0, description="Pixel column from the left (negative: click in the Image Editor)")
+    y: FloatProperty(name="Y", default=-1.0, description="Pixel row from the top (negative: click in the Image Editor)")
+    new_group: StringProperty(name="Target group", description="Also store the part as this vertex group (empty: the panel's setting)")
+    select: BoolProperty(name="Select", default=True, description="Make the matched part the target's vertex selection")
+
+    _picking = False
+
+    @classmethod
+    def poll(cls, context):
+        if context.window_manager.stablewrap_job.running:
+            cls.poll_message_set("A StableWrap job is running; wait for it or cancel it")
+            return False
+        if bpy.app.background:
+            return True
+        _, tgt = resolve_pair(context)
+        if tgt is None or tgt.type != "MESH":
+            cls.poll_message_set("Pick a target mesh (the panel's Target or the active object)")
+            return False
+        return True
+
+    def make_task(self, context):
+        s = context.scene.stablewrap
+        _, tgt = resolve_pair(context, "", self.target)
+        if self.image:
+            image = self.image
+        else:
+            image = getattr(context.space_data, "image", None) if context.area and context.area.type == "IMAGE_EDITOR" else None
+            image = image or s.part_image
+        if image is None:
+            raise tasks.TaskError("no image: open one in the Image Editor or pick one in the StableWrap panel")
+        if self.x < 0 or self.y < 0:
+            raise tasks.TaskError(f"click ({self.x:g}, {self.y:g}) is outside the image; click on the part to pick")
+        return tasks.PickFromImageTask(tgt, image, self.x, self.y, new_group=self.new_group or s.part_new_group,
+                                       select=self.select, device=_device())
+
+    def invoke(self, context, event):
+        if bpy.app.background or (self.x >= 0 and self.y >= 0):
+            return super().invoke(context, event)
+        if context.area is None or context.area.type != "IMAGE_EDITOR" or getattr(context.space_data, "image", None) is None:
+            return self._fail(context, "open the reference image in an Image Editor and run this there, then click the part")
+        self._picking = True
+        context.window_manager.modal_handler_add(self)
+        _header(context, "StableWrap: click the part to pick on the image (Esc / right click to cancel)")
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if not self._picking:
+            return super().modal(context, event)
+        if event.type in {"ESC", "RIGHTMOUSE"} and event.value == "PRESS":
+            self._picking = False
+            _header(context, None)
+            return self._fail(context, "cancelled; nothing was changed", "WARNING")
+        if event.type != "LEFTMOUSE" or event.value != "PRESS":
+            return {"PASS_THROUGH"} if event.type in {"MIDDLEMOUSE", "WHEELUPMOUSE", "WHEELDOWNMOUSE",
+                                                      "TRACKPADPAN", "TRACKPADZOOM"} else {"RUNNING_MODAL"}
+        self._picking = False
+        _header(context, None)
+        hit = image_editor_pixel(context, event)
+        if hit is None:
+            return self._fail(context, "click inside the Image Editor on its image")
+        image, x, y = hit
+        w, h = image.size
+        if not (0 <= x < w and 0 <= y < h):
+            return self._fail(context, f"click ({x:.0f}, {y:.0f}) is outside the {w}x{h} image '{image.name}'")
+        self.image, self.x, self.y = image.name, x, y
+        return self._start_job(context, add_handler=False)
 
 
 class STABLEWRAP_OT_clear(bpy.types.Operator):
@@ -423,7 +543,7 @@ class STABLEWRAP_OT_landmark_clear(bpy.types.Operator):
 
 classes = (
     STABLEWRAP_OT_match, STABLEWRAP_OT_transfer_uvs, STABLEWRAP_OT_bake_texture, STABLEWRAP_OT_transfer_weights,
-    STABLEWRAP_OT_make_morph, STABLEWRAP_OT_clear, STABLEWRAP_OT_cancel, STABLEWRAP_OT_use_selection,
+    STABLEWRAP_OT_make_morph, STABLEWRAP_OT_match_part, STABLEWRAP_OT_pick_from_image, STABLEWRAP_OT_clear, STABLEWRAP_OT_cancel, STABLEWRAP_OT_use_selection,
     STABLEWRAP_OT_landmark_add, STABLEWRAP_OT_landmark_remove, STABLEWRAP_OT_landmark_clear,
 )
 

@@ -93,7 +93,52 @@ class STABLEWRAP_PT_transfer(_Panel, bpy.types.Panel):
         layout.operator("stablewrap.clear", icon="TRASH")
 
 
-classes = (STABLEWRAP_UL_landmarks, STABLEWRAP_PT_main, STABLEWRAP_PT_landmarks, STABLEWRAP_PT_transfer)
+class STABLEWRAP_PT_parts(_Panel, bpy.types.Panel):
+    bl_label = "Parts"
+    bl_parent_id = "STABLEWRAP_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.stablewrap
+        src, _ = resolve_pair(context)
+        if src is not None and src.type == "MESH":
+            layout.prop_search(s, "part_group", src, "vertex_groups", text="Part")
+        else:
+            layout.label(text="Pick a source mesh with vertex groups")
+        layout.prop(s, "part_new_group")
+        layout.operator("stablewrap.match_part", icon="GROUP_VERTEX")
+        layout.separator()
+        layout.prop(s, "part_image")
+        layout.label(text="Pick from Image: run it in the Image Editor's StableWrap tab", icon="IMAGE_DATA")
+
+
+class STABLEWRAP_PT_image_pick(bpy.types.Panel):
+    """The Image Editor side: click a part of the shown image to select it on the target."""
+
+    bl_space_type = "IMAGE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "StableWrap"
+    bl_label = "Pick Part"
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.stablewrap
+        _, tgt = resolve_pair(context)
+        layout.label(text=f"Target: {tgt.name if tgt is not None and tgt.type == 'MESH' else '-'}", icon="MESH_ICOSPHERE")
+        layout.prop(s, "part_new_group")
+        state = context.window_manager.stablewrap_job
+        if state.running:
+            layout.progress(factor=state.progress, type="BAR", text=f"{state.label}: {state.stage} {100 * state.progress:.0f}%")
+            layout.operator("stablewrap.cancel", icon="CANCEL", text="Cancel (Esc)")
+        else:
+            layout.operator("stablewrap.pick_from_image", icon="EYEDROPPER")
+        if s.last_report:
+            layout.label(text=s.last_report, icon="INFO")
+
+
+classes = (STABLEWRAP_UL_landmarks, STABLEWRAP_PT_main, STABLEWRAP_PT_landmarks, STABLEWRAP_PT_transfer,
+           STABLEWRAP_PT_parts, STABLEWRAP_PT_image_pick)
 
 
 def register() -> None:

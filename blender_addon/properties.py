@@ -72,6 +72,10 @@ class STABLEWRAP_PG_scene(bpy.types.PropertyGroup):
     morph_steps: IntProperty(name="In-betweens", default=5, min=1, max=64,
                              description="Number of in-between shape keys for Make Morph")
     bake_resolution: IntProperty(name="Resolution", default=1024, min=16, max=16384)
+    part_group: StringProperty(name="Part", description="Vertex group of the source holding the part to find on the target")
+    part_new_group: StringProperty(name="As", description="Name of the target vertex group to write (empty: the source group's name for Match Part, none for Pick from Image)")
+    part_image: PointerProperty(type=bpy.types.Image, name="Image",
+                                description="Reference image for Pick from Image when it is not run from an Image Editor")
     last_report: StringProperty(default="", description="Outcome of the last StableWrap operation")
 
 

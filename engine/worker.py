@@ -17,7 +17,8 @@ Replies (worker -> client)::
     {"id": "7", "type": "error", "error": {"type": "InputError", "message": "source: mesh has no faces"}}
 
 Commands: ``ping``, ``check``, ``match``, ``transfer_uvs``, ``bake_texture``,
-``transfer_weights``, ``make_morph``, ``release_gpu``, ``shutdown`` (and
+``transfer_weights``, ``make_morph``, ``match_part``, ``match_image_part``,
+``release_gpu``, ``shutdown`` (and
 ``cancel``, which targets a running or queued job). Jobs run one at a time in
 order on an executor thread; ``ping``, ``cancel`` and ``shutdown`` are
 answered at once, even while a job runs. Errors cross as ``{type, message}``;
@@ -30,6 +31,11 @@ the engine or a library prints goes to stderr, never into the protocol.
 ``STABLEWRAP_MATCH_IMPL``) swaps the matcher for another function with the
 signature of :func:`engine.match`; tests use it to drive the protocol without
 running the real registration.
+
+Test support only: with ``STABLEWRAP_TEST_TINY_BACKBONE=1`` in the worker's
+environment, ``match_image_part`` uses the tiny random DINOv2 of
+:mod:`engine.features.testing` and a tiny distillation instead of the real
+model (its features are meaningless; it exercises the whole path quickly).
 """
 from __future__ import annotations
 
@@ -73,6 +79,18 @@ def _array(arrays: dict, key: str, dtype, ndim: int | None = None, last: int | N
 
 def _optional(arrays: dict, key: str) -> np.ndarray | None:
     return np.asarray(arrays[key]) if key in arrays else None
+
+
+def _stage_progress(progress: Callable[[str, float], None], token: CancelToken):
+    """An :class:`engine.progress.Progress` that forwards each stage's own fraction to ``progress``."""
+    from .progress import Progress
+
+    class StageProgress(Progress):
+        def update(self, fraction: float) -> None:
+            self.token.raise_if_cancelled()
+            progress(self._current, min(1.0, max(0.0, float(fraction))))
+
+    return StageProgress(progress, token)
 
 
 def error_payload(exc: BaseException) -> dict:
@@ -264,6 +282,85 @@ class Handlers:
         progress("make_morph", 1.0)
         return {}, {"frames": np.asarray(frames, np.float32)}
 
+    # options of engine.parts.match_part / match_image_part that may cross the protocol
+    PART_OPTIONS = {"k": int, "min_iou": float, "side_weight": float, "query": str, "selection": str,
+                    "elements": str, "min_consistency": float}
+    IMAGE_OPTIONS = {"k": int, "min_iou": float, "grid": int, "views": int, "resolution": int}
+
+    @staticmethod
+    def _options(args: dict, allowed: dict, cmd: str) -> dict:
+        out = {}
+        for key, kind in allowed.items():
+            if args.get(key) is None:
+                continue
+            try:
+                out[key] = kind(args[key])
+            except (TypeError, ValueError):
+                raise InputError(f"{cmd}: option {key!r} must be {kind.__name__}, got {args[key]!r}") from None
+        return out
+
+    def match_part(self, args, arrays, progress, cancel):
+        """Source part (vertex indices ``part``) -> target part; arrays as ``match`` plus ``part`` (k,) int.
+
+        Returns ``{matched, bsb_vertex, score, n_target_vertices}`` and the arrays of
+        :meth:`engine.parts.PartMatch.arrays` (``target_vertices`` int32, ``bsb_vertex`` -1 = no match, ``score``).
+        """
+        from .parts import match_part
+        c = "match_part"
+        sv = _array(arrays, "src_vertices", np.float64, 2, 3, c)
+        sf = _array(arrays, "src_faces", np.int64, 2, None, c)
+        tv = _array(arrays, "tgt_vertices", np.float64, 2, 3, c)
+        tf = _array(arrays, "tgt_faces", np.int64, 2, None, c)
+        part = _array(arrays, "part", None, None, None, c).reshape(-1)
+        options = self._options(args, self.PART_OPTIONS, c)
+        res = match_part((sv, sf), part, (tv, tf), progress=_stage_progress(progress, cancel), **options)
+        return self._part_reply(res)
+
+    def match_image_part(self, args, arrays, progress, cancel):
+        """Image click (or mask / box) -> target part.
+
+        arrays: ``image`` (H, W, 3|4) float (row 0 = top, values in [0, 1]), ``tgt_vertices``,
+        ``tgt_faces``, optional ``mask`` (H, W) bool; args: ``click`` [x, y] and/or ``box``
+        [x0, y0, x1, y1], ``device``, ``cache`` (False: no feature cache) and :attr:`IMAGE_OPTIONS`.
+        """
+        from .parts import match_image_part
+        c = "match_image_part"
+        image = _array(arrays, "image", np.float32, 3, None, c)
+        tv = _array(arrays, "tgt_vertices", np.float64, 2, 3, c)
+        tf = _array(arrays, "tgt_faces", np.int64, 2, None, c)
+        options = self._options(args, self.IMAGE_OPTIONS, c)
+        for key, size in (("click", 2), ("box", 4)):
+            value = args.get(key)
+            if value is not None:
+                if not isinstance(value, (list, tuple)) or len(value) != size:
+                    raise InputError(f"{c}: {key} must be a list of {size} numbers, got {value!r}")
+                options[key] = tuple(float(x) for x in value)
+        mask = _optional(arrays, "mask")
+        if mask is not None:
+            options["mask"] = mask
+        if args.get("cache") is False:
+            options["cache_dir"] = False
+        if os.environ.get("STABLEWRAP_TEST_TINY_BACKBONE") == "1":  # test support: see the module docstring
+            from .features.testing import tiny_backbones
+            from .parts.distill import DistillSettings
+
+            options["backbone"] = tiny_backbones("dino").dino
+            options.setdefault("views", 2)
+            options.setdefault("resolution", 32)
+            options.setdefault("grid", 16)
+            options["distill_settings"] = DistillSettings(layers=2, width=16, n_freqs=2, steps=5)
+            options["cache_dir"] = False
+        res = match_image_part(image, (tv, tf), device=args.get("device") or "auto",
+                               progress=_stage_progress(progress, cancel), **options)
+        return self._part_reply(res)
+
+    @staticmethod
+    def _part_reply(res):
+        out = res.arrays()
+        data = {"matched": bool(res.matched), "bsb_vertex": int(res.bsb_vertex), "score": float(res.score),
+                "n_target_vertices": int(len(out["target_vertices"]))}
+        return data, out
+
     def release_gpu(self, args, arrays, progress, cancel):
         freed = 0
         try:
@@ -282,7 +379,8 @@ class Handlers:
         return {"freed_bytes": freed}, None
 
 
-JOB_COMMANDS = ("check", "match", "transfer_uvs", "bake_texture", "transfer_weights", "make_morph", "release_gpu")
+JOB_COMMANDS = ("check", "match", "transfer_uvs", "bake_texture", "transfer_weights", "make_morph", "match_part",
+                "match_image_part", "release_gpu")
 
 
 # --------------------------------------------------------------------------- the server
