@@ -258,18 +258,6 @@ def _peak_rss_mb() -> float:
     return r / 1024.0 if sys.platform != "darwin" else r / (1024.0 * 1024.0)
 
 
-def _vertex_face_bary(mesh) -> tuple[np.ndarray, np.ndarray]:
-    """For every vertex, one incident face and the barycentric coordinates of the vertex in it."""
-    vf = np.zeros(mesh.n_vertices, np.int64)
-    bary = np.zeros((mesh.n_vertices, 3))
-    for k in range(3):
-        vf[mesh.faces[:, k]] = np.arange(mesh.n_faces)
-    for k in range(3):
-        hit = mesh.faces[vf, k] == np.arange(mesh.n_vertices)
-        bary[hit, k] = 1.0
-    return vf, bary
-
-
 def match(
     source,
     target,

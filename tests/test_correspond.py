@@ -4,7 +4,7 @@ import pytest
 import trimesh
 
 from engine.correspond.filters import bicyclic_consistent, cycle_consistent
-from engine.correspond.functional_map import descriptor_map, fit_functional_map, nearest_rows, zoomout
+from engine.correspond.functional_map import fit_functional_map, nearest_rows, zoomout
 from engine.correspond.selection import MapScorer, farthest_point_sample
 from engine.correspond.vertex_nn import VertexFeatureGuidance
 from engine.features.geometric import geometric_descriptors, wks

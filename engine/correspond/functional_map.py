@@ -88,12 +88,3 @@ def zoomout(basis_s: SpectralBasis, basis_t: SpectralBasis, t2s: np.ndarray | No
         if progress is not None:
             progress.update((i + 1) / len(ks))
     return t2s, C
-
-
-def descriptor_map(desc_s: np.ndarray, desc_t: np.ndarray, x_s=None, x_t=None, w_ext: float = 0.0) -> np.ndarray:
-    """Initial pointwise map target -> source by nearest neighbours in [descriptor, w * position]."""
-    a, b = desc_t, desc_s
-    if w_ext > 0 and x_s is not None:
-        a = np.concatenate([a, w_ext * x_t], axis=1)
-        b = np.concatenate([b, w_ext * x_s], axis=1)
-    return nearest_rows(a, b)
