@@ -141,11 +141,4 @@ classes = (STABLEWRAP_UL_landmarks, STABLEWRAP_PT_main, STABLEWRAP_PT_landmarks,
            STABLEWRAP_PT_parts, STABLEWRAP_PT_image_pick)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

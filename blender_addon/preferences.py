@@ -186,11 +186,4 @@ class STABLEWRAP_OT_create_env(bpy.types.Operator):
 classes = (STABLEWRAP_AP_preferences, STABLEWRAP_OT_check_engine, STABLEWRAP_OT_stop_worker, STABLEWRAP_OT_create_env)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)
