@@ -65,12 +65,13 @@ def _sample(mesh: Mesh, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(mesh.n_vertices, size=n, replace=False, p=p)
 
 
-def _axis_rotations(step_deg: float = 15.0) -> np.ndarray:
+def _axis_rotations(axes=(1, 2), step_deg: float = 15.0) -> np.ndarray:
+    """Identity and turns about the given coordinate axes (0 = x, 1 = y, 2 = z)."""
     angles = np.deg2rad(np.arange(0.0, 360.0, step_deg))
     mats = [np.eye(3)]
-    for axis in np.eye(3):
+    for i in axes:
         for a in angles[1:]:
-            mats.append(Rotation.from_rotvec(axis * a).as_matrix())
+            mats.append(Rotation.from_rotvec(np.eye(3)[i] * a).as_matrix())
     return np.asarray(mats)
 
 
@@ -145,8 +146,8 @@ def rigid_align(
     source_desc, target_desc : (ns, d), (nt, d) float, optional intrinsic descriptors
         (rows comparable across meshes) used to break ties between orientations.
     landmarks : (k, 2) int, optional (source vertex, target vertex) pairs.
-    prefer_axis : a general rotation must score below ``prefer_axis`` times the best
-        single-axis rotation to be chosen (shapes usually share an up axis).
+    prefer_axis : any other rotation must score below ``prefer_axis`` times the best turn
+        about the y or z axis to be chosen (shapes usually share an up axis, Y or Z).
     """
     rng = np.random.default_rng(seed)
     si, ti = _sample(source, n_samples, rng), _sample(target, n_samples, rng)
@@ -181,8 +182,10 @@ def rigid_align(
         refined.sort(key=lambda T: T.score)
         return refined
 
-    axis_best = search(_axis_rotations(), "axis", keep=8)[0]
-    general_best = search(_general_rotations(seed=seed), "general", keep=8)[0]
+    # "Up" is Y (OBJ, glTF, most scans) or Z (Blender, STL) by convention: turns about those axes
+    # keep a shared up axis and are preferred; anything else must score clearly better.
+    axis_best = search(_axis_rotations((1, 2)), "axis", keep=8)[0]
+    general_best = search(np.concatenate([_axis_rotations((0,))[1:], _general_rotations(seed=seed)]), "general", keep=8)[0]
     best = general_best if general_best.score < prefer_axis * axis_best.score else axis_best
     final = scorer.icp(best, iters=15)
     final.score = scorer.score(final)
