@@ -157,10 +157,11 @@ def test_no_rows_at_all():
 
 def test_worker_returns_map_time_and_its_own_peak_memory(synth):
     a = synth / "data" / "toy" / "a.off"
-    small = run_match_subprocess(a, a, {}, call=f"{HERE}:identity_match", timeout=60)
+    # generous timeouts: a spawned child imports numpy/engine first, slow on a loaded 2-core box
+    small = run_match_subprocess(a, a, {}, call=f"{HERE}:identity_match", timeout=300)
     # large enough to rise above any transient peak of the child's imports (which depends on what
     # the parent test session has loaded)
-    big = run_match_subprocess(a, a, {"mb": 1500}, call=f"{HERE}:hungry_match", timeout=60)
+    big = run_match_subprocess(a, a, {"mb": 1500}, call=f"{HERE}:hungry_match", timeout=300)
     assert small["ok"] and big["ok"], (small.get("error"), big.get("error"))
     assert small["face"].shape == (N * N,) and small["bary"].shape == (N * N, 3)
     assert small["meta"]["features"] == "fake"
