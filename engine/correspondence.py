@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import InputError
+from .fileio import atomic_path
 
 NPZ_KEYS = (
     "src_to_tgt_face",
@@ -103,15 +103,5 @@ def save_npz_atomic(path: str | os.PathLike, arrays: dict) -> None:
     folder = os.path.dirname(os.path.abspath(path_final)) or "."
     if not os.path.isdir(folder):
         raise InputError(f"{path_final}: output folder does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".sw-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path_final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path_final, ".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)

@@ -89,21 +89,13 @@ def save_correspondence_png(path: str, src_v, src_f, tgt_v, tgt_f, result) -> No
         ax = fig.add_subplot(1, 3, i + 1, projection="3d")
         _draw(ax, v, np.asarray(f), c, title, rot)
     fig.tight_layout()
-    import tempfile
+    from .fileio import atomic_path
 
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".sw-", suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        from .samples import default_file_mode
-
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
+        with atomic_path(path, ".png") as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run_demo(out_dir: str = "out", quality: str = "balanced", features: str = "auto", device: str = "auto",

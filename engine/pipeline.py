@@ -21,7 +21,7 @@ import torch
 from . import __version__
 from .correspondence import Correspondence
 from .errors import BackendUnavailable, InputError
-from .geometry.align import RigidTransform, rigid_align
+from .geometry.align import rigid_align
 from .geometry.closest import SurfaceQuery
 from .mesh import PreparedMesh, as_prepared
 from .progress import CancelToken, Progress, ProgressCallback

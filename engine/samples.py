@@ -161,30 +161,11 @@ def make_pair(source_subdivisions: int = 4, target_vertices: int = 3000, rotatio
     return SamplePair(vs, fs, vt, ft, gt)
 
 
-def default_file_mode() -> int:
-    """The permissions a plain ``open(path, "w")`` would give (0o666 minus the umask); mkstemp uses 0o600."""
-    import os
-
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def write_obj(path: str, vertices: np.ndarray, faces: np.ndarray) -> None:
     """Plain OBJ (vertices + triangles), written atomically."""
-    import os
-    import tempfile
+    from .fileio import atomic_path
 
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".sw-", suffix=".obj", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("# StableWrap sample mesh\n")
-            np.savetxt(fh, vertices, fmt="v %.6f %.6f %.6f")
-            np.savetxt(fh, np.asarray(faces, np.int64) + 1, fmt="f %d %d %d")
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, ".obj") as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("# StableWrap sample mesh\n")
+        np.savetxt(fh, vertices, fmt="v %.6f %.6f %.6f")
+        np.savetxt(fh, np.asarray(faces, np.int64) + 1, fmt="f %d %d %d")

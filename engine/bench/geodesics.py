@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..fileio import atomic_path
 from ..progress import Progress
 
 # bump when the way distances are computed or stored changes
@@ -32,13 +32,6 @@ def default_cache_dir() -> Path:
     base = os.environ.get(CACHE_ENV)
     root = Path(base) if base else Path.home() / ".cache" / "stablewrap"
     return root / "bench"
-
-
-def _default_file_mode() -> int:
-    """0o666 minus the process umask: what a plain ``open(path, "w")`` would create."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def mesh_key(vertices: np.ndarray, triangles: np.ndarray) -> str:
@@ -172,16 +165,8 @@ def geodesic_matrix(
     d = heat_geodesic_rows(v, f, progress=progress).astype(np.float16)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".geo-", suffix=".npy", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, d)
-            os.chmod(tmp, _default_file_mode())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path, ".npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, d)
     except OSError:
         pass  # a read-only or full cache folder only costs speed
     d.setflags(write=False)

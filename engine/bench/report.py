@@ -11,13 +11,12 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .geodesics import _default_file_mode
+from ..fileio import atomic_path
 from .metrics import CURVE_MAX, SWAP_THRESHOLD, THRESHOLDS, ErrorSummary, cumulative_curve, summarize
 from .runner import MatchRun
 
@@ -284,16 +283,8 @@ def csv_text(runs: list[MatchRun]) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, _default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, path.suffix) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
 
 
 def plot_png(rows: list[Row], title: str = "") -> bytes:

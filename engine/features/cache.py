@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from ..fileio import atomic_path
 
 CACHE_ENV = "STABLEWRAP_CACHE"
 FORMAT_VERSION = 1
@@ -79,17 +80,8 @@ class FeatureCache:
         """Store arrays; returns False (and leaves nothing behind) when the folder is not writable."""
         try:
             os.makedirs(self.directory, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=self.directory)
-        except OSError:
-            return False
-        try:
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_path(self.path(key), ".npz") as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
-            os.replace(tmp, self.path(key))
             return True
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             return False

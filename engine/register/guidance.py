@@ -10,6 +10,7 @@ source already rigidly aligned to the target.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..mesh import Mesh
@@ -25,7 +26,7 @@ class GuidanceSource:
         """Compute everything that does not depend on the current deformation (features, caches)."""
         raise NotImplementedError
 
-    def update(self, deformed: "np.ndarray", step: int, fraction: float) -> None:  # noqa: F821
+    def update(self, deformed: np.ndarray, step: int, fraction: float) -> None:
         """Recompute the guidance for the current deformed source.
 
         deformed : (ns, 3) float64 current source vertices

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
 
-from ..errors import InputError, StableWrapError
+from ..errors import InputError
+from ..fileio import atomic_path
 
 
 # --------------------------------------------------------------------------- inputs
@@ -90,15 +90,8 @@ def _atomic(path: str, suffix: str, write) -> None:
     folder = os.path.dirname(os.path.abspath(final)) or "."
     if not os.path.isdir(folder):
         raise InputError(f"{final}: output folder does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".sw-", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(final, suffix) as tmp:
         write(tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_image(path: str, image: np.ndarray) -> None:
