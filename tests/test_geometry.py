@@ -169,3 +169,22 @@ def test_rigid_align_recovers_rotation_and_100x_scale(euler):
     assert np.linalg.norm(moved - want, axis=1).max() < 1e-3 * tgt.mesh.bbox_diagonal
     angle = np.degrees(np.arccos(np.clip((np.trace(T.rotation.T @ R) - 1) / 2, -1, 1)))
     assert angle < 0.5 and T.scale == pytest.approx(1.0, abs=1e-3)
+
+
+def test_rigid_align_candidates_start_with_the_chosen_alignment_and_are_distinct():
+    from engine.geometry.align import rigid_align, rigid_align_candidates
+    from engine.samples import creature, icosphere
+
+    q, f = icosphere(3)
+    v = creature(q)
+    R = Rotation.from_euler("zyx", (30.0, 120.0, -45.0), degrees=True).as_matrix()
+    src = prepare_mesh(v, f, "src")
+    tgt = prepare_mesh(v @ R.T, f, "tgt")
+    cands = rigid_align_candidates(src.mesh, tgt.mesh, n_samples=400, min_separation_deg=60.0)
+    first = rigid_align(src.mesh, tgt.mesh, n_samples=400)
+    assert len(cands) >= 2
+    np.testing.assert_allclose(cands[0].rotation, first.rotation, atol=1e-12)
+    for i in range(len(cands)):
+        for j in range(i):
+            rel = cands[i].rotation @ cands[j].rotation.T
+            assert np.degrees(np.arccos(np.clip((np.trace(rel) - 1) / 2, -1, 1))) > 60.0

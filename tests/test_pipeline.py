@@ -167,3 +167,18 @@ def test_part_guidance_can_be_switched_on(small_pair):
                      quality="fast", features="geometric", config={"w_parts": 0.1, "reg_steps": 20})
     assert r.meta["guidance"].endswith("+parts")
     assert np.isfinite(r.fitted_vertices).all()
+
+
+def test_a_suspect_fit_is_redone_from_the_next_alignment_and_the_better_fit_kept(small_pair):
+    src, tgt = _src_tgt(small_pair)
+    once = engine.match(src, tgt, config={"retry_score": 1e9}, **FAST)
+    assert once.meta["alignment_fits"] == 1 and once.meta["alignment_used"] == 1
+    twice = engine.match(src, tgt, config={"retry_score": -1.0}, **FAST)  # every fit is "suspect"
+    assert twice.meta["alignment_fits"] == 2
+    # the first fit (right alignment) scores better than the one from a turned-round alignment
+    assert twice.meta["alignment_used"] == 1
+    assert twice.meta["fit_score"] == pytest.approx(once.meta["fit_score"])
+    np.testing.assert_allclose(twice.fitted_vertices, once.fitted_vertices)
+    assert twice.meta["seconds"]["register"] > once.meta["seconds"]["register"] * 1.2  # both fits were run
+    none = engine.match(src, tgt, config={"retry_score": -1.0, "alignment_retries": 0}, **FAST)
+    assert none.meta["alignment_fits"] == 1

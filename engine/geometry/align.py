@@ -128,7 +128,13 @@ class _Scorer:
         return RigidTransform(R, t, s, kind=T.kind)
 
 
-def rigid_align(
+def rigid_align(source: Mesh, target: Mesh, *args, **kwargs) -> RigidTransform:
+    """The best similarity transform taking ``source`` onto ``target``: the first of
+    :func:`rigid_align_candidates` (same parameters)."""
+    return rigid_align_candidates(source, target, *args, **kwargs)[0]
+
+
+def rigid_align_candidates(
     source: Mesh,
     target: Mesh,
     source_desc: np.ndarray | None = None,
@@ -138,8 +144,14 @@ def rigid_align(
     desc_weight: float = 0.1,
     prefer_axis: float = 0.9,
     seed: int = 0,
-) -> RigidTransform:
-    """Similarity transform taking ``source`` onto ``target`` (both normalised meshes).
+    min_separation_deg: float = 60.0,
+) -> list[RigidTransform]:
+    """Similarity transforms taking ``source`` onto ``target`` (both normalised meshes), best first.
+
+    The first is the chosen alignment; the others are the best-scoring alignments whose
+    rotation differs from every earlier one by more than ``min_separation_deg`` (a shape
+    turned the other way round, a head/tail flip), for a caller that can tell a wrong
+    alignment from its result. Landmark alignments come alone.
 
     Parameters
     ----------
@@ -166,7 +178,7 @@ def rigid_align(
         R, t, s = umeyama(src_lm, tgt_lm)
         T = scorer.icp(RigidTransform(R, t, s, kind="landmarks"), iters=15)
         T.score = scorer.score(T)
-        return T
+        return [T]
 
     def search(rots: np.ndarray, kind: str, keep: int) -> list[RigidTransform]:
         coarse = []
@@ -184,9 +196,18 @@ def rigid_align(
 
     # "Up" is Y (OBJ, glTF, most scans) or Z (Blender, STL) by convention: turns about those axes
     # keep a shared up axis and are preferred; anything else must score clearly better.
-    axis_best = search(_axis_rotations((1, 2)), "axis", keep=8)[0]
-    general_best = search(np.concatenate([_axis_rotations((0,))[1:], _general_rotations(seed=seed)]), "general", keep=8)[0]
-    best = general_best if general_best.score < prefer_axis * axis_best.score else axis_best
+    axis = search(_axis_rotations((1, 2)), "axis", keep=8)
+    general = search(np.concatenate([_axis_rotations((0,))[1:], _general_rotations(seed=seed)]), "general", keep=8)
+    best = general[0] if general[0].score < prefer_axis * axis[0].score else axis[0]
     final = scorer.icp(best, iters=15)
     final.score = scorer.score(final)
-    return final if final.score <= best.score else best
+    chosen = final if final.score <= best.score else best
+    out = [chosen]
+    for T in sorted(axis + general, key=lambda T: T.score):
+        if all(_rotation_angle_deg(T.rotation @ U.rotation.T) > min_separation_deg for U in out):
+            out.append(T)
+    return out
+
+
+def _rotation_angle_deg(R: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
