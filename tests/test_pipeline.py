@@ -179,6 +179,5 @@ def test_a_suspect_fit_is_redone_from_the_next_alignment_and_the_better_fit_kept
     assert twice.meta["alignment_used"] == 1
     assert twice.meta["fit_score"] == pytest.approx(once.meta["fit_score"])
     np.testing.assert_allclose(twice.fitted_vertices, once.fitted_vertices)
-    assert twice.meta["seconds"]["register"] > once.meta["seconds"]["register"] * 1.2  # both fits were run
     none = engine.match(src, tgt, config={"retry_score": -1.0, "alignment_retries": 0}, **FAST)
     assert none.meta["alignment_fits"] == 1
