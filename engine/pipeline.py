@@ -263,6 +263,11 @@ def _resolve_features(features: str, device: str, notices: list, feature_config:
     return features
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` (n, d) scaled to unit length (zero rows stay zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def _peak_rss_mb() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 1024.0 if sys.platform != "darwin" else r / (1024.0 * 1024.0)
@@ -332,9 +337,7 @@ def match(
     prog.update(0.25)
     basis_t = SpectralBasis(spec_t.mesh, k=k)
     prog.update(0.5)
-    hs, ht = spec_s.extend(hks(basis_s, 8)), spec_t.extend(hks(basis_t, 8))
-    hs /= np.maximum(np.linalg.norm(hs, axis=1, keepdims=True), 1e-12)
-    ht /= np.maximum(np.linalg.norm(ht, axis=1, keepdims=True), 1e-12)
+    hs, ht = _unit_rows(spec_s.extend(hks(basis_s, 8))), _unit_rows(spec_t.extend(hks(basis_t, 8)))
     alignments = rigid_align_candidates(S, T, hs, ht, landmarks=lm, n_samples=cfg.align_samples, seed=cfg.seed)
     timings["align"] = time.perf_counter() - t
 
@@ -358,9 +361,7 @@ def match(
             from .features.geometric import wks
 
             scorer = MapScorer(S, T, seed=cfg.seed)
-            ws, wt = spec_s.extend(wks(basis_s, 64)), spec_t.extend(wks(basis_t, 64))
-            ws /= np.maximum(np.linalg.norm(ws, axis=1, keepdims=True), 1e-12)
-            wt /= np.maximum(np.linalg.norm(wt, axis=1, keepdims=True), 1e-12)
+            ws, wt = _unit_rows(spec_s.extend(wks(basis_s, 64))), _unit_rows(spec_t.extend(wks(basis_t, 64)))
             w_area = S.vertex_areas / max(S.vertex_areas.sum(), 1e-12)
         s2t = T.faces[fit["f_st"], np.argmax(fit["b_st"], axis=1)]
         fit["distortion"] = scorer.distortion(s2t)
