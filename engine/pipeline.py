@@ -8,6 +8,7 @@ in the caller's vertex order and coordinates.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import resource
@@ -30,6 +31,7 @@ from .register.njf import RegistrationConfig, register
 FEATURE_MODES = ("auto", "geometric", "dino", "dino+sd")
 METHODS = ("full", "rigid")
 QUALITIES = ("fast", "balanced", "best")
+GUIDANCE_SCHEDULES = ("auto", "feature-led", "position-led")
 
 
 @dataclass
@@ -63,9 +65,19 @@ class MatchConfig:
     retry_score: float = 0.25
     retry_margin: float = 0.8
     alignment_retries: int = 1
+    # ... and only alignments that scored almost as well as the chosen one are worth the time:
+    # at most ``retry_alignment_ratio`` times its alignment residual (the turned-round bodies
+    # that the retry fixes on faust5k scored 0.97-1.04 times the chosen alignment)
+    retry_alignment_ratio: float = 1.05
     # "vertex": vertex-feature nearest neighbours in a shrinking spatial window;
     # "flow": the paper's rendered semantic flow (per-view 2D matches, L1 on rendered displacements)
     guidance: str = "vertex"
+    # which vertex-guidance schedule to use: "auto" (the one whose initial map distorts the
+    # shape least), "feature-led" (descriptors decide early) or "position-led" (trust the alignment)
+    guidance_schedule: str = "auto"
+    # "auto" races both schedules for this fraction of the registration steps and finishes
+    # the one whose fit scores better (0 = always the first, feature-led)
+    schedule_probe: float = 0.3
     # weight of Best-Segmentation-Buddies part-to-part constraints (engine.parts.guidance); 0 = off
     w_parts: float = 0.0
     flow_views: int = 8
@@ -137,6 +149,9 @@ def _load_config(config, quality: str) -> MatchConfig:
         raise InputError(f"config: expected a file path, a dict or a MatchConfig, got {type(config).__name__}")
     if "guidance" in data and data["guidance"] not in ("vertex", "flow"):
         raise InputError(f"config: guidance must be 'vertex' or 'flow', got {data['guidance']!r}")
+    if "guidance_schedule" in data and data["guidance_schedule"] not in GUIDANCE_SCHEDULES:
+        raise InputError(f"config: guidance_schedule must be one of {', '.join(GUIDANCE_SCHEDULES)}, "
+                         f"got {data['guidance_schedule']!r}")
     known = {f.name: f.type for f in fields(MatchConfig)}
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -345,28 +360,19 @@ def match(
     # (a body seen from the front or the back); the wrong one gives a fit that distorts the
     # shape, so a suspect fit is redone from the next distinct alignment and the fit with
     # the lower distortion is kept.
-    attempts = alignments[: 1 + max(0, cfg.alignment_retries)] if method == "full" else alignments[:1]
-    scorer = None
+    attempts = alignments[:1]
+    if method == "full":
+        attempts += [a for a in alignments[1: 1 + max(0, cfg.alignment_retries)]
+                     if a.score <= cfg.retry_alignment_ratio * alignments[0].score]
+    scorer = _FitScorer(S, T, spec_s, spec_t, basis_s, basis_t, cfg.seed) if method == "full" else None
     best = None
     for n_try, rigid in enumerate(attempts):
         fit = _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, basis_t, cfg, dev, prog,
-                               lm, ex_faces, timings)
+                               lm, ex_faces, timings, scorer)
         fit["rigid"], fit["tries"] = rigid, n_try + 1
         if method != "full":
             best = fit
             break
-        t = time.perf_counter()
-        if scorer is None:
-            from .correspond.selection import MapScorer
-            from .features.geometric import wks
-
-            scorer = MapScorer(S, T, seed=cfg.seed)
-            ws, wt = _unit_rows(spec_s.extend(wks(basis_s, 64))), _unit_rows(spec_t.extend(wks(basis_t, 64)))
-            w_area = S.vertex_areas / max(S.vertex_areas.sum(), 1e-12)
-        s2t = T.faces[fit["f_st"], np.argmax(fit["b_st"], axis=1)]
-        fit["distortion"] = scorer.distortion(s2t)
-        fit["score"] = fit["distortion"] + float((w_area * np.linalg.norm(ws - wt[s2t], axis=1)).sum())
-        timings["project"] += time.perf_counter() - t
         if best is None or fit["score"] < cfg.retry_margin * best["score"]:
             best = fit
         if fit["score"] <= cfg.retry_score:
@@ -414,6 +420,7 @@ def match(
         "fit_score": round(best["score"], 4) if "score" in best else None,
         "alignment_fits": n_fits,  # fits run (more than one when a suspect fit was redone)
         "alignment_used": best["tries"],  # which alignment candidate the result comes from (1 = best)
+        "schedule_scores": best.get("schedule_scores"),  # fit score of every schedule when they were raced
         "source_report": src.report,
         "target_report": tgt.report,
         "notices": notices,
@@ -477,33 +484,105 @@ class SpectralPart:
         return values[self.index]
 
 
+class _FitScorer:
+    """Scores a deformed source: metric distortion of its closest-point map plus the mean
+    mismatch of intrinsic descriptors (WKS) between matched points; lower is better.
+
+    A fit that puts a limb on the wrong limb, or turns the body round, distorts geodesic
+    distances and pairs points whose descriptors disagree.
+    """
+
+    def __init__(self, S, T, spec_s, spec_t, basis_s, basis_t, seed: int) -> None:
+        from .correspond.selection import MapScorer
+        from .features.geometric import wks
+
+        self.S, self.T = S, T
+        self.map_scorer = MapScorer(S, T, seed=seed)
+        self.ws = _unit_rows(spec_s.extend(wks(basis_s, 64)))
+        self.wt = _unit_rows(spec_t.extend(wks(basis_t, 64)))
+        self.w_area = S.vertex_areas / max(S.vertex_areas.sum(), 1e-12)
+        self.query_t = SurfaceQuery(T.vertices, T.faces)
+
+    def project(self, deformed: np.ndarray):
+        """Closest target points of the deformed source: (face (ns,), bary (ns, 3), point (ns, 3), distance (ns,))."""
+        return self.query_t.closest(deformed)
+
+    def score(self, f_st: np.ndarray, b_st: np.ndarray) -> tuple[float, float]:
+        """(score, distortion) of the map given by closest target faces and barycentrics."""
+        s2t = self.T.faces[f_st, np.argmax(b_st, axis=1)]
+        distortion = self.map_scorer.distortion(s2t)
+        mismatch = float((self.w_area * np.linalg.norm(self.ws - self.wt[s2t], axis=1)).sum())
+        return distortion + mismatch, distortion
+
+
+class _StepProgress:
+    """Progress of a registration race: ``update`` gets the fraction of one run, reported as
+    the fraction of all steps of the race (``done`` steps finished before this run's piece)."""
+
+    def __init__(self, prog: Progress, total_steps: int) -> None:
+        self.prog, self.token, self.total, self.done, self.steps = prog, prog.token, max(1, total_steps), 0, 1
+        self.start = 0
+
+    def piece(self, start: int, steps: int) -> "_StepProgress":
+        self.start, self.steps = start, max(1, steps)
+        return self
+
+    def finish(self, n: int) -> None:
+        self.done += n
+
+    def update(self, fraction: float) -> None:
+        step = fraction * self.steps - self.start
+        self.prog.update((self.done + max(0.0, step)) / self.total)
+
+
 def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, basis_t, cfg, dev, prog, lm, ex_faces,
-                     timings) -> dict:
+                     timings, scorer: _FitScorer | None = None) -> dict:
     """Register the rigidly aligned source onto the target (method "full") and project both ways.
 
-    Adds the stage times to ``timings``; returns the deformed source vertices (n_s, 3), the
-    guidance and the closest-point maps both ways.
+    With several guidance schedules, each registration is run for the first
+    ``schedule_probe`` of its steps, the runs are scored (``scorer``) and only the best
+    is finished. Adds the stage times to ``timings``; returns the deformed source
+    vertices (n_s, 3), the guidance, the closest-point maps both ways and (method
+    "full") the fit score and distortion.
     """
     from .mesh import Mesh
+    from .register.njf import Registration
 
     aligned = rigid.apply(S.vertices)
     guidance = None
     deformed = aligned
+    out: dict = {}
     if method == "full":
         S_al = Mesh(aligned, S.faces, S.name)
         t = time.perf_counter()
         prog.stage("features")
-        guidance = _make_guidance(feat_mode, S_al, T, spec_s, spec_t, basis_s, basis_t, cfg, dev, prog)
+        guidances = _make_guidances(feat_mode, S_al, T, spec_s, spec_t, basis_s, basis_t, cfg, dev, prog)
         timings["features+initial map"] = timings.get("features+initial map", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         prog.stage("register")
-        reg_cfg = RegistrationConfig(
-            steps=cfg.reg_steps, lr=cfg.reg_lr, update_every=cfg.reg_update_every,
-            w_guidance=cfg.w_guidance * getattr(guidance, "weight_scale", 1.0),
-            w_chamfer=cfg.w_chamfer, w_normal=cfg.w_normal, w_shear=cfg.w_shear, seed=cfg.seed,
-        )
-        result = register(S_al, T, guidance, reg_cfg, landmarks=lm, exclude_faces=ex_faces, device=dev, progress=prog)
-        deformed = result.vertices
+        runs = []
+        for g in guidances:
+            reg_cfg = RegistrationConfig(
+                steps=cfg.reg_steps, lr=cfg.reg_lr, update_every=cfg.reg_update_every,
+                w_guidance=cfg.w_guidance * getattr(g, "weight_scale", 1.0),
+                w_chamfer=cfg.w_chamfer, w_normal=cfg.w_normal, w_shear=cfg.w_shear, seed=cfg.seed,
+            )
+            runs.append(Registration(S_al, T, g, reg_cfg, landmarks=lm, exclude_faces=ex_faces, device=dev))
+        probe = int(round(min(cfg.schedule_probe, 1.0) * cfg.reg_steps)) if len(runs) > 1 else 0
+        sp = _StepProgress(prog, len(runs) * probe + cfg.reg_steps - probe)
+        run = runs[0]
+        if probe > 0:
+            race = []
+            for r in runs:
+                r.advance(probe, sp.piece(0, cfg.reg_steps))
+                sp.finish(probe)
+                f, b, _, _ = scorer.project(r.vertices())
+                race.append(scorer.score(f, b)[0])
+            run = runs[int(np.argmin(race))]
+            out["schedule_scores"] = {r.guidance.schedule: round(v, 4) for r, v in zip(runs, race)}
+        run.advance(cfg.reg_steps, sp.piece(probe, cfg.reg_steps))
+        guidance = run.guidance
+        deformed = run.result().vertices
         timings["register"] = timings.get("register", 0.0) + time.perf_counter() - t
 
     # --- final maps by closest points, both ways
@@ -514,13 +593,17 @@ def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, ba
     f_st, b_st, p_st, d_st = SurfaceQuery(T.vertices, T.faces).closest(deformed)
     prog.update(0.5)
     f_ts, b_ts, _, _ = SurfaceQuery(deformed, S.faces).closest(T.vertices)
+    if scorer is not None:
+        out["score"], out["distortion"] = scorer.score(f_st, b_st)
     timings["project"] = timings.get("project", 0.0) + time.perf_counter() - t
-    return dict(guidance=guidance, deformed=deformed, f_st=f_st, b_st=b_st, p_st=p_st, d_st=d_st, f_ts=f_ts, b_ts=b_ts)
+    out.update(guidance=guidance, deformed=deformed, f_st=f_st, b_st=b_st, p_st=p_st, d_st=d_st, f_ts=f_ts, b_ts=b_ts)
+    return out
 
 
-def _make_guidance(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart, basis_s, basis_t, cfg: MatchConfig,
-                   device: str, prog: Progress):
-    """The correspondence source for the registration: spectral (geometric) or semantic vertex features."""
+def _make_guidances(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart, basis_s, basis_t, cfg: MatchConfig,
+                    device: str, prog: Progress) -> list:
+    """The correspondence sources to try in the registration: spectral (geometric) or semantic
+    vertex features, under one or more guidance schedules (raced by ``_fit_and_project``)."""
     from .correspond.functional_map import fit_functional_map, zoomout
     from .correspond.vertex_nn import VertexFeatureGuidance
     from .features.geometric import wks
@@ -553,37 +636,38 @@ def _make_guidance(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart, 
         )
         g.prepare(S, T)
         g.schedule = "rendered-flow"
-        return g
+        return [g]
     # Two candidate schedules: feature-led (features decide early, positions late) and
-    # position-led (trust the rigid alignment). The one whose initial map distorts the
-    # shape less, and moves it less, wins; a misleading feature map (a mirrored or
-    # mixed-up spectral map, loose parts) then cannot make the fit worse than rigid.
-    from .correspond.selection import MapScorer
-
+    # position-led (trust the rigid alignment). Which one is right depends on the pair
+    # (measured: feature-led on faust5k bodies in new poses, position-led on the
+    # non-isometric smal_r animals, where a mixed-up spectral map misleads), and the
+    # initial maps do not tell: both registrations are started and the one whose fit
+    # distorts the shape less after ``schedule_probe`` of the steps is finished.
     # Position-led guidance is mostly nearest-point matching with features as tie-breakers: it
-    # gets a tenth of the weight, so that Chamfer and the regularisers lead (measured: better on
-    # the non-isometric smal_r pairs, where this schedule is the one chosen).
+    # gets a tenth of the weight, so that Chamfer and the regularisers lead.
     candidates = [
         ("feature-led", (cfg.guidance_w_pos_start, cfg.guidance_w_pos_end), 1.0),
         ("position-led", (cfg.guidance_w_pos_end * 2.0, cfg.guidance_w_pos_end * 2.0), 0.1),
     ]
-    scorer = MapScorer(S, T, seed=cfg.seed)
-    best = None
-    for name, w_pos, weight in candidates:
-        g = VertexFeatureGuidance(feat_s, feat_t, w_pos=w_pos, tau=cfg.guidance_tau)
-        g.prepare(S, T)
-        g.schedule, g.weight_scale = name, weight
-        s2t, _ = g.current_maps(S.vertices, 0.0)
-        score = scorer.score(s2t)
-        if best is None or score < best[0]:
-            best = (score, g)
-    g = best[1]
+    if cfg.guidance_schedule != "auto":
+        candidates = [c for c in candidates if c[0] == cfg.guidance_schedule]
+    if cfg.schedule_probe <= 0:
+        candidates = candidates[:1]
+    pg = None
     if cfg.w_parts > 0:
         from .parts.guidance import CombinedGuidance, PartGuidance
 
         pg = PartGuidance(weight=1.0)
         pg.prepare(S, T, prog)
-        combined = CombinedGuidance([(g, 1.0), (pg, cfg.w_parts / max(g.weight_scale, 1e-6))], prepared=True)
-        combined.schedule, combined.weight_scale = g.schedule + "+parts", g.weight_scale
-        return combined
-    return g
+    out = []
+    for name, w_pos, weight in candidates:
+        g = VertexFeatureGuidance(feat_s, feat_t, w_pos=w_pos, tau=cfg.guidance_tau)
+        g.prepare(S, T)
+        g.schedule, g.weight_scale = name, weight
+        if pg is not None:
+            # a shallow copy per schedule: the prepared part pairs are shared, the per-run state is not
+            combined = CombinedGuidance([(g, 1.0), (copy.copy(pg), cfg.w_parts / max(g.weight_scale, 1e-6))], prepared=True)
+            combined.schedule, combined.weight_scale = g.schedule + "+parts", g.weight_scale
+            g = combined
+        out.append(g)
+    return out

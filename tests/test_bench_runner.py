@@ -6,6 +6,7 @@ spawned workers). The test marked ``data`` runs one faust5k pair with the rigid
 baseline and is skipped when ../shared/data or engine.pipeline is absent.
 """
 import csv
+import json
 import importlib.util
 import os
 import time
@@ -45,7 +46,7 @@ def _result(face, bary, n_target):
         tgt_to_src_bary=np.tile(np.float32([1, 0, 0]), (n_target, 1)),
         fitted_vertices=np.zeros((n, 3), np.float32),
         confidence=np.ones(n, np.float32),
-        meta={"stage_seconds": {"load": 0.01, "match": 0.02}, "features": "fake"},
+        meta={"stage_seconds": {"load": 0.01, "match": 0.02}, "features": "fake", "guidance": "fake-schedule"},
     )
 
 
@@ -262,6 +263,7 @@ def test_cli_end_to_end_in_worker_processes(synth, tmp_path, capsys):
         rows = list(csv.DictReader(fh))
     assert [(r["method"], r["ok"]) for r in rows] == [("ident", "1"), ("crash", "0")]
     assert float(rows[0]["mean_x100"]) == 0 and float(rows[0]["peak_rss_mb"]) > 10
+    assert json.loads(rows[0]["fit"]) == {"guidance": "fake-schedule"}  # what the matcher chose, per pair
     assert (out / "cumulative_error.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with np.load(out / "errors.npz") as z:
         assert z.files == ["ident|a->b"] and z["ident|a->b"].shape == (N * N,) and not z["ident|a->b"].any()

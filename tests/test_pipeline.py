@@ -121,6 +121,7 @@ def test_cancel_by_callback_returning_false(small_pair):
     (dict(features="clip"), "features"),
     (dict(device="tpu"), "device"),
     (dict(config={"no_such": 1}), "unknown setting"),
+    (dict(config={"guidance_schedule": "sideways"}), "guidance_schedule"),
 ])
 def test_option_validation_errors(small_pair, kwargs, needle):
     opts = dict(FAST)
@@ -173,11 +174,33 @@ def test_a_suspect_fit_is_redone_from_the_next_alignment_and_the_better_fit_kept
     src, tgt = _src_tgt(small_pair)
     once = engine.match(src, tgt, config={"retry_score": 1e9}, **FAST)
     assert once.meta["alignment_fits"] == 1 and once.meta["alignment_used"] == 1
-    twice = engine.match(src, tgt, config={"retry_score": -1.0}, **FAST)  # every fit is "suspect"
+    always = {"retry_score": -1.0, "retry_alignment_ratio": 1e9}  # every fit is suspect, every alignment close
+    twice = engine.match(src, tgt, config=always, **FAST)
     assert twice.meta["alignment_fits"] == 2
     # the first fit (right alignment) scores better than the one from a turned-round alignment
     assert twice.meta["alignment_used"] == 1
     assert twice.meta["fit_score"] == pytest.approx(once.meta["fit_score"])
     np.testing.assert_allclose(twice.fitted_vertices, once.fitted_vertices)
-    none = engine.match(src, tgt, config={"retry_score": -1.0, "alignment_retries": 0}, **FAST)
+    none = engine.match(src, tgt, config={**always, "alignment_retries": 0}, **FAST)
     assert none.meta["alignment_fits"] == 1
+    # an alignment that scored clearly worse than the chosen one is not worth a second fit
+    clear = engine.match(src, tgt, config={**always, "retry_alignment_ratio": 0.0}, **FAST)
+    assert clear.meta["alignment_fits"] == 1
+
+
+def test_the_schedule_race_finishes_the_better_schedule_as_a_lone_run_would(small_pair):
+    """Both guidance schedules are started; the one scoring better after the probe is finished,
+    and the split run gives exactly what a run of that schedule alone gives."""
+    src, tgt = _src_tgt(small_pair)
+    no_retry = {"alignment_retries": 0}
+    raced = engine.match(src, tgt, config=no_retry, **FAST)
+    scores = raced.meta["schedule_scores"]
+    assert set(scores) == {"feature-led", "position-led"}
+    winner = min(scores, key=scores.get)
+    assert raced.meta["guidance"] == winner
+    alone = engine.match(src, tgt, config={**no_retry, "guidance_schedule": winner}, **FAST)
+    assert alone.meta["schedule_scores"] is None and alone.meta["guidance"] == winner
+    np.testing.assert_allclose(raced.fitted_vertices, alone.fitted_vertices, atol=1e-5)
+    # no probe: the first (feature-led) schedule runs alone
+    first = engine.match(src, tgt, config={**no_retry, "schedule_probe": 0.0}, **FAST)
+    assert first.meta["guidance"] == "feature-led" and first.meta["schedule_scores"] is None

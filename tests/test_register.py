@@ -62,3 +62,25 @@ def test_registration_handles_several_components():
     res = register(src, tgt, None, RegistrationConfig(steps=100))
     assert np.isfinite(res.vertices).all()
     assert np.linalg.norm(res.vertices - tgt.vertices, axis=1).mean() < 0.03
+
+
+def test_registration_advanced_in_pieces_equals_one_run():
+    """A race stops registrations part-way and finishes one: the split must not change the result."""
+    from engine.correspond.vertex_nn import VertexFeatureGuidance
+    from engine.register.njf import Registration
+
+    src = _sphere(2)
+    tgt = Mesh(src.vertices * np.array([1.2, 0.9, 1.0]), src.faces)
+    cfg = RegistrationConfig(steps=40, update_every=10)
+
+    def guidance():
+        g = VertexFeatureGuidance(src.vertices, tgt.vertices, w_pos=(0.5, 2.0))
+        g.prepare(src, tgt)
+        return g
+
+    whole = register(src, tgt, guidance(), cfg).vertices
+    run = Registration(src, tgt, guidance(), cfg)
+    for until in (7, 10, 23, 40, 55):  # past the end: stops at cfg.steps
+        run.advance(until)
+    assert run.step == 40
+    np.testing.assert_allclose(run.result().vertices, whole, atol=1e-12)

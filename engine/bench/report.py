@@ -250,7 +250,11 @@ CSV_FIELDS = (
     "peak_gpu_mb",
     "error",
     "stage_seconds",
+    "fit",
 )
+
+# what the matcher chose for a pair (meta keys of engine.match): which guidance schedule, which alignment
+FIT_KEYS = ("guidance", "fit_score", "schedule_scores", "alignment_fits", "alignment_used")
 
 
 def csv_text(runs: list[MatchRun]) -> str:
@@ -277,6 +281,7 @@ def csv_text(runs: list[MatchRun]) -> str:
                 f"{r.peak_gpu / 2**20:.1f}" if r.peak_gpu == r.peak_gpu else "",
                 r.error,
                 json.dumps(stage_seconds(r.meta)) if r.ok else "",
+                json.dumps({k: r.meta[k] for k in FIT_KEYS if r.meta.get(k) is not None}) if r.ok else "",
             ]
         )
     return buf.getvalue()

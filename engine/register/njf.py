@@ -89,80 +89,122 @@ def register(
     landmarks : (k, 2) int (source vertex, target vertex), optional
     exclude_faces : (ms,) bool, source faces that get no data term
     """
-    cfg = config or RegistrationConfig()
-    dev = torch.device(device)
-    torch.manual_seed(cfg.seed)
-    solver = PoissonSolver(source.vertices, source.faces, device=dev)
-    faces_t = torch.as_tensor(source.faces, device=dev)
-    m = source.n_faces
-    A = torch.eye(3, dtype=torch.float64, device=dev).repeat(m, 1, 1).requires_grad_(True)
-    T = torch.zeros(solver.n_components, 3, dtype=torch.float64, device=dev, requires_grad=True)
-    opt = torch.optim.Adam([A, T], lr=cfg.lr)
+    run = Registration(source, target, guidance, config, landmarks, exclude_faces, device)
+    run.advance(run.cfg.steps, progress)
+    return run.result()
 
-    tgt_v = torch.as_tensor(target.vertices, device=dev)
-    tgt_n = torch.as_tensor(target.vertex_normals, device=dev)
-    tree_t = cKDTree(target.vertices)
 
-    data_mask = torch.ones(source.n_vertices, dtype=torch.float64, device=dev)
-    if exclude_faces is not None and np.any(exclude_faces):
-        ex_v = np.zeros(source.n_vertices, bool)
-        ex_v[source.faces[np.asarray(exclude_faces, bool)].ravel()] = True
-        keep_v = np.zeros(source.n_vertices, bool)
-        keep_v[source.faces[~np.asarray(exclude_faces, bool)].ravel()] = True
-        # a vertex gets a data term unless all its faces are excluded
-        data_mask = torch.as_tensor(~(ex_v & ~keep_v), dtype=torch.float64, device=dev)
-    lm_s = lm_t = None
-    if landmarks is not None and len(landmarks):
-        lm = np.asarray(landmarks, np.int64).reshape(-1, 2)
-        lm_s = torch.as_tensor(lm[:, 0], device=dev)
-        lm_t = torch.as_tensor(target.vertices[lm[:, 1]], device=dev)
+class Registration:
+    """One registration that can be advanced in pieces (``advance``) and read at any step.
 
-    src_area = torch.as_tensor(source.vertex_areas / source.vertex_areas.sum(), device=dev)
-    tgt_area = torch.as_tensor(target.vertex_areas / target.vertex_areas.sum(), device=dev)
-    history = []
-    eye = torch.eye(3, dtype=torch.float64, device=dev)
-    x = solver.solve(A @ solver.source_jacobians, T)
-    for step in range(cfg.steps):
-        frac = step / max(1, cfg.steps - 1)
-        if guidance is not None and step % cfg.update_every == 0:
-            guidance.update(x.detach().cpu().numpy(), step, frac)
-        opt.zero_grad(set_to_none=True)
-        x = solver.solve(A @ solver.source_jacobians, T)
-        xd = x.detach().cpu().numpy()
-        loss = torch.zeros((), dtype=torch.float64, device=dev)
-        if guidance is not None and cfg.w_guidance > 0:
-            loss = loss + cfg.w_guidance * guidance.loss(x)
-        if cfg.w_chamfer > 0:
-            ramp = 1.0 if cfg.chamfer_start <= 0 else min(1.0, frac / cfg.chamfer_start)
-            _, i1 = tree_t.query(xd)
-            _, i2 = cKDTree(xd).query(target.vertices)
-            i1t = torch.as_tensor(i1, device=dev)
-            i2t = torch.as_tensor(i2, device=dev)
-            d1 = ((x - tgt_v[i1t]) ** 2).sum(1)
-            d2 = ((x[i2t] - tgt_v) ** 2).sum(1)
-            w2 = data_mask[i2t]
-            cham = (src_area * data_mask * d1).sum() + (tgt_area * w2 * d2).sum()
-            loss = loss + ramp * cfg.w_chamfer * cham
-            if cfg.w_normal > 0:
-                xn = vertex_normals_torch(x, faces_t)
-                nerr = 1.0 - (xn * tgt_n[i1t]).sum(1)
-                loss = loss + ramp * cfg.w_normal * (src_area * data_mask * nerr).sum()
-        if cfg.w_shear > 0:
-            if step % 5 == 0:  # the rotations move slowly; the gradient 2 (A - R) stays exact enough
-                R = polar_rotation(A.detach())
-            loss = loss + cfg.w_shear * ((A - R) ** 2).sum((1, 2)).mean()
-        w_id = cfg.w_identity[0] + (cfg.w_identity[1] - cfg.w_identity[0]) * frac
-        loss = loss + w_id * ((A - eye) ** 2).sum((1, 2)).mean()
-        if lm_s is not None:
-            loss = loss + cfg.w_landmark * ((x[lm_s] - lm_t) ** 2).sum(1).mean()
-        loss.backward()
-        opt.step()
-        if progress is not None:
-            progress.token.raise_if_cancelled()  # every step: cancelling answers within one step
-        if step % 10 == 0:
-            history.append((step, float(loss.detach())))
+    Several registrations (different guidance schedules, different alignments) can be
+    started, advanced a little, compared and only the most promising one finished: the
+    schedules (position window, identity decay) depend on ``step / cfg.steps``, so an
+    interrupted run continues exactly as an uninterrupted one would.
+    """
+
+    def __init__(
+        self,
+        source: Mesh,
+        target: Mesh,
+        guidance: GuidanceSource | None,
+        config: RegistrationConfig | None = None,
+        landmarks: np.ndarray | None = None,
+        exclude_faces: np.ndarray | None = None,
+        device: str = "cpu",
+    ) -> None:
+        cfg = self.cfg = config or RegistrationConfig()
+        dev = self.device = torch.device(device)
+        torch.manual_seed(cfg.seed)
+        self.source, self.target, self.guidance = source, target, guidance
+        self.solver = PoissonSolver(source.vertices, source.faces, device=dev)
+        self.faces_t = torch.as_tensor(source.faces, device=dev)
+        m = source.n_faces
+        self.A = torch.eye(3, dtype=torch.float64, device=dev).repeat(m, 1, 1).requires_grad_(True)
+        self.T = torch.zeros(self.solver.n_components, 3, dtype=torch.float64, device=dev, requires_grad=True)
+        self.opt = torch.optim.Adam([self.A, self.T], lr=cfg.lr)
+
+        self.tgt_v = torch.as_tensor(target.vertices, device=dev)
+        self.tgt_n = torch.as_tensor(target.vertex_normals, device=dev)
+        self.tree_t = cKDTree(target.vertices)
+
+        self.data_mask = torch.ones(source.n_vertices, dtype=torch.float64, device=dev)
+        if exclude_faces is not None and np.any(exclude_faces):
+            ex_v = np.zeros(source.n_vertices, bool)
+            ex_v[source.faces[np.asarray(exclude_faces, bool)].ravel()] = True
+            keep_v = np.zeros(source.n_vertices, bool)
+            keep_v[source.faces[~np.asarray(exclude_faces, bool)].ravel()] = True
+            # a vertex gets a data term unless all its faces are excluded
+            self.data_mask = torch.as_tensor(~(ex_v & ~keep_v), dtype=torch.float64, device=dev)
+        self.lm_s = self.lm_t = None
+        if landmarks is not None and len(landmarks):
+            lm = np.asarray(landmarks, np.int64).reshape(-1, 2)
+            self.lm_s = torch.as_tensor(lm[:, 0], device=dev)
+            self.lm_t = torch.as_tensor(target.vertices[lm[:, 1]], device=dev)
+
+        self.src_area = torch.as_tensor(source.vertex_areas / source.vertex_areas.sum(), device=dev)
+        self.tgt_area = torch.as_tensor(target.vertex_areas / target.vertex_areas.sum(), device=dev)
+        self.history: list = []
+        self.step = 0
+        self._R = None
+        self._x = None
+
+    def vertices(self) -> np.ndarray:
+        """(ns, 3) float64 deformed source at the current step."""
+        with torch.no_grad():
+            return self.solver.solve(self.A @ self.solver.source_jacobians, self.T).cpu().numpy()
+
+    def result(self) -> RegistrationResult:
+        return RegistrationResult(vertices=self.vertices(), history=self.history, solver=self.solver)
+
+    def advance(self, until: int, progress: Progress | None = None) -> None:
+        """Run the optimisation steps ``self.step .. until - 1`` (``until`` at most ``cfg.steps``)."""
+        cfg, dev, guidance, solver = self.cfg, self.device, self.guidance, self.solver
+        A, T, target = self.A, self.T, self.target
+        eye = torch.eye(3, dtype=torch.float64, device=dev)
+        x = self._x  # the last step's solve: the guidance sees the same state whether or not the run was split
+        for step in range(self.step, min(until, cfg.steps)):
+            frac = step / max(1, cfg.steps - 1)
+            if guidance is not None and step % cfg.update_every == 0:
+                if x is None:
+                    x = solver.solve(A @ solver.source_jacobians, T)
+                guidance.update(x.detach().cpu().numpy(), step, frac)
+            self.opt.zero_grad(set_to_none=True)
+            x = solver.solve(A @ solver.source_jacobians, T)
+            xd = x.detach().cpu().numpy()
+            loss = torch.zeros((), dtype=torch.float64, device=dev)
+            if guidance is not None and cfg.w_guidance > 0:
+                loss = loss + cfg.w_guidance * guidance.loss(x)
+            if cfg.w_chamfer > 0:
+                ramp = 1.0 if cfg.chamfer_start <= 0 else min(1.0, frac / cfg.chamfer_start)
+                _, i1 = self.tree_t.query(xd, workers=-1)
+                _, i2 = cKDTree(xd).query(target.vertices, workers=-1)
+                i1t = torch.as_tensor(i1, device=dev)
+                i2t = torch.as_tensor(i2, device=dev)
+                d1 = ((x - self.tgt_v[i1t]) ** 2).sum(1)
+                d2 = ((x[i2t] - self.tgt_v) ** 2).sum(1)
+                w2 = self.data_mask[i2t]
+                cham = (self.src_area * self.data_mask * d1).sum() + (self.tgt_area * w2 * d2).sum()
+                loss = loss + ramp * cfg.w_chamfer * cham
+                if cfg.w_normal > 0:
+                    xn = vertex_normals_torch(x, self.faces_t)
+                    nerr = 1.0 - (xn * self.tgt_n[i1t]).sum(1)
+                    loss = loss + ramp * cfg.w_normal * (self.src_area * self.data_mask * nerr).sum()
+            if cfg.w_shear > 0:
+                if step % 5 == 0 or self._R is None:  # the rotations move slowly; the gradient 2 (A - R) stays exact enough
+                    self._R = polar_rotation(A.detach())
+                loss = loss + cfg.w_shear * ((A - self._R) ** 2).sum((1, 2)).mean()
+            w_id = cfg.w_identity[0] + (cfg.w_identity[1] - cfg.w_identity[0]) * frac
+            loss = loss + w_id * ((A - eye) ** 2).sum((1, 2)).mean()
+            if self.lm_s is not None:
+                loss = loss + cfg.w_landmark * ((x[self.lm_s] - self.lm_t) ** 2).sum(1).mean()
+            loss.backward()
+            self.opt.step()
+            self.step = step + 1
+            self._x = x
             if progress is not None:
-                progress.update(frac)
-    with torch.no_grad():
-        x = solver.solve(A @ solver.source_jacobians, T)
-    return RegistrationResult(vertices=x.detach().cpu().numpy(), history=history, solver=solver)
+                progress.token.raise_if_cancelled()  # every step: cancelling answers within one step
+            if step % 10 == 0:
+                self.history.append((step, float(loss.detach())))
+                if progress is not None:
+                    progress.update(frac)
