@@ -501,15 +501,18 @@ class _FitScorer:
         self.ws = _unit_rows(spec_s.extend(wks(basis_s, 64)))
         self.wt = _unit_rows(spec_t.extend(wks(basis_t, 64)))
         self.w_area = S.vertex_areas / max(S.vertex_areas.sum(), 1e-12)
-        self.query_t = SurfaceQuery(T.vertices, T.faces)
+        self._tree_t = None
 
-    def project(self, deformed: np.ndarray):
-        """Closest target points of the deformed source: (face (ns,), bary (ns, 3), point (ns, 3), distance (ns,))."""
-        return self.query_t.closest(deformed)
+    def nearest_vertices(self, deformed: np.ndarray) -> np.ndarray:
+        """(ns,) int64: the nearest target vertex of every deformed source vertex (a quick map to score)."""
+        from scipy.spatial import cKDTree
 
-    def score(self, f_st: np.ndarray, b_st: np.ndarray) -> tuple[float, float]:
-        """(score, distortion) of the map given by closest target faces and barycentrics."""
-        s2t = self.T.faces[f_st, np.argmax(b_st, axis=1)]
+        if self._tree_t is None:
+            self._tree_t = cKDTree(self.T.vertices)
+        return self._tree_t.query(deformed)[1]
+
+    def score(self, s2t: np.ndarray) -> tuple[float, float]:
+        """(score, distortion) of a source -> target vertex map (ns,) int."""
         distortion = self.map_scorer.distortion(s2t)
         mismatch = float((self.w_area * np.linalg.norm(self.ws - self.wt[s2t], axis=1)).sum())
         return distortion + mismatch, distortion
@@ -561,13 +564,15 @@ def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, ba
         t = time.perf_counter()
         prog.stage("register")
         runs = []
+        solver = None
         for g in guidances:
             reg_cfg = RegistrationConfig(
                 steps=cfg.reg_steps, lr=cfg.reg_lr, update_every=cfg.reg_update_every,
                 w_guidance=cfg.w_guidance * getattr(g, "weight_scale", 1.0),
                 w_chamfer=cfg.w_chamfer, w_normal=cfg.w_normal, w_shear=cfg.w_shear, seed=cfg.seed,
             )
-            runs.append(Registration(S_al, T, g, reg_cfg, landmarks=lm, exclude_faces=ex_faces, device=dev))
+            runs.append(Registration(S_al, T, g, reg_cfg, landmarks=lm, exclude_faces=ex_faces, device=dev, solver=solver))
+            solver = runs[-1].solver  # the runs share the source: factor the Poisson system once
         probe = int(round(min(cfg.schedule_probe, 1.0) * cfg.reg_steps)) if len(runs) > 1 else 0
         sp = _StepProgress(prog, len(runs) * probe + cfg.reg_steps - probe)
         run = runs[0]
@@ -576,8 +581,7 @@ def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, ba
             for r in runs:
                 r.advance(probe, sp.piece(0, cfg.reg_steps))
                 sp.finish(probe)
-                f, b, _, _ = scorer.project(r.vertices())
-                race.append(scorer.score(f, b)[0])
+                race.append(scorer.score(scorer.nearest_vertices(r.vertices()))[0])
             run = runs[int(np.argmin(race))]
             out["schedule_scores"] = {r.guidance.schedule: round(v, 4) for r, v in zip(runs, race)}
         run.advance(cfg.reg_steps, sp.piece(probe, cfg.reg_steps))
@@ -594,7 +598,7 @@ def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, ba
     prog.update(0.5)
     f_ts, b_ts, _, _ = SurfaceQuery(deformed, S.faces).closest(T.vertices)
     if scorer is not None:
-        out["score"], out["distortion"] = scorer.score(f_st, b_st)
+        out["score"], out["distortion"] = scorer.score(T.faces[f_st, np.argmax(b_st, axis=1)])
     timings["project"] = timings.get("project", 0.0) + time.perf_counter() - t
     out.update(guidance=guidance, deformed=deformed, f_st=f_st, b_st=b_st, p_st=p_st, d_st=d_st, f_ts=f_ts, b_ts=b_ts)
     return out

@@ -4,7 +4,7 @@ import pytest
 import trimesh
 
 from engine.correspond.filters import bicyclic_consistent, cycle_consistent
-from engine.correspond.functional_map import fit_functional_map, nearest_rows, zoomout
+from engine.correspond.functional_map import fit_functional_map, nearest_rows, nearest_rows_both_ways, zoomout
 from engine.correspond.selection import MapScorer, farthest_point_sample
 from engine.correspond.vertex_nn import VertexFeatureGuidance
 from engine.features.geometric import geometric_descriptors, wks
@@ -28,6 +28,14 @@ def test_nearest_rows_matches_brute_force():
     p, q = rng.normal(size=(300, 40)), rng.normal(size=(200, 40))
     ref = np.argmin(((q[:, None] - p[None]) ** 2).sum(-1), axis=1)
     assert np.array_equal(nearest_rows(q, p, chunk=64), ref)
+
+
+def test_nearest_rows_both_ways_equals_two_one_way_searches():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(300, 40)), rng.normal(size=(250, 40))
+    a2b, b2a = nearest_rows_both_ways(a, b, chunk=64)  # several chunks: the running minimum over them
+    assert np.array_equal(a2b, np.argmin(((a[:, None] - b[None]) ** 2).sum(-1), axis=1))
+    assert np.array_equal(b2a, np.argmin(((b[:, None] - a[None]) ** 2).sum(-1), axis=1))
 
 
 def test_zoomout_recovers_the_identity_on_a_permuted_copy():

@@ -14,7 +14,7 @@ import torch
 from ..mesh import Mesh
 from ..register.guidance import GuidanceSource
 from .filters import bicyclic_consistent
-from .functional_map import nearest_rows
+from .functional_map import nearest_rows_both_ways
 
 
 class VertexFeatureGuidance(GuidanceSource):
@@ -47,9 +47,7 @@ class VertexFeatureGuidance(GuidanceSource):
         w = self.w_pos[0] + (self.w_pos[1] - self.w_pos[0]) * fraction
         fs = np.concatenate([self.feat_s, w * deformed], axis=1)
         ft = np.concatenate([self.feat_t, w * self.target.vertices], axis=1)
-        s2t = nearest_rows(fs, ft)
-        t2s = nearest_rows(ft, fs)
-        return s2t, t2s
+        return nearest_rows_both_ways(fs, ft)
 
     def update(self, deformed: np.ndarray, step: int, fraction: float) -> None:
         s2t, t2s = self.current_maps(deformed, fraction)

@@ -112,12 +112,14 @@ class Registration:
         landmarks: np.ndarray | None = None,
         exclude_faces: np.ndarray | None = None,
         device: str = "cpu",
+        solver: PoissonSolver | None = None,
     ) -> None:
+        """``solver``: a PoissonSolver of ``source`` already factored (runs on one source share it)."""
         cfg = self.cfg = config or RegistrationConfig()
         dev = self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
         self.source, self.target, self.guidance = source, target, guidance
-        self.solver = PoissonSolver(source.vertices, source.faces, device=dev)
+        self.solver = solver if solver is not None else PoissonSolver(source.vertices, source.faces, device=dev)
         self.faces_t = torch.as_tensor(source.faces, device=dev)
         m = source.n_faces
         self.A = torch.eye(3, dtype=torch.float64, device=dev).repeat(m, 1, 1).requires_grad_(True)
@@ -177,8 +179,8 @@ class Registration:
                 loss = loss + cfg.w_guidance * guidance.loss(x)
             if cfg.w_chamfer > 0:
                 ramp = 1.0 if cfg.chamfer_start <= 0 else min(1.0, frac / cfg.chamfer_start)
-                _, i1 = self.tree_t.query(xd, workers=-1)
-                _, i2 = cKDTree(xd).query(target.vertices, workers=-1)
+                _, i1 = self.tree_t.query(xd)
+                _, i2 = cKDTree(xd, balanced_tree=False, compact_nodes=False).query(target.vertices)
                 i1t = torch.as_tensor(i1, device=dev)
                 i2t = torch.as_tensor(i2, device=dev)
                 d1 = ((x - self.tgt_v[i1t]) ** 2).sum(1)
