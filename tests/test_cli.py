@@ -334,7 +334,9 @@ def test_ctrl_c_cancels_cleanly(tmp_path, small_pair_files):
     out = tmp_path / "out.npz"
     proc = subprocess.Popen([sys.executable, "-m", "engine", "match", *small_pair_files, "-o", str(out),
                              "--quality", "best", "--features", "geometric"],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
+                            # a test run started as a background job inherits an ignored SIGINT: restore Ctrl-C
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(6.0)  # past the imports (slow on a busy machine), well inside the match ("best" runs much longer)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
