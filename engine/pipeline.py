@@ -26,7 +26,7 @@ from .geometry.align import rigid_align_candidates
 from .geometry.closest import SurfaceQuery
 from .mesh import PreparedMesh, as_prepared
 from .progress import CancelToken, Progress, ProgressCallback
-from .register.njf import RegistrationConfig, register
+from .register.njf import RegistrationConfig
 
 FEATURE_MODES = ("auto", "geometric", "dino", "dino+sd")
 METHODS = ("full", "rigid")
@@ -74,8 +74,8 @@ class MatchConfig:
     # "vertex": vertex-feature nearest neighbours in a shrinking spatial window;
     # "flow": the paper's rendered semantic flow (per-view 2D matches, L1 on rendered displacements)
     guidance: str = "vertex"
-    # which vertex-guidance schedule to use: "auto" (the one whose initial map distorts the
-    # shape least), "feature-led" (descriptors decide early) or "position-led" (trust the alignment)
+    # which vertex-guidance schedule to use: "auto" (race both, see ``schedule_probe``),
+    # "feature-led" (descriptors decide early) or "position-led" (trust the alignment)
     guidance_schedule: str = "auto"
     # "auto" races both schedules for this fraction of the registration steps and finishes
     # the one whose fit scores better (0 = always the first, feature-led)
@@ -360,8 +360,8 @@ def match(
 
     # Fit from the best alignment. Two alignments can score alike while only one is right
     # (a body seen from the front or the back); the wrong one gives a fit that distorts the
-    # shape, so a suspect fit is redone from the next distinct alignment and the fit with
-    # the lower distortion is kept.
+    # shape, so a suspect fit is redone from the next distinct alignment and the later fit
+    # is kept when it scores clearly lower (``retry_margin``).
     attempts = alignments[:1]
     if method == "full":
         attempts += [a for a in alignments[1: 1 + max(0, cfg.alignment_retries)]
@@ -521,22 +521,24 @@ class _FitScorer:
 
 
 class _StepProgress:
-    """Progress of a registration race: ``update`` gets the fraction of one run, reported as
-    the fraction of all steps of the race (``done`` steps finished before this run's piece)."""
+    """Progress of a registration race: a run reports the fraction of its own ``run_steps``;
+    it is passed on as the fraction of all ``total_steps`` of the race, counting the steps
+    of earlier pieces (``finish``) and skipping the steps before this piece's ``start``."""
 
-    def __init__(self, prog: Progress, total_steps: int) -> None:
-        self.prog, self.token, self.total, self.done, self.steps = prog, prog.token, max(1, total_steps), 0, 1
-        self.start = 0
+    def __init__(self, prog: Progress, total_steps: int, run_steps: int) -> None:
+        self.prog, self.token = prog, prog.token
+        self.total, self.run_steps = max(1, total_steps), max(1, run_steps)
+        self.done = self.start = 0
 
-    def piece(self, start: int, steps: int) -> "_StepProgress":
-        self.start, self.steps = start, max(1, steps)
+    def piece(self, start: int) -> "_StepProgress":
+        self.start = start
         return self
 
     def finish(self, n: int) -> None:
         self.done += n
 
     def update(self, fraction: float) -> None:
-        step = fraction * self.steps - self.start
+        step = fraction * self.run_steps - self.start
         self.prog.update((self.done + max(0.0, step)) / self.total)
 
 
@@ -576,17 +578,17 @@ def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, ba
             runs.append(Registration(S_al, T, g, reg_cfg, landmarks=lm, exclude_faces=ex_faces, device=dev, solver=solver))
             solver = runs[-1].solver  # the runs share the source: factor the Poisson system once
         probe = int(round(min(cfg.schedule_probe, 1.0) * cfg.reg_steps)) if len(runs) > 1 else 0
-        sp = _StepProgress(prog, len(runs) * probe + cfg.reg_steps - probe)
+        sp = _StepProgress(prog, len(runs) * probe + cfg.reg_steps - probe, cfg.reg_steps)
         run = runs[0]
         if probe > 0:
             race = []
             for r in runs:
-                r.advance(probe, sp.piece(0, cfg.reg_steps))
+                r.advance(probe, sp.piece(0))
                 sp.finish(probe)
                 race.append(scorer.score(scorer.nearest_vertices(r.vertices()))[0])
             run = runs[int(np.argmin(race))]
             out["schedule_scores"] = {r.guidance.schedule: round(v, 4) for r, v in zip(runs, race)}
-        run.advance(cfg.reg_steps, sp.piece(probe, cfg.reg_steps))
+        run.advance(cfg.reg_steps, sp.piece(probe))
         guidance = run.guidance
         deformed = run.result().vertices
         timings["register"] = timings.get("register", 0.0) + time.perf_counter() - t
