@@ -256,13 +256,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cancelled() -> int:
+    """Report a cancel (Ctrl-C) and return its exit code, 130.
+
+    CPython marks a Ctrl-C that lands inside code run from a string (``exec`` or
+    ``eval``: dataclasses, namedtuple and others build methods that way) as
+    unhandled, even when it is caught, and ``python -m`` then kills itself with
+    SIGINT at exit instead of returning our code. Running a string that completes
+    clears that mark.
+    """
+    exec("pass")
+    print("error: cancelled", file=sys.stderr)
+    return EXIT_CANCELLED
+
+
 def _run(func, args) -> int:
     try:
         code = func(args)
         return EXIT_OK if code is None else int(code)
     except (Cancelled, KeyboardInterrupt):
-        print("error: cancelled", file=sys.stderr)
-        return EXIT_CANCELLED
+        return _cancelled()
     except StableWrapError as exc:
         if _debug():
             traceback.print_exc()
@@ -287,8 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
-        print("error: cancelled", file=sys.stderr)
-        return EXIT_CANCELLED
+        return _cancelled()
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)

@@ -347,6 +347,26 @@ def test_ctrl_c_cancels_cleanly(tmp_path, small_pair_files):
     assert not list(tmp_path.glob(".sw-*"))
 
 
+def test_ctrl_c_inside_code_run_from_a_string_still_exits_130(tmp_path):
+    """CPython marks a Ctrl-C caught after it landed in exec'd code (dataclasses and
+    namedtuple build methods that way) as unhandled, and ``python -m`` then kills
+    itself with SIGINT (-2) at exit: the cancel path must clear that mark."""
+    pkg = tmp_path / "sigint_in_exec"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(
+        "import sys\n"
+        "from engine import cli\n"
+        "def interrupted(args):\n"
+        "    exec('import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(10000): pass')\n"
+        "sys.exit(cli._run(interrupted, None))\n")
+    env = dict(_env(), PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    r = subprocess.run([sys.executable, "-m", "sigint_in_exec"], capture_output=True, text=True, env=env,
+                       timeout=120, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip() == "error: cancelled"
+
+
 # --------------------------------------------------------------------------- demo (the one end-to-end test)
 
 
