@@ -64,7 +64,7 @@ class MatchConfig:
     # tr_reg_001->004 0.37, 018->019 0.845; smal_r ferrari->lion3 0.82, muybridge_102_03->
     # 132_133_07 0.81), while a wrong later fit (a turned-round tr_reg_021->024, retried by
     # force) scored 0.86
-    retry_score: float = 0.25
+    retry_score: float = 0.23
     retry_margin: float = 0.85
     alignment_retries: int = 1
     # ... and only alignments that scored almost as well as the chosen one are worth the time:
@@ -81,7 +81,7 @@ class MatchConfig:
     # the one whose fit scores better (0 = always the first, feature-led)
     schedule_probe: float = 0.3
     # weight of Best-Segmentation-Buddies part-to-part constraints (engine.parts.guidance); 0 = off
-    w_parts: float = 0.0
+    w_parts: float = 0.1
     flow_views: int = 8
     flow_resolution: int = 128
     # semantic feature settings, handed to engine.features (model ids / local folders, render settings)
@@ -105,7 +105,7 @@ PRESETS = {
     "best": dict(spectral_k=150, zoomout_step=5, reg_steps=600, reg_update_every=50, align_samples=1000),
 }
 
-STAGES = (("prepare", 1), ("align", 2), ("features", 3), ("initial map", 2), ("register", 10), ("project", 1))
+STAGES = (("prepare", 1), ("align", 2), ("features", 3), ("initial map", 2), ("part features", 1), ("register", 10), ("project", 1))
 
 
 def _resolve_device(device: str) -> str:
@@ -578,16 +578,24 @@ def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, ba
             runs.append(Registration(S_al, T, g, reg_cfg, landmarks=lm, exclude_faces=ex_faces, device=dev, solver=solver))
             solver = runs[-1].solver  # the runs share the source: factor the Poisson system once
         probe = int(round(min(cfg.schedule_probe, 1.0) * cfg.reg_steps)) if len(runs) > 1 else 0
-        sp = _StepProgress(prog, len(runs) * probe + cfg.reg_steps - probe, cfg.reg_steps)
+        # successive halving: with more than two runs, all go to half the probe, the better half
+        # goes on to the probe, and the best of those is finished
+        stops = [probe // 2, probe] if len(runs) > 2 and probe >= 2 else [probe]
+        keep = [len(runs), max(2, len(runs) // 2)][: len(stops)]
+        race_steps = sum(k * (b - a) for k, a, b in zip(keep, [0] + stops[:-1], stops))
+        sp = _StepProgress(prog, race_steps + cfg.reg_steps - probe, cfg.reg_steps)
         run = runs[0]
         if probe > 0:
-            race = []
-            for r in runs:
-                r.advance(probe, sp.piece(0))
-                sp.finish(probe)
-                race.append(scorer.score(scorer.nearest_vertices(r.vertices()))[0])
-            run = runs[int(np.argmin(race))]
-            out["schedule_scores"] = {r.guidance.schedule: round(v, 4) for r, v in zip(runs, race)}
+            scores: dict[int, float] = {}
+            alive = list(range(len(runs)))
+            for start, stop in zip([0] + stops[:-1], stops):
+                for i in alive:
+                    runs[i].advance(stop, sp.piece(start))
+                    sp.finish(stop - start)
+                    scores[i] = scorer.score(scorer.nearest_vertices(runs[i].vertices()))[0]
+                alive = sorted(alive, key=scores.__getitem__)[: max(2, len(alive) // 2)]
+            run = runs[alive[0]]
+            out["schedule_scores"] = {runs[i].guidance.schedule: round(v, 4) for i, v in scores.items()}
         run.advance(cfg.reg_steps, sp.piece(probe))
         guidance = run.guidance
         deformed = run.result().vertices
@@ -665,17 +673,30 @@ def _make_guidances(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart,
     if cfg.w_parts > 0:
         from .parts.guidance import CombinedGuidance, PartGuidance
 
-        pg = PartGuidance(weight=1.0)
+        from .features.geometric import geometric_descriptors
+
+        # the part matcher's descriptors, from the eigenpairs computed above
+        pg = PartGuidance(weight=1.0, source_features=spec_s.extend(geometric_descriptors(spec_s.mesh, basis_s)),
+                          target_features=spec_t.extend(geometric_descriptors(spec_t.mesh, basis_t)))
         pg.prepare(S, T, prog)
-    out = []
-    for name, w_pos, weight in candidates:
+    def vertex_guidance(name: str, w_pos, weight: float):
         g = VertexFeatureGuidance(feat_s, feat_t, w_pos=w_pos, tau=cfg.guidance_tau)
         g.prepare(S, T)
         g.schedule, g.weight_scale = name, weight
+        return g
+
+    out = []
+    for name, w_pos, weight in candidates:
+        g = vertex_guidance(name, w_pos, weight)
         if pg is not None:
             # a shallow copy per schedule: the prepared part pairs are shared, the per-run state is not
             combined = CombinedGuidance([(g, 1.0), (copy.copy(pg), cfg.w_parts / max(g.weight_scale, 1e-6))], prepared=True)
             combined.schedule, combined.weight_scale = g.schedule + "+parts", g.weight_scale
-            g = combined
-        out.append(g)
+            out.append(combined)
+    if pg is not None and len(candidates) > 1:
+        # Part pairs are a strong pull: right, they undo limb mix-ups; wrong (a left/right swap
+        # of the part matcher), they turn the fit round. The schedules without them race too.
+        out += [vertex_guidance(*c) for c in candidates]
+    elif pg is None:
+        out = [vertex_guidance(*c) for c in candidates]
     return out

@@ -38,6 +38,16 @@ def test_nearest_rows_both_ways_equals_two_one_way_searches():
     assert np.array_equal(b2a, np.argmin(((b[:, None] - a[None]) ** 2).sum(-1), axis=1))
 
 
+def test_descriptors_from_a_larger_basis_equal_those_of_their_own_basis():
+    """The registration hands its eigenpairs (any count >= 100) to the part matcher: the
+    descriptors must be those the part matcher would compute from 100 eigenpairs itself."""
+    mesh = _creature()
+    own = geometric_descriptors(mesh)
+    shared = geometric_descriptors(mesh, SpectralBasis(mesh, k=140))
+    assert shared.shape == own.shape and shared.dtype == np.float32
+    np.testing.assert_allclose(shared, own, atol=1e-4)
+
+
 def test_zoomout_recovers_the_identity_on_a_permuted_copy():
     mesh = _creature()
     perm = np.random.default_rng(1).permutation(mesh.n_vertices)

@@ -163,11 +163,18 @@ def test_rotated_reposed_target_keeps_orientation(small_pair):
     assert np.median(err) < 0.08
 
 
-def test_part_guidance_can_be_switched_on(small_pair):
-    r = engine.match((small_pair.source_vertices, small_pair.source_faces), (small_pair.target_vertices, small_pair.target_faces),
-                     quality="fast", features="geometric", config={"w_parts": 0.1, "reg_steps": 20})
-    assert r.meta["guidance"].endswith("+parts")
-    assert np.isfinite(r.fitted_vertices).all()
+def test_part_guidance_is_on_by_default_and_can_be_switched_off(small_pair):
+    src, tgt = _src_tgt(small_pair)
+    on = engine.match(src, tgt, quality="fast", features="geometric", config={"reg_steps": 20})
+    # both schedules race with and without the part pairs (wrong part pairs turn a fit round)
+    assert sorted(on.meta["schedule_scores"]) == ["feature-led", "feature-led+parts", "position-led", "position-led+parts"]
+    assert on.meta["guidance"] in on.meta["schedule_scores"]
+    assert np.isfinite(on.fitted_vertices).all()
+    off = engine.match(src, tgt, quality="fast", features="geometric", config={"w_parts": 0.0, "reg_steps": 20})
+    assert sorted(off.meta["schedule_scores"]) == ["feature-led", "position-led"]
+    forced = engine.match(src, tgt, quality="fast", features="geometric",
+                          config={"guidance_schedule": "feature-led", "reg_steps": 20})
+    assert forced.meta["guidance"] == "feature-led+parts" and forced.meta["schedule_scores"] is None
 
 
 def test_a_suspect_fit_is_redone_from_the_next_alignment_and_the_better_fit_kept(small_pair):
@@ -192,7 +199,7 @@ def test_the_schedule_race_finishes_the_better_schedule_as_a_lone_run_would(smal
     """Both guidance schedules are started; the one scoring better after the probe is finished,
     and the split run gives exactly what a run of that schedule alone gives."""
     src, tgt = _src_tgt(small_pair)
-    no_retry = {"alignment_retries": 0}
+    no_retry = {"alignment_retries": 0, "w_parts": 0.0}
     raced = engine.match(src, tgt, config=no_retry, **FAST)
     scores = raced.meta["schedule_scores"]
     assert set(scores) == {"feature-led", "position-led"}
@@ -201,6 +208,18 @@ def test_the_schedule_race_finishes_the_better_schedule_as_a_lone_run_would(smal
     alone = engine.match(src, tgt, config={**no_retry, "guidance_schedule": winner}, **FAST)
     assert alone.meta["schedule_scores"] is None and alone.meta["guidance"] == winner
     np.testing.assert_allclose(raced.fitted_vertices, alone.fitted_vertices, atol=1e-5)
+    # four runs (with and without part pairs): all go to half the probe, the better two to the
+    # probe, and the winner still equals a lone run of its schedule
+    four = engine.match(src, tgt, config={"alignment_retries": 0}, **FAST)
+    scores4 = four.meta["schedule_scores"]
+    assert len(scores4) == 4 and four.meta["guidance"] in scores4
+    name = four.meta["guidance"]
+    lone = {"alignment_retries": 0, "guidance_schedule": name.removesuffix("+parts")}
+    if not name.endswith("+parts"):
+        lone["w_parts"] = 0.0
+    alone4 = engine.match(src, tgt, config=lone, **FAST)
+    assert alone4.meta["guidance"] == name
+    np.testing.assert_allclose(four.fitted_vertices, alone4.fitted_vertices, atol=1e-5)
     # no probe: the first (feature-led) schedule runs alone
     first = engine.match(src, tgt, config={**no_retry, "schedule_probe": 0.0}, **FAST)
     assert first.meta["guidance"] == "feature-led" and first.meta["schedule_scores"] is None

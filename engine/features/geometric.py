@@ -38,9 +38,12 @@ def hks(basis: SpectralBasis, n_times: int = 16, k: int | None = None) -> np.nda
     return desc / np.maximum(norm, 1e-12)
 
 
-def geometric_descriptors(mesh: Mesh, basis: SpectralBasis | None = None, n_wks: int = 64, n_hks: int = 16) -> np.ndarray:
-    """Per-vertex intrinsic descriptor (n, n_wks + n_hks) float32, rows L2-normalised."""
-    basis = basis or SpectralBasis(mesh, k=100)
-    d = np.concatenate([wks(basis, n_wks), hks(basis, n_hks)], axis=1)
+def geometric_descriptors(mesh: Mesh, basis: SpectralBasis | None = None, n_wks: int = 64, n_hks: int = 16,
+                          k: int = 100) -> np.ndarray:
+    """Per-vertex intrinsic descriptor (n, n_wks + n_hks) float32, rows L2-normalised, from the
+    first ``k`` eigenpairs (of ``basis`` when given, which must hold the mesh's vertices)."""
+    basis = basis or SpectralBasis(mesh, k=k)
+    k = min(k, basis.k)
+    d = np.concatenate([wks(basis, n_wks, k=k), hks(basis, n_hks, k=k)], axis=1)
     d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
     return d.astype(np.float32)
