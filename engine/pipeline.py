@@ -63,7 +63,8 @@ class MatchConfig:
     # on them): right later fits scored 0.37-0.85 times the wrong first fit (faust5k
     # tr_reg_001->004 0.37, 018->019 0.845; smal_r ferrari->lion3 0.82, muybridge_102_03->
     # 132_133_07 0.81), while a wrong later fit (a turned-round tr_reg_021->024, retried by
-    # force) scored 0.86
+    # force) scored 0.86. Correct faust5k fits score 0.10-0.22; with part pairs on, the
+    # turned-round fit of tr_reg_018->019 scores 0.248, hence 0.23
     retry_score: float = 0.23
     retry_margin: float = 0.85
     alignment_retries: int = 1
@@ -78,9 +79,13 @@ class MatchConfig:
     # "feature-led" (descriptors decide early) or "position-led" (trust the alignment)
     guidance_schedule: str = "auto"
     # "auto" races both schedules for this fraction of the registration steps and finishes
-    # the one whose fit scores better (0 = always the first, feature-led)
+    # the one whose fit scores better (0 = always the first, feature-led). With part pairs
+    # on, three runs race (both schedules with them, feature-led without): all three go to
+    # half the probe, the better two to the probe (successive halving)
     schedule_probe: float = 0.3
-    # weight of Best-Segmentation-Buddies part-to-part constraints (engine.parts.guidance); 0 = off
+    # weight of Best-Segmentation-Buddies part-to-part constraints (engine.parts.guidance); 0 = off.
+    # Part pairs undo limb mix-ups under large pose changes and across species, but a
+    # left/right swap of the part matcher turns a fit round: the runs without them race too
     w_parts: float = 0.1
     flow_views: int = 8
     flow_resolution: int = 128
@@ -422,7 +427,7 @@ def match(
         "fit_score": round(best["score"], 4) if "score" in best else None,
         "alignment_fits": n_fits,  # fits run (more than one when a suspect fit was redone)
         "alignment_used": best["tries"],  # which alignment candidate the result comes from (1 = best)
-        "schedule_scores": best.get("schedule_scores"),  # fit score of every schedule when they were raced
+        "schedule_scores": best.get("schedule_scores"),  # fit score of every raced schedule where it left the race
         "source_report": src.report,
         "target_report": tgt.report,
         "notices": notices,
@@ -547,8 +552,8 @@ def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, ba
     """Register the rigidly aligned source onto the target (method "full") and project both ways.
 
     With several guidance schedules, each registration is run for the first
-    ``schedule_probe`` of its steps, the runs are scored (``scorer``) and only the best
-    is finished. Adds the stage times to ``timings``; returns the deformed source
+    ``schedule_probe`` of its steps (with more than two, all run half of that and the
+    better half goes on), the runs are scored (``scorer``) and only the best is finished. Adds the stage times to ``timings``; returns the deformed source
     vertices (n_s, 3), the guidance, the closest-point maps both ways and (method
     "full") the fit score and distortion.
     """
@@ -695,8 +700,11 @@ def _make_guidances(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart,
             out.append(combined)
     if pg is not None and len(candidates) > 1:
         # Part pairs are a strong pull: right, they undo limb mix-ups; wrong (a left/right swap
-        # of the part matcher), they turn the fit round. The schedules without them race too.
-        out += [vertex_guidance(*c) for c in candidates]
+        # of the part matcher, seen on faust5k bodies), they turn the fit round. So the
+        # feature-led run without them races too. The position-led run without them is left
+        # out: measured on smal_r, it won the race on 6 of 30 pairs, by small margins, and was
+        # worse than its twin with part pairs on 5 of them (e.g. 00211799_ferrari->dog_alph).
+        out.append(vertex_guidance(*candidates[0]))
     elif pg is None:
         out = [vertex_guidance(*c) for c in candidates]
     return out
