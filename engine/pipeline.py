@@ -63,9 +63,8 @@ class MatchConfig:
     # on them): right later fits scored 0.37-0.85 times the wrong first fit (faust5k
     # tr_reg_001->004 0.37, 018->019 0.845; smal_r ferrari->lion3 0.82, muybridge_102_03->
     # 132_133_07 0.81), while a wrong later fit (a turned-round tr_reg_021->024, retried by
-    # force) scored 0.86. Correct faust5k fits score 0.10-0.22; with part pairs on, the
-    # turned-round fit of tr_reg_018->019 scores 0.248, hence 0.23
-    retry_score: float = 0.23
+    # force) scored 0.86
+    retry_score: float = 0.25
     retry_margin: float = 0.85
     alignment_retries: int = 1
     # ... and only alignments that scored almost as well as the chosen one are worth the time:
