@@ -552,9 +552,10 @@ def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, ba
 
     With several guidance schedules, each registration is run for the first
     ``schedule_probe`` of its steps (with more than two, all run half of that and the
-    better half goes on), the runs are scored (``scorer``) and only the best is finished. Adds the stage times to ``timings``; returns the deformed source
-    vertices (n_s, 3), the guidance, the closest-point maps both ways and (method
-    "full") the fit score and distortion.
+    better half goes on), the runs are scored (``scorer``) and only the best is
+    finished. Adds the stage times to ``timings``; returns the deformed source vertices
+    (n_s, 3), the guidance, the closest-point maps both ways and (method "full") the
+    fit score and distortion.
     """
     from .mesh import Mesh
     from .register.njf import Registration
@@ -673,37 +674,35 @@ def _make_guidances(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart,
         candidates = [c for c in candidates if c[0] == cfg.guidance_schedule]
     if cfg.schedule_probe <= 0:
         candidates = candidates[:1]
-    pg = None
-    if cfg.w_parts > 0:
-        from .parts.guidance import CombinedGuidance, PartGuidance
 
-        from .features.geometric import geometric_descriptors
-
-        # the part matcher's descriptors, from the eigenpairs computed above
-        pg = PartGuidance(weight=1.0, source_features=spec_s.extend(geometric_descriptors(spec_s.mesh, basis_s)),
-                          target_features=spec_t.extend(geometric_descriptors(spec_t.mesh, basis_t)))
-        pg.prepare(S, T, prog)
     def vertex_guidance(name: str, w_pos, weight: float):
         g = VertexFeatureGuidance(feat_s, feat_t, w_pos=w_pos, tau=cfg.guidance_tau)
         g.prepare(S, T)
         g.schedule, g.weight_scale = name, weight
         return g
 
+    if cfg.w_parts <= 0:
+        return [vertex_guidance(*c) for c in candidates]
+    from .features.geometric import geometric_descriptors
+    from .parts.guidance import CombinedGuidance, PartGuidance
+
+    # the part matcher's descriptors, from the eigenpairs computed above
+    pg = PartGuidance(weight=1.0, source_features=spec_s.extend(geometric_descriptors(spec_s.mesh, basis_s)),
+                      target_features=spec_t.extend(geometric_descriptors(spec_t.mesh, basis_t)))
+    pg.prepare(S, T, prog)
     out = []
-    for name, w_pos, weight in candidates:
-        g = vertex_guidance(name, w_pos, weight)
-        if pg is not None:
-            # a shallow copy per schedule: the prepared part pairs are shared, the per-run state is not
-            combined = CombinedGuidance([(g, 1.0), (copy.copy(pg), cfg.w_parts / max(g.weight_scale, 1e-6))], prepared=True)
-            combined.schedule, combined.weight_scale = g.schedule + "+parts", g.weight_scale
-            out.append(combined)
-    if pg is not None and len(candidates) > 1:
+    for c in candidates:
+        g = vertex_guidance(*c)
+        # a shallow copy per schedule: the prepared part pairs are shared, the per-run state is not
+        combined = CombinedGuidance([(g, 1.0), (copy.copy(pg), cfg.w_parts / max(g.weight_scale, 1e-6))], prepared=True)
+        combined.schedule, combined.weight_scale = g.schedule + "+parts", g.weight_scale
+        out.append(combined)
+    if len(candidates) > 1:
         # Part pairs are a strong pull: right, they undo limb mix-ups; wrong (a left/right swap
         # of the part matcher, seen on faust5k bodies), they turn the fit round. So the
         # feature-led run without them races too. The position-led run without them is left
         # out: measured on smal_r, it won the race on 6 of 30 pairs, by small margins, and was
-        # worse than its twin with part pairs on 5 of them (e.g. 00211799_ferrari->dog_alph).
+        # worse than its twin with part pairs on 5 of them (e.g. fox-06->muybridge_014_01
+        # 11.63 without, 7.73 with).
         out.append(vertex_guidance(*candidates[0]))
-    elif pg is None:
-        out = [vertex_guidance(*c) for c in candidates]
     return out
