@@ -582,24 +582,27 @@ def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, ba
             )
             runs.append(Registration(S_al, T, g, reg_cfg, landmarks=lm, exclude_faces=ex_faces, device=dev, solver=solver))
             solver = runs[-1].solver  # the runs share the source: factor the Poisson system once
-        probe = int(round(min(cfg.schedule_probe, 1.0) * cfg.reg_steps)) if len(runs) > 1 else 0
-        # successive halving: with more than two runs, all go to half the probe, the better half
-        # goes on to the probe, and the best of those is finished
-        stops = [probe // 2, probe] if len(runs) > 2 and probe >= 2 else [probe]
-        keep = [len(runs), max(2, len(runs) // 2)][: len(stops)]
-        race_steps = sum(k * (b - a) for k, a, b in zip(keep, [0] + stops[:-1], stops))
+        n = len(runs)
+        probe = int(round(min(cfg.schedule_probe, 1.0) * cfg.reg_steps)) if n > 1 else 0
+        # race stages (start step, stop step, runs in the stage). Successive halving: with more
+        # than two runs, all go to half the probe and the better half goes on to the probe
+        if n > 2 and probe >= 2:
+            stages = [(0, probe // 2, n), (probe // 2, probe, max(2, n // 2))]
+        else:
+            stages = [(0, probe, n)]
+        race_steps = sum(k * (stop - start) for start, stop, k in stages)
         sp = _StepProgress(prog, race_steps + cfg.reg_steps - probe, cfg.reg_steps)
         run = runs[0]
         if probe > 0:
             scores: dict[int, float] = {}
-            alive = list(range(len(runs)))
-            for start, stop in zip([0] + stops[:-1], stops):
+            alive = list(range(n))
+            for start, stop, k in stages:
+                alive = sorted(alive, key=lambda i: scores.get(i, 0.0))[:k]  # stable: no scores yet keeps the order
                 for i in alive:
                     runs[i].advance(stop, sp.piece(start))
                     sp.finish(stop - start)
                     scores[i] = scorer.score(scorer.nearest_vertices(runs[i].vertices()))[0]
-                alive = sorted(alive, key=scores.__getitem__)[: max(2, len(alive) // 2)]
-            run = runs[alive[0]]
+            run = runs[min(alive, key=scores.__getitem__)]
             out["schedule_scores"] = {runs[i].guidance.schedule: round(v, 4) for i, v in scores.items()}
         run.advance(cfg.reg_steps, sp.piece(probe))
         guidance = run.guidance
