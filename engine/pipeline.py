@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, fields, replace
 
@@ -21,7 +22,7 @@ import torch
 
 from . import __version__
 from .correspondence import Correspondence
-from .errors import BackendUnavailable, InputError
+from .errors import BackendUnavailable, Cancelled, InputError
 from .geometry.align import rigid_align_candidates
 from .geometry.closest import SurfaceQuery
 from .mesh import PreparedMesh, as_prepared
@@ -82,6 +83,9 @@ class MatchConfig:
     # on, three runs race (both schedules with them, feature-led without): all three go to
     # half the probe, the better two to the probe (successive halving)
     schedule_probe: float = 0.3
+    # advance the raced runs side by side, one thread each (same results, less wall time on a
+    # multi-core CPU); False runs them one after the other (e.g. to leave a core to Blender)
+    race_in_threads: bool = True
     # weight of Best-Segmentation-Buddies part-to-part constraints (engine.parts.guidance); 0 = off.
     # Part pairs undo limb mix-ups under large pose changes and across species, but a
     # left/right swap of the part matcher turns a fit round: the runs without them race too
@@ -545,6 +549,64 @@ class _StepProgress:
         step = fraction * self.run_steps - self.start
         self.prog.update((self.done + max(0.0, step)) / self.total)
 
+    def steps(self, n: int) -> None:
+        """Report ``n`` steps done in the current piece (all of its runs together)."""
+        self.prog.update((self.done + n) / self.total)
+
+
+class _StopFlag:
+    """The caller's cancel token, plus a stop set when a sibling run of a race failed."""
+
+    def __init__(self, token: CancelToken) -> None:
+        self.outer, self.stop = token, threading.Event()
+
+    def raise_if_cancelled(self) -> None:
+        self.outer.raise_if_cancelled()
+        if self.stop.is_set():
+            raise Cancelled("a sibling registration failed")
+
+
+class _RunProgress:
+    """What a registration run in a worker thread sees of the progress: the stop flag only
+    (the main thread reports the race's progress, so callbacks never run in a worker)."""
+
+    def __init__(self, flag: _StopFlag) -> None:
+        self.token = flag
+
+    def update(self, fraction: float) -> None:
+        self.token.raise_if_cancelled()
+
+
+def _advance_together(runs: list, stop: int, start: int, sp: _StepProgress) -> None:
+    """Advance several registrations to step ``stop`` at once, one thread each.
+
+    The runs share nothing they write (the Poisson factor they share locks its solve), and
+    the heavy parts of a step (torch kernels, k-d tree queries, the sparse solve) release
+    the GIL, so on a 2-core CPU the race takes about a sixth less time than one run after
+    the other; each run computes exactly what it computes alone. Progress and cancellation
+    stay in the calling thread; a failure or a cancel stops every run within one step.
+    """
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    if len(runs) == 1:
+        runs[0].advance(stop, sp)
+        return
+    flag = _StopFlag(sp.token)
+    with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="registration") as pool:
+        futures = [pool.submit(r.advance, stop, _RunProgress(flag)) for r in runs]
+        try:
+            pending = futures
+            while pending:
+                _, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                sp.steps(sum(r.step - start for r in runs))
+                for f in futures:
+                    if f.done() and f.exception() is not None:
+                        raise f.exception()
+        except BaseException:
+            flag.stop.set()
+            wait(futures)
+            raise
+
 
 def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, basis_t, cfg, dev, prog, lm, ex_faces,
                      timings, scorer: _FitScorer | None = None) -> dict:
@@ -598,9 +660,11 @@ def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, ba
             alive = list(range(n))
             for start, stop, k in stages:
                 alive = sorted(alive, key=lambda i: scores.get(i, 0.0))[:k]  # stable: no scores yet keeps the order
+                live = [runs[i] for i in alive]
+                for group in ([live] if cfg.race_in_threads else [[r] for r in live]):
+                    _advance_together(group, stop, start, sp.piece(start))
+                    sp.finish(len(group) * (stop - start))
                 for i in alive:
-                    runs[i].advance(stop, sp.piece(start))
-                    sp.finish(stop - start)
                     scores[i] = scorer.score(scorer.nearest_vertices(runs[i].vertices()))[0]
             run = runs[min(alive, key=scores.__getitem__)]
             out["schedule_scores"] = {runs[i].guidance.schedule: round(v, 4) for i, v in scores.items()}

@@ -89,6 +89,23 @@ def test_poisson_solve_gradcheck():
     assert torch.autograd.gradcheck(lambda j, tt: solver.solve(j, tt), (J, t), eps=1e-6, atol=1e-6)
 
 
+def test_one_poisson_factor_solves_from_many_threads_as_from_one():
+    """Raced registrations share a source's factor and solve from worker threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    v, f = bumpy_sphere(3)
+    solver = PoissonSolver(v, f)
+    gen = torch.Generator().manual_seed(1)
+    Js = [solver.source_jacobians + 0.2 * torch.randn(solver.source_jacobians.shape, generator=gen, dtype=torch.float64)
+          for _ in range(8)]
+    with torch.no_grad():
+        alone = [solver.solve(J).numpy() for J in Js]
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda J: [solver.solve(J).numpy() for _ in range(20)][-1], Js))
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a, b)
+
+
 def _brute_force_distances(v, f, pts):
     """Distance from every point to every triangle, minimum over triangles: each point's closest
     point on each triangle is the best of the in-plane projection (when it falls inside) and the

@@ -107,6 +107,56 @@ def test_cancel_by_callback_returning_false(small_pair):
     assert seen[-1] == "align"
 
 
+def test_cancel_during_the_registration_race_stops_every_run(small_pair):
+    """The raced runs advance in worker threads; a cancel from the progress callback stops
+    them all, raises Cancelled in the caller and leaves no thread behind."""
+    import threading
+
+    before = threading.active_count()
+    seen = []
+
+    def progress(stage, fraction):
+        seen.append((stage, fraction))
+        return not (stage == "register" and fraction > 0.05)
+
+    with pytest.raises(Cancelled):
+        engine.match(*_src_tgt(small_pair), progress=progress, config={"alignment_retries": 0}, **FAST)
+    assert seen[-1][0] == "register"
+    assert threading.active_count() == before
+
+
+def test_a_failing_run_of_a_race_stops_its_siblings_and_its_error_reaches_the_caller():
+    import threading
+
+    from engine.pipeline import _advance_together, _StepProgress
+    from engine.progress import Progress
+
+    class Run:
+        def __init__(self, fail_at=None):
+            self.step, self.fail_at = 0, fail_at
+
+        def advance(self, until, progress):
+            while self.step < until:
+                if self.step == self.fail_at:
+                    raise RuntimeError("registration produced non-finite vertices")
+                progress.token.raise_if_cancelled()
+                self.step += 1
+                threading.Event().wait(0.001)
+
+    runs = [Run(), Run(fail_at=5), Run()]
+    with pytest.raises(RuntimeError, match="non-finite"):
+        _advance_together(runs, 10_000, 0, _StepProgress(Progress(), 30_000, 10_000))
+    assert runs[1].step == 5
+    assert all(r.step < 10_000 for r in runs)  # the siblings were stopped, not run to the end
+    ok = [Run(), Run()]
+    fractions = []
+    prog = Progress(lambda s, f: fractions.append(f), stages=[("register", 1.0)])
+    prog.stage("register")
+    _advance_together(ok, 50, 0, _StepProgress(prog, 100, 50))
+    assert [r.step for r in ok] == [50, 50]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(landmarks=[[0, 1, 2]]), "landmarks"),
     (dict(landmarks=[[0, 10**6]]), "out of range"),
@@ -220,6 +270,10 @@ def test_the_schedule_race_finishes_the_better_schedule_as_a_lone_run_would(smal
     alone3 = engine.match(src, tgt, config=lone, **FAST)
     assert alone3.meta["guidance"] == name
     np.testing.assert_allclose(three.fitted_vertices, alone3.fitted_vertices, atol=1e-5)
+    # the raced runs advance side by side in threads; one after the other gives the same race
+    in_turn = engine.match(src, tgt, config={"alignment_retries": 0, "race_in_threads": False}, **FAST)
+    assert in_turn.meta["schedule_scores"] == scores3
+    np.testing.assert_array_equal(in_turn.fitted_vertices, three.fitted_vertices)
     # no probe: the first (feature-led) schedule runs alone
     first = engine.match(src, tgt, config={**no_retry, "schedule_probe": 0.0}, **FAST)
     assert first.meta["guidance"] == "feature-led" and first.meta["schedule_scores"] is None

@@ -10,6 +10,8 @@ and cannot make the system indefinite. The backward pass is the same solve.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -25,6 +27,8 @@ class _Factor:
         self.n = A.shape[0]
         self.device = device
         self._chol = None
+        # registrations raced in threads share one factor; CHOLMOD's workspace is not re-entrant
+        self._lock = threading.Lock()
         try:
             from cholespy import CholeskySolverD, MatrixType
 
@@ -43,7 +47,11 @@ class _Factor:
             self._lu = splu(A.tocsc())
 
     def solve(self, b: torch.Tensor) -> torch.Tensor:
-        """b : (n, k) float64 on the factor's device -> (n, k) float64."""
+        """b : (n, k) float64 on the factor's device -> (n, k) float64 (thread-safe)."""
+        with self._lock:
+            return self._solve(b)
+
+    def _solve(self, b: torch.Tensor) -> torch.Tensor:
         if self._chol is not None:
             if self.device.type == "cuda":
                 bb = b.contiguous()
