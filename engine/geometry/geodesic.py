@@ -49,3 +49,28 @@ class GeodesicSolver:
 def geodesic_distances(mesh: Mesh, sources) -> np.ndarray:
     """One-shot :meth:`GeodesicSolver.distances`."""
     return GeodesicSolver(mesh).distances(sources)
+
+
+def farthest_extremities(solver: GeodesicSolver, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Extremities of a shape (hands, feet, head, tail tip) by farthest-point sampling on geodesics.
+
+    The first is the vertex farthest from the one nearest the area centroid; each next one
+    is the farthest from those picked. Stops early when no vertex is left at a positive
+    finite distance. Returns picks (k,) int64 and their distance fields (k, n) float64
+    (``inf`` across components).
+    """
+    mesh = solver.mesh
+    centroid = (mesh.vertices * mesh.vertex_areas[:, None]).sum(0) / mesh.vertex_areas.sum()
+    d0 = solver.distances(int(np.argmin(np.linalg.norm(mesh.vertices - centroid, axis=1))))
+    picks = [int(np.argmax(np.where(np.isfinite(d0), d0, -1.0)))]
+    fields = [solver.distances(picks[0])]
+    dmin = fields[0].copy()
+    while len(picks) < count:
+        finite = np.where(np.isfinite(dmin), dmin, -1.0)
+        nxt = int(np.argmax(finite))
+        if nxt in picks or finite[nxt] <= 0:
+            break
+        picks.append(nxt)
+        fields.append(solver.distances(nxt))
+        dmin = np.minimum(dmin, fields[-1])
+    return np.asarray(picks, np.int64), np.stack(fields)

@@ -147,7 +147,7 @@ def run(set_name: str, data_dir, n_pairs: int | None, cut: str | None, options: 
             ok[nm] += good
             total[nm] += 1
             row.append(f"{nm}={'ok' if good else ('none' if not res.matched else names[lb[res.vertex]])}")
-        line = f"{pair.name_a} -> {pair.name_b}: " + " ".join(row)
+        line = f"{pair.name_a} -> {pair.name_b} ({matcher.features.side_method} side): " + " ".join(row)
         if cut_id is not None and (cut_pairs is None or pi < cut_pairs):
             pc, lc = cut_part(pb, lb, cut_id)
             if pc is not None:
@@ -197,9 +197,10 @@ def main(argv=None) -> int:
     ap.add_argument("--position-weight", default="auto", help="share of the aligned 3D position block, or 'auto'")
     ap.add_argument("--sigma", type=float, default=0.35, help="width of the position kernel")
     ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--side", default="auto", choices=["auto", "plane", "geodesic"], help="how left is told from right")
     args = ap.parse_args(argv)
     pw = args.position_weight if args.position_weight == "auto" else float(args.position_weight)
-    options = {"side_weight": args.side_weight, "position_weight": pw, "sigma": args.sigma, "k": args.k}
+    options = {"side_weight": args.side_weight, "position_weight": pw, "sigma": args.sigma, "k": args.k, "side": args.side}
     try:
         out = run(args.set, args.data or default_data_dir(), args.pairs, args.cut, options,
                   log=lambda m: print(m, flush=True), cut_pairs=args.cut_pairs)

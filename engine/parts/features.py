@@ -113,6 +113,68 @@ def lateral_axis(mesh: Mesh, desc: np.ndarray | None = None, n_directions: int =
     return c, best / np.linalg.norm(best)
 
 
+def mirror_pairs(desc_at: np.ndarray, dist: np.ndarray, min_similarity: float = 0.95) -> list[tuple[int, int]]:
+    """Left/right twins among extremities: mutual best matches of their descriptors.
+
+    desc_at : (k, d) unit descriptors at the extremities; dist : (k, k) geodesic distances.
+    A mirror twin has the same intrinsic descriptor (a left hand and a right hand); the
+    head or the tail tip has no twin, and its best match does not choose it back. Twins
+    are ordered so that the first members lie on one side: of two pairs, (p1, q1) and
+    (p2, q2) keep their order when p1 is geodesically nearer p2 than q2 (a left hand is
+    nearer the left foot). Returns a list of (i, j) index pairs into the extremities.
+    """
+    k = len(desc_at)
+    if k < 2:
+        return []
+    sim = desc_at @ desc_at.T
+    np.fill_diagonal(sim, -np.inf)
+    best = np.argmax(sim, axis=1)
+    pairs = [(i, int(best[i])) for i in range(k) if best[best[i]] == i and i < best[i] and sim[i, best[i]] >= min_similarity]
+    if not pairs:
+        return []
+    out = [pairs[0]]
+    p0, q0 = pairs[0]
+    for p, q in pairs[1:]:
+        out.append((p, q) if dist[p0, p] + dist[q0, q] <= dist[p0, q] + dist[q0, p] else (q, p))
+    return out
+
+
+def intrinsic_side(mesh: Mesh, desc: np.ndarray, count: int = 6, width: float = 0.1,
+                   max_midline: float = 0.25) -> np.ndarray | None:
+    """Which side of the body a vertex lies on, from geodesics alone: (n,) float in [-1, 1].
+
+    Mirror twins among the extremities (:func:`mirror_pairs`: the hands, the feet, the
+    front paws) each give ``tanh((d(x, right) - d(x, left)) / (width d(left, right)))``,
+    antisymmetric under the body's left/right symmetry and blind to the pose: a left hand
+    crossed over to the right stays nearer the left shoulder along the surface. A pair is
+    dropped when an extremity without a twin (head, tail tip) lies off its midline by more
+    than ``max_midline`` times the twins' distance: that is a front paw paired with a back
+    paw. The mean over the kept twins is returned, up to one sign shared by the whole mesh
+    (None when no twins are found).
+    """
+    from ..geometry.geodesic import GeodesicSolver, farthest_extremities
+
+    picks, F = farthest_extremities(GeodesicSolver(mesh), count)
+    if len(picks) < 2 or not np.all(np.isfinite(F[:, picks])):
+        return None
+    # descriptors near each tip (mean over a small geodesic disc): the tip vertex alone is noisy
+    dn = l2_rows(desc)
+    scale = float(np.median(F[:, picks][F[:, picks] > 0]))
+    at = l2_rows(np.stack([dn[F[i] <= 0.1 * scale].mean(0) for i in range(len(picks))]))
+    pairs = mirror_pairs(at, F[:, picks])
+    if not pairs:
+        return None
+    F = np.where(np.isfinite(F), F, np.nan)
+    s = [np.tanh((F[q] - F[p]) / (width * F[p, picks[q]])) for p, q in pairs]
+    # a left/right pair leaves the extremities without a twin (head, tail tip) on the midline;
+    # a front/back pair (a front and a back paw look alike too) puts them far on one side
+    single = [i for i in range(len(picks)) if all(i not in pq for pq in pairs)]
+    s = [f for (p, q), f in zip(pairs, s) if all(abs(F[q][picks[i]] - F[p][picks[i]]) <= max_midline * F[p, picks[q]] for i in single)]
+    if not s:
+        return None
+    return np.nan_to_num(np.mean(s, axis=0)).astype(np.float64)
+
+
 def descriptors(mesh: Mesh) -> np.ndarray:
     """The shared intrinsic descriptors of a mesh: (n, d) float32, rows unit norm."""
     from ..features.geometric import geometric_descriptors
@@ -135,6 +197,7 @@ class PairFeatures:
     source_points: np.ndarray
     position_weight: float = 0.0
     descriptor_agreement: float = float("nan")
+    side_method: str = ""
 
 
 def mutual_nn_rate(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> float:
@@ -214,8 +277,33 @@ def side_embedding(points: np.ndarray, centre: np.ndarray, axis: np.ndarray, wid
 
     Same side -> dot product +1, opposite sides -> -1, on the plane -> 0.
     """
-    t = 0.5 * np.pi * np.tanh(((np.asarray(points, np.float64) - centre) @ axis) / width)
+    return _side_angle(np.tanh(((np.asarray(points, np.float64) - centre) @ axis) / width))
+
+
+def _side_angle(side: np.ndarray) -> np.ndarray:
+    """(n, 2) unit rows (cos t, sin t), t = pi/2 side, for side (n,) in [-1, 1]."""
+    t = 0.5 * np.pi * np.asarray(side, np.float64)
     return np.stack([np.cos(t), np.sin(t)], axis=1).astype(np.float32)
+
+
+def geodesic_sides(source: Mesh, target: Mesh, source_desc: np.ndarray, target_desc: np.ndarray,
+                   source_points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`intrinsic_side` of both meshes with one sign convention, or None.
+
+    Each mesh's side function is known up to its sign; the source's is flipped when it
+    disagrees with the target's at the target vertices' nearest aligned source points
+    (``source_points`` (ns, 3): the source moved onto the target): the torso, most of the
+    area, sits where the alignment puts it even when the limbs are posed differently.
+    """
+    from scipy.spatial import cKDTree
+
+    ss, st = intrinsic_side(source, source_desc), intrinsic_side(target, target_desc)
+    if ss is None or st is None:
+        return None
+    _, nn = cKDTree(source_points).query(target.vertices)
+    if float((target.vertex_areas * st * ss[nn]).sum()) < 0:
+        ss = -ss
+    return ss, st
 
 
 def _check_features(f, mesh: Mesh, name: str) -> np.ndarray:
@@ -241,6 +329,8 @@ def pair_features(
     side_width: float = 0.05,
     transform=None,
     check_orientation: bool = False,
+    side: str = "auto",
+    min_plane_agreement: float = 0.5,
 ) -> PairFeatures:
     """Fused descriptor + aligned-position features of two normalised meshes.
 
@@ -256,6 +346,11 @@ def pair_features(
         rate (:func:`auto_position_weight`)
     transform : an ``engine.geometry.align.RigidTransform`` taking the source onto the
         target; computed with ``rigid_align`` when None and a position block is used
+    side : how the side block tells left from right: "plane" (the side of the target's mirror
+        plane, :func:`lateral_axis`), "geodesic" (:func:`geodesic_sides`, pose-blind; the plane
+        when no twins are found) or "auto" (the plane, unless the geodesic sides of the target
+        correlate with it below ``min_plane_agreement``: then the plane found is not the
+        left/right one, e.g. a person's frontal plane, and the geodesic sides are used)
     check_orientation : after computing the alignment, run :func:`orientation_check`
         (fixes back-to-front alignments of some animals, but can flip a correct alignment
         of a human, whose front and back look alike to intrinsic descriptors: off by default)
@@ -283,15 +378,32 @@ def pair_features(
         pts = transform.apply(source.vertices)
     bs = [(sd, 1.0 - side_weight - position_weight)]
     bt = [(td, 1.0 - side_weight - position_weight)]
+    side_method = ""
     if side_weight > 0:
+        if side not in ("plane", "geodesic", "auto"):
+            raise InputError(f"part features: side must be 'plane', 'geodesic' or 'auto' (got {side!r})")
         c, a = lateral_axis(target, td)
-        bs.append((side_embedding(pts, c, a, side_width), side_weight))
-        bt.append((side_embedding(target.vertices, c, a, side_width), side_weight))
+        ps, pt = side_embedding(pts, c, a, side_width), side_embedding(target.vertices, c, a, side_width)
+        side_method = "plane"
+        sides = geodesic_sides(source, target, sd, td, pts) if side != "plane" else None
+        if sides is not None and side == "auto":
+            # the mirror plane is trusted unless the geodesic sides say it is not the left/right
+            # plane (a person's frontal plane can look as symmetric as the sagittal one)
+            w = target.vertex_areas
+            plane_t = pt[:, 1].astype(np.float64)
+            corr = float((w * plane_t * sides[1]).sum() / np.sqrt((w * plane_t**2).sum() * (w * sides[1] ** 2).sum() + 1e-30))
+            if abs(corr) >= min_plane_agreement:
+                sides = None
+        if sides is not None:
+            ps, pt = _side_angle(sides[0]), _side_angle(sides[1])
+            side_method = "geodesic"
+        bs.append((ps, side_weight))
+        bt.append((pt, side_weight))
     if position_weight > 0:
         pt_emb = position_embedding(target.vertices, sigma)
         bs.append((position_embedding(pts, sigma), position_weight))
         bt.append((pt_emb, position_weight))
-    return PairFeatures(fuse(bs), fuse(bt), pts, position_weight, mutual)
+    return PairFeatures(fuse(bs), fuse(bt), pts, position_weight, mutual, side_method)
 
 
 def _mutual_pairs(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from ..geometry.geodesic import GeodesicSolver
+from ..geometry.geodesic import GeodesicSolver, farthest_extremities
 from ..mesh import Mesh
 from ..progress import Progress
 from ..register.guidance import GuidanceSource
@@ -39,22 +39,7 @@ def extremity_parts(mesh: Mesh, count: int = 6, radius: float = 0.5) -> list[np.
     (and closer to it than to any other extremity). Returns a list of (k,) int64.
     """
     solver = GeodesicSolver(mesh)
-    centroid = (mesh.vertices * mesh.vertex_areas[:, None]).sum(0) / mesh.vertex_areas.sum()
-    start = int(np.argmin(np.linalg.norm(mesh.vertices - centroid, axis=1)))
-    d0 = solver.distances(start)
-    d0 = np.where(np.isfinite(d0), d0, -1.0)
-    picks = [int(np.argmax(d0))]
-    fields = [solver.distances(picks[0])]
-    dmin = fields[0].copy()
-    while len(picks) < count:
-        finite = np.where(np.isfinite(dmin), dmin, -1.0)
-        nxt = int(np.argmax(finite))
-        if nxt in picks or finite[nxt] <= 0:
-            break
-        picks.append(nxt)
-        fields.append(solver.distances(nxt))
-        dmin = np.minimum(dmin, fields[-1])
-    F = np.stack(fields)
+    picks, F = farthest_extremities(solver, count)
     F = np.where(np.isfinite(F), F, np.inf)
     centre = int(np.argmin(F.max(0)))
     d_centre = solver.distances(centre)

@@ -89,8 +89,10 @@ class PartMatcher:
     source_features, target_features : optional per-vertex (n, d) features in the clean
         vertex order of the prepared meshes (e.g. distilled DINO features); default: the
         shared geometric descriptors
-    side_weight : share of the "side of the mirror plane" block in the similarity; it
-        tells left from right (intrinsic descriptors are mirror-symmetric). 0 turns it off.
+    side_weight : share of the "left or right side" block in the similarity; it tells left
+        from right (intrinsic descriptors are mirror-symmetric). 0 turns it off.
+    side : how the side is found: "auto" (default), "plane" or "geodesic"; see
+        :func:`engine.parts.features.pair_features`
     position_weight, sigma : share ("auto": from how well the descriptors agree) and kernel
         width of the aligned 3D position block (front/back, head/tail across species);
         see :func:`engine.parts.features.pair_features`
@@ -131,6 +133,7 @@ class PartMatcher:
         views: int = 8,
         resolution: int = 64,
         progress: Progress | None = None,
+        side: str = "auto",
     ) -> None:
         if query not in ("votes", "medoid", "mean"):
             raise InputError(f"part matching: query must be 'votes', 'medoid' or 'mean' (got {query!r})")
@@ -154,7 +157,7 @@ class PartMatcher:
         self.features: PairFeatures = pair_features(
             self.source.mesh, self.target.mesh, source_features, target_features,
             side_weight=side_weight, position_weight=position_weight, sigma=sigma, transform=transform,
-            check_orientation=check_orientation,
+            check_orientation=check_orientation, side=side,
         )
         if progress is not None:
             progress.update(0.7)
