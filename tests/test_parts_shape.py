@@ -238,3 +238,76 @@ def test_part_guidance_respects_the_registration_frame(pair):
     assert len(g.pairs) == 2
     for (s, t), n in zip(g.pairs, ("arm_left", "arm_right")):
         assert np.mean(lt[t] == names.index(n)) > 0.6
+
+
+def _tip(v, lab, names, part):
+    """The vertex of a limb farthest from the body centre."""
+    idx = np.nonzero(lab == names.index(part))[0]
+    return idx[np.argmax(np.linalg.norm(v[idx], axis=1))]
+
+
+def test_geodesic_side_is_antisymmetric_across_the_mirror_plane(pair):
+    from engine.parts.features import descriptors, intrinsic_side
+
+    (vs, fs, ls), _, names = pair
+    mesh = Mesh(vs, fs)
+    s = intrinsic_side(mesh, descriptors(mesh))
+    assert s is not None and s.shape == (len(vs),)
+    left, right, head = (_tip(vs, ls, names, p) for p in ("arm_left", "arm_right", "head"))
+    assert s[left] * s[right] < 0 and min(abs(s[left]), abs(s[right])) > 0.5
+    assert abs(s[head]) < 0.2
+    # the creature is mirror-symmetric across x = 0: the side of a vertex's mirror image is minus its own
+    from scipy.spatial import cKDTree
+
+    _, mirror = cKDTree(vs).query(vs * [-1.0, 1.0, 1.0])
+    assert np.corrcoef(s, s[mirror])[0, 1] < -0.95
+
+
+def test_geodesic_side_follows_an_arm_crossed_over_to_the_other_side(pair):
+    """The left arm of the target reaches over to the right (x < 0): the mirror plane puts its
+    tip on the right, the geodesic side keeps it on the left, as on the source."""
+    from engine.parts.features import descriptors, geodesic_sides
+
+    (vs, fs, ls), _, names = pair
+    crossed = dict(LIMBS, arm_left=([-0.35, 1, 0.2], 0.9, 0.22))
+    vt, ft, lt, _ = creature(crossed)
+    S, T = Mesh(vs, fs), Mesh(vt, ft)
+    ss, st = geodesic_sides(S, T, descriptors(S), descriptors(T), vs)
+    tip_s, tip_t = _tip(vs, ls, names, "arm_left"), _tip(vt, lt, names, "arm_left")
+    assert np.sign(vs[tip_s, 0]) != np.sign(vt[tip_t, 0])  # the plane would swap it
+    assert ss[tip_s] * st[tip_t] > 0 and abs(st[tip_t]) > 0.5
+    other_s, other_t = _tip(vs, ls, names, "arm_right"), _tip(vt, lt, names, "arm_right")
+    assert ss[other_s] * st[other_t] > 0 and st[tip_t] * st[other_t] < 0
+
+
+def test_mirror_pairs_are_mutual_alike_twins_ordered_by_side():
+    from engine.parts.features import l2_rows, mirror_pairs
+
+    # extremities: 0 left hand, 1 right hand, 2 head, 3 right foot, 4 left foot
+    hand, foot, head = np.array([1.0, 0.1, 0.0]), np.array([0.1, 1.0, 0.0]), np.array([0.0, 0.3, 1.0])
+    desc = l2_rows(np.stack([hand, hand + [0, 0.01, 0], head, foot, foot + [0.01, 0, 0]]))
+    # geodesic distances: same-side hand-foot 2.0, across 2.3, hand-hand 1.6, foot-foot 1.2, head 1.0 / 1.5
+    d = np.array([[0.0, 1.6, 1.0, 2.3, 2.0],
+                  [1.6, 0.0, 1.0, 2.0, 2.3],
+                  [1.0, 1.0, 0.0, 1.5, 1.5],
+                  [2.3, 2.0, 1.5, 0.0, 1.2],
+                  [2.0, 2.3, 1.5, 1.2, 0.0]])
+    pairs = mirror_pairs(desc, d)
+    assert pairs == [(0, 1), (4, 3)]  # the head has no twin; the left foot comes first, like the left hand
+    assert mirror_pairs(desc, d, min_similarity=1.0) == []
+    assert mirror_pairs(desc[:1], d[:1, :1]) == []
+
+
+def test_auto_side_keeps_the_mirror_plane_unless_it_is_not_the_left_right_plane(pair, monkeypatch):
+    from engine.parts import features as pf
+
+    (vs, fs, _), (vt, ft, _), _ = pair
+    S, T = Mesh(vs, fs), Mesh(vt, ft)
+    assert pf.pair_features(S, T, transform=IDENTITY, side="auto").side_method == "plane"
+    assert pf.pair_features(S, T, transform=IDENTITY, side="geodesic").side_method == "geodesic"
+    assert pf.pair_features(S, T, transform=IDENTITY, side="plane").side_method == "plane"
+    # a mirror plane search that lands on the frontal plane (y), as on some people in faust5k
+    monkeypatch.setattr(pf, "lateral_axis", lambda mesh, desc=None: (np.zeros(3), np.array([0.0, 1.0, 0.0])))
+    assert pf.pair_features(S, T, transform=IDENTITY, side="auto").side_method == "geodesic"
+    with pytest.raises(InputError, match="side"):
+        pf.pair_features(S, T, transform=IDENTITY, side="left")
