@@ -330,7 +330,7 @@ def pair_features(
     transform=None,
     check_orientation: bool = False,
     side: str = "auto",
-    min_plane_agreement: float = 0.5,
+    min_plane_agreement: float = 0.3,
 ) -> PairFeatures:
     """Fused descriptor + aligned-position features of two normalised meshes.
 
