@@ -582,8 +582,8 @@ def _advance_together(runs: list, stop: int, start: int, sp: _StepProgress) -> N
 
     The runs share nothing they write (the Poisson factor they share locks its solve), and
     the heavy parts of a step (torch kernels, k-d tree queries, the sparse solve) release
-    the GIL, so on a 2-core CPU the race takes about a sixth less time than one run after
-    the other; each run computes exactly what it computes alone. Progress and cancellation
+    the GIL (measured on faust5k, 2 cores: the median register stage 20.7 s in turn,
+    16.4 s side by side); each run computes exactly what it computes alone. Progress and cancellation
     stay in the calling thread; a failure or a cancel stops every run within one step.
     """
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
