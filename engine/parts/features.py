@@ -113,13 +113,17 @@ def lateral_axis(mesh: Mesh, desc: np.ndarray | None = None, n_directions: int =
     return c, best / np.linalg.norm(best)
 
 
-def mirror_pairs(desc_at: np.ndarray, dist: np.ndarray, min_similarity: float = 0.95) -> list[tuple[int, int]]:
+def mirror_pairs(desc_at: np.ndarray, dist: np.ndarray, min_similarity: float = 0.95,
+                 max_midline: float = 0.25) -> list[tuple[int, int]]:
     """Left/right twins among extremities: mutual best matches of their descriptors.
 
     desc_at : (k, d) unit descriptors at the extremities; dist : (k, k) geodesic distances.
     A mirror twin has the same intrinsic descriptor (a left hand and a right hand); the
-    head or the tail tip has no twin, and its best match does not choose it back. Twins
-    are ordered so that the first members lie on one side: of two pairs, (p1, q1) and
+    head or the tail tip has no twin, and its best match does not choose it back. A pair
+    is dropped when an extremity without a twin lies off the pair's midline by more than
+    ``max_midline`` times the twins' distance: that is a front paw paired with a back paw
+    (they look alike too), which puts the head far on one side. The kept twins are
+    ordered so that the first members lie on one side: of two pairs, (p1, q1) and
     (p2, q2) keep their order when p1 is geodesically nearer p2 than q2 (a left hand is
     nearer the left foot). Returns a list of (i, j) index pairs into the extremities.
     """
@@ -130,6 +134,8 @@ def mirror_pairs(desc_at: np.ndarray, dist: np.ndarray, min_similarity: float = 
     np.fill_diagonal(sim, -np.inf)
     best = np.argmax(sim, axis=1)
     pairs = [(i, int(best[i])) for i in range(k) if best[best[i]] == i and i < best[i] and sim[i, best[i]] >= min_similarity]
+    single = [i for i in range(k) if all(i not in pq for pq in pairs)]
+    pairs = [(p, q) for p, q in pairs if all(abs(dist[q, i] - dist[p, i]) <= max_midline * dist[p, q] for i in single)]
     if not pairs:
         return []
     out = [pairs[0]]
@@ -139,18 +145,15 @@ def mirror_pairs(desc_at: np.ndarray, dist: np.ndarray, min_similarity: float = 
     return out
 
 
-def intrinsic_side(mesh: Mesh, desc: np.ndarray, count: int = 6, width: float = 0.1,
-                   max_midline: float = 0.25) -> np.ndarray | None:
+def intrinsic_side(mesh: Mesh, desc: np.ndarray, count: int = 6, width: float = 0.1) -> np.ndarray | None:
     """Which side of the body a vertex lies on, from geodesics alone: (n,) float in [-1, 1].
 
     Mirror twins among the extremities (:func:`mirror_pairs`: the hands, the feet, the
     front paws) each give ``tanh((d(x, right) - d(x, left)) / (width d(left, right)))``,
     antisymmetric under the body's left/right symmetry and blind to the pose: a left hand
-    crossed over to the right stays nearer the left shoulder along the surface. A pair is
-    dropped when an extremity without a twin (head, tail tip) lies off its midline by more
-    than ``max_midline`` times the twins' distance: that is a front paw paired with a back
-    paw. The mean over the kept twins is returned, up to one sign shared by the whole mesh
-    (None when no twins are found).
+    crossed over to the right stays nearer the left shoulder along the surface. The mean
+    over the twins is returned, up to one sign shared by the whole mesh (None when no
+    twins are found).
     """
     from ..geometry.geodesic import GeodesicSolver, farthest_extremities
 
@@ -166,12 +169,6 @@ def intrinsic_side(mesh: Mesh, desc: np.ndarray, count: int = 6, width: float = 
         return None
     F = np.where(np.isfinite(F), F, np.nan)
     s = [np.tanh((F[q] - F[p]) / (width * F[p, picks[q]])) for p, q in pairs]
-    # a left/right pair leaves the extremities without a twin (head, tail tip) on the midline;
-    # a front/back pair (a front and a back paw look alike too) puts them far on one side
-    single = [i for i in range(len(picks)) if all(i not in pq for pq in pairs)]
-    s = [f for (p, q), f in zip(pairs, s) if all(abs(F[q][picks[i]] - F[p][picks[i]]) <= max_midline * F[p, picks[q]] for i in single)]
-    if not s:
-        return None
     return np.nan_to_num(np.mean(s, axis=0)).astype(np.float64)
 
 
