@@ -296,6 +296,13 @@ def test_mirror_pairs_are_mutual_alike_twins_ordered_by_side():
     assert pairs == [(0, 1), (4, 3)]  # the head has no twin; the left foot comes first, like the left hand
     assert mirror_pairs(desc, d, min_similarity=1.0) == []
     assert mirror_pairs(desc[:1], d[:1, :1]) == []
+    # a front and a back paw of one side taken for twins: the head (no twin) lies far off their
+    # midline, so the pair is dropped; 0 front-left, 1 back-left, 2 head
+    paw, head2 = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+    desc4 = l2_rows(np.stack([paw, paw + [0, 0.01, 0], head2]))
+    d4 = np.array([[0.0, 2.0, 1.0], [2.0, 0.0, 2.6], [1.0, 2.6, 0.0]])
+    assert mirror_pairs(desc4, d4) == []
+    assert mirror_pairs(desc4, d4, max_midline=1.0) == [(0, 1)]
 
 
 def test_auto_side_keeps_the_mirror_plane_unless_it_is_not_the_left_right_plane(pair, monkeypatch):
