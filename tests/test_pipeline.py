@@ -117,12 +117,38 @@ def test_cancel_during_the_registration_race_stops_every_run(small_pair):
 
     def progress(stage, fraction):
         seen.append((stage, fraction))
-        return not (stage == "register" and fraction > 0.05)
+        started = [f for s, f in seen if s == "register"]
+        return not (len(started) > 1 and fraction > started[0])  # once the runs have made steps
 
     with pytest.raises(Cancelled):
         engine.match(*_src_tgt(small_pair), progress=progress, config={"alignment_retries": 0}, **FAST)
-    assert seen[-1][0] == "register"
+    register = [f for s, f in seen if s == "register"]
+    assert seen[-1][0] == "register" and register[-1] > register[0]
     assert threading.active_count() == before
+
+
+def test_a_cancel_from_the_progress_callback_stops_runs_racing_in_threads():
+    import threading
+
+    from engine.pipeline import _advance_together, _StepProgress
+    from engine.progress import Progress
+
+    class Run:
+        def __init__(self):
+            self.step = 0
+
+        def advance(self, until, progress):
+            while self.step < until:
+                progress.token.raise_if_cancelled()
+                self.step += 1
+                threading.Event().wait(0.001)
+
+    runs = [Run(), Run(), Run()]
+    prog = Progress(lambda s, f: f < 0.01, stages=[("register", 1.0)])
+    prog.stage("register")
+    with pytest.raises(Cancelled):
+        _advance_together(runs, 10_000, 0, _StepProgress(prog, 30_000, 10_000))
+    assert all(0 < r.step < 10_000 for r in runs)
 
 
 def test_a_failing_run_of_a_race_stops_its_siblings_and_its_error_reaches_the_caller():
