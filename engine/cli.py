@@ -39,6 +39,7 @@ PLUGIN_COMMANDS = (
     ("transfer", "engine.transfer.cli"),
     ("part", "engine.parts.cli"),
     ("models", "engine.features.cli"),
+    ("landmarks", "engine.features.landmarks_cli"),
     ("bench", "engine.bench.cli"),
     ("demo", "engine.demo"),
 )
@@ -178,7 +179,7 @@ def cmd_match(args: argparse.Namespace) -> int:
     token = CancelToken()
     options = dict(
         method=args.method, features=args.features, quality=args.quality, device=args.device,
-        landmarks=args.landmarks, exclude=args.exclude, config=args.config, cancel=token,
+        landmarks=args.landmarks, exclude=args.exclude, config=args.config, keypoints=args.keypoints, cancel=token,
     )
     show = sys.stderr.isatty() and not args.quiet
     t0 = time.perf_counter()
@@ -188,9 +189,14 @@ def cmd_match(args: argparse.Namespace) -> int:
     else:
         result = match(args.source, args.target, **options)
     result.save(out)
+    # notices (a fallback taken) and the verdict go to stderr on a terminal or not: a pipeline
+    # log should say that a match fell back to geometry or looks wrong
+    for notice in result.meta.get("notices", []):
+        print(f"note: {notice}", file=sys.stderr)
+    verdict = result.meta.get("verdict") or {}
+    if verdict:
+        print(f"verdict: {verdict.get('verdict')} ({verdict.get('reason')})", file=sys.stderr)
     if show:
-        for notice in result.meta.get("notices", []):
-            print(f"note: {notice}", file=sys.stderr)
         n = len(result.fitted_vertices)
         print(f"wrote {args.output} ({n} source vertices, {time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     return EXIT_OK
@@ -216,6 +222,9 @@ def _add_match(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--landmarks", metavar="FILE", default=None, help="source/target vertex pairs (format below)")
     p.add_argument("--exclude", metavar="FILE", default=None, help="source vertices without data term (format below)")
     p.add_argument("--config", metavar="FILE", default=None, help="JSON/TOML overriding MatchConfig fields")
+    p.add_argument("--keypoints", choices=("auto", "on", "off"), default="auto",
+                   help="body keypoints (MediaPipe pose on renders) orient and guide humanoid pairs; "
+                        "auto: when both meshes show a body (default)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar even on a terminal")
     p.set_defaults(func=cmd_match)
     return p

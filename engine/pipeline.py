@@ -90,6 +90,16 @@ class MatchConfig:
     # Part pairs undo limb mix-ups under large pose changes and across species, but a
     # left/right swap of the part matcher turns a fit round: the runs without them race too
     w_parts: float = 0.1
+    # body keypoints (``keypoints`` option of match): geodesic distances to them join the
+    # functional-map descriptors and the guidance features with these weights (the distances
+    # are in units of sqrt(area), like the positions that ``w_pos_desc`` weighs), and the
+    # soft joint-to-joint pairs get ``w_keypoints`` times the guidance weight, released
+    # (falling to 0) between these fractions of the registration
+    w_keypoint_desc: float = 1.0
+    w_keypoint_feat: float = 1.0
+    w_keypoints: float = 1.0
+    keypoint_release_start: float = 0.4
+    keypoint_release_end: float = 0.8
     flow_views: int = 8
     flow_resolution: int = 128
     # semantic feature settings, handed to engine.features (model ids / local folders, render settings)
@@ -113,7 +123,7 @@ PRESETS = {
     "best": dict(spectral_k=150, zoomout_step=5, reg_steps=600, reg_update_every=50, align_samples=1000),
 }
 
-STAGES = (("prepare", 1), ("align", 2), ("features", 3), ("initial map", 2), ("part features", 1), ("register", 10), ("project", 1))
+STAGES = (("prepare", 1), ("keypoints", 2), ("align", 2), ("features", 3), ("initial map", 2), ("part features", 1), ("register", 10), ("project", 1))
 
 
 def _resolve_device(device: str) -> str:
@@ -309,6 +319,7 @@ def match(
     landmarks=None,
     exclude=None,
     config=None,
+    keypoints: str = "auto",
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> Correspondence:
@@ -325,6 +336,8 @@ def match(
     landmarks : (k, 2) int (source vertex, target vertex) in caller indices, or a file
     exclude : source vertex indices or (Vs,) bool mask (or a file): regions without data term
     config : dict / JSON or TOML file overriding :class:`MatchConfig` fields
+    keypoints : "auto" | "on" | "off": body keypoints from the pose model on renders decide the
+        orientation and guide the fit ("auto": when both meshes show a body)
     progress : callback(stage, fraction); returning False cancels
     cancel : CancelToken checked between and inside stages
 
@@ -350,6 +363,17 @@ def match(
     timings["prepare"] = time.perf_counter() - t0
     S, T = src.mesh, tgt.mesh
 
+    t = time.perf_counter()
+    prog.stage("keypoints")
+    from .correspond.keypoint_pairs import KEYPOINT_MODES, detect_pair
+
+    if keypoints not in KEYPOINT_MODES:
+        raise InputError(f"keypoints: unknown mode {keypoints!r}; use one of {', '.join(KEYPOINT_MODES)}")
+    pk = detect_pair(S, T, keypoints if method == "full" else "off", progress=prog)
+    if not pk.used and keypoints == "auto" and method == "full":
+        notices.append(pk.reason)
+    timings["keypoints"] = time.perf_counter() - t
+
     # --- descriptors for alignment tie-breaks (cheap low-order HKS)
     t = time.perf_counter()
     prog.stage("align")
@@ -363,7 +387,11 @@ def match(
     basis_t = SpectralBasis(spec_t.mesh, k=k)
     prog.update(0.5)
     hs, ht = _unit_rows(spec_s.extend(hks(basis_s, 8))), _unit_rows(spec_t.extend(hks(basis_t, 8)))
-    alignments = rigid_align_candidates(S, T, hs, ht, landmarks=lm, n_samples=cfg.align_samples, seed=cfg.seed)
+    # user landmarks decide the orientation when there are enough of them; else the keypoints do
+    align_lm = lm
+    if pk.used and (lm is None or len(lm) < 3):
+        align_lm = pk.pairs if lm is None else np.concatenate([pk.pairs, lm])
+    alignments = rigid_align_candidates(S, T, hs, ht, landmarks=align_lm, n_samples=cfg.align_samples, seed=cfg.seed)
     timings["align"] = time.perf_counter() - t
 
     # Fit from the best alignment. Two alignments can score alike while only one is right
@@ -371,14 +399,14 @@ def match(
     # shape, so a suspect fit is redone from the next distinct alignment and the later fit
     # is kept when it scores clearly lower (``retry_margin``).
     attempts = alignments[:1]
-    if method == "full":
+    if method == "full" and not pk.used:
         attempts += [a for a in alignments[1: 1 + max(0, cfg.alignment_retries)]
                      if a.score <= cfg.retry_alignment_ratio * alignments[0].score]
     scorer = _FitScorer(S, T, spec_s, spec_t, basis_s, basis_t, cfg.seed) if method == "full" else None
     best = None
     for n_try, rigid in enumerate(attempts):
         fit = _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, basis_t, cfg, dev, prog,
-                               lm, ex_faces, timings, scorer)
+                               lm, ex_faces, timings, scorer, pk)
         fit["rigid"], fit["tries"] = rigid, n_try + 1
         if method != "full":
             best = fit
@@ -401,6 +429,7 @@ def match(
         ex_v[S.faces[ex_faces].ravel()] = True
         conf[ex_v] *= 0.5
     timings["project"] = timings.get("project", 0.0) + time.perf_counter() - t
+    verdict = _verdict(pk, p_st, T, best, cfg) if method == "full" else None
 
     # --- back to the caller's vertex order / faces / coordinates
     o2c_s, o2c_t = src.orig_to_clean, tgt.orig_to_clean
@@ -431,6 +460,8 @@ def match(
         "alignment_fits": n_fits,  # fits run (more than one when a suspect fit was redone)
         "alignment_used": best["tries"],  # which alignment candidate the result comes from (1 = best)
         "schedule_scores": best.get("schedule_scores"),  # fit score of every raced schedule where it left the race
+        "keypoints": pk.meta(),  # whether body keypoints guided the match, which pairs, their confidences
+        "verdict": verdict,  # good / check / wrong, with its reason
         "source_report": src.report,
         "target_report": tgt.report,
         "notices": notices,
@@ -447,6 +478,23 @@ def match(
         confidence=np.clip(confidence, 0.0, 1.0).astype(np.float32),
         meta=meta,
     )
+
+
+def _verdict(pk, p_st: np.ndarray, T, best: dict, cfg: MatchConfig) -> dict:
+    """good / check / wrong: from the keypoints carried through the map when both meshes have them,
+    else from the fit score (distortion + descriptor mismatch; ``retry_score`` marks a suspect fit)."""
+    if pk.source is not None and pk.target is not None and pk.source.humanoid and pk.target.humanoid:
+        from .correspond.keypoint_pairs import keypoint_verdict
+
+        return keypoint_verdict(pk, p_st[np.maximum(pk.source.vertices, 0)], T.vertices)
+    score = best.get("score")
+    if score is None:
+        return {"verdict": "check", "reason": "no fit score"}
+    if score > 2 * cfg.retry_score:
+        return {"verdict": "check", "reason": f"the fit distorts the shape strongly (score {score:.2f})"}
+    if score > cfg.retry_score:
+        return {"verdict": "check", "reason": f"the fit distorts the shape (score {score:.2f}); check limbs and sides"}
+    return {"verdict": "good", "reason": f"low distortion (score {score:.2f}); geometry cannot check left/right"}
 
 
 def _deformed_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -492,6 +540,11 @@ class SpectralPart:
 
     def restrict(self, values: np.ndarray) -> np.ndarray:
         return values[self.index]
+
+    def to_main(self, vertices: np.ndarray) -> np.ndarray:
+        """Vertex indices of the whole mesh -> the nearest vertex of the main part (its own indices)."""
+        vertices = np.asarray(vertices, np.int64)
+        return vertices if self._extend is None else self._extend[vertices]
 
 
 class _FitScorer:
@@ -609,7 +662,7 @@ def _advance_together(runs: list, stop: int, start: int, sp: _StepProgress) -> N
 
 
 def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, basis_t, cfg, dev, prog, lm, ex_faces,
-                     timings, scorer: _FitScorer | None = None) -> dict:
+                     timings, scorer: _FitScorer | None = None, pk=None) -> dict:
     """Register the rigidly aligned source onto the target (method "full") and project both ways.
 
     With several guidance schedules, each registration is run for the first
@@ -630,7 +683,8 @@ def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, ba
         S_al = Mesh(aligned, S.faces, S.name)
         t = time.perf_counter()
         prog.stage("features")
-        guidances = _make_guidances(feat_mode, S_al, T, spec_s, spec_t, basis_s, basis_t, cfg, dev, prog)
+        guidances = _make_guidances(feat_mode, S_al, T, spec_s, spec_t, basis_s, basis_t, cfg, dev, prog,
+                                    pk if pk is not None and pk.used else None, rigid)
         timings["features+initial map"] = timings.get("features+initial map", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         prog.stage("register")
@@ -689,7 +743,7 @@ def _fit_and_project(method, feat_mode, rigid, S, T, spec_s, spec_t, basis_s, ba
 
 
 def _make_guidances(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart, basis_s, basis_t, cfg: MatchConfig,
-                    device: str, prog: Progress) -> list:
+                    device: str, prog: Progress, pk=None, rigid=None) -> list:
     """The correspondence sources to try in the registration: spectral (geometric) or semantic
     vertex features, under one or more guidance schedules (raced by ``_fit_and_project``)."""
     from .correspond.functional_map import fit_functional_map, zoomout
@@ -697,9 +751,18 @@ def _make_guidances(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart,
     from .features.geometric import wks
 
     xs, xt = spec_s.restrict(S.vertices), spec_t.restrict(T.vertices)
+    kd_s = kd_t = None
+    if pk is not None:
+        from .correspond.keypoint_guidance import keypoint_distance_features
+
+        kd_s = keypoint_distance_features(spec_s.mesh, spec_s.to_main(pk.pairs[:, 0]))
+        kd_t = keypoint_distance_features(spec_t.mesh, spec_t.to_main(pk.pairs[:, 1]))
     if mode == "geometric":
         Ds = np.concatenate([wks(basis_s, 64), cfg.w_pos_desc * xs], axis=1)
         Dt = np.concatenate([wks(basis_t, 64), cfg.w_pos_desc * xt], axis=1)
+        if kd_s is not None:
+            Ds = np.concatenate([Ds, cfg.w_keypoint_desc * kd_s], axis=1)
+            Dt = np.concatenate([Dt, cfg.w_keypoint_desc * kd_t], axis=1)
         k0 = min(cfg.zoomout_start, basis_s.k, basis_t.k)
         C0 = fit_functional_map(basis_s, basis_t, Ds, Dt, k=k0)
         prog.update(0.3)
@@ -714,6 +777,9 @@ def _make_guidances(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart,
 
         feat_s, feat_t = semantic.vertex_features(S, T, mode, device=device, progress=prog, config=cfg.feature_config())
         prog.stage("initial map")
+    if kd_s is not None and cfg.w_keypoint_feat > 0:
+        feat_s = np.concatenate([feat_s, cfg.w_keypoint_feat * spec_s.extend(kd_s)], axis=1)
+        feat_t = np.concatenate([feat_t, cfg.w_keypoint_feat * spec_t.extend(kd_t)], axis=1)
     if cfg.guidance == "flow":
         from .correspond.semantic_flow import BicyclicFlowFilter, RenderedFlowGuidance
 
@@ -741,6 +807,25 @@ def _make_guidances(mode: str, S, T, spec_s: SpectralPart, spec_t: SpectralPart,
         candidates = [c for c in candidates if c[0] == cfg.guidance_schedule]
     if cfg.schedule_probe <= 0:
         candidates = candidates[:1]
+    if pk is not None:
+        # keypoints decided the orientation and tell the sides apart: one feature-led run,
+        # pulled joint to joint early on (no race, no part pairs: those guard against the
+        # orientation and side mix-ups that the keypoints rule out)
+        from .correspond.keypoint_guidance import KeypointGuidance
+        from .parts.guidance import CombinedGuidance
+
+        name, w_pos, weight = candidates[0]
+        g = VertexFeatureGuidance(feat_s, feat_t, w_pos=w_pos, tau=cfg.guidance_tau)
+        g.prepare(S, T)
+        src, tgt = pk.source, pk.target
+        si = [src.index(n) for n in pk.names]
+        ti = [tgt.index(n) for n in pk.names]
+        kg = KeypointGuidance.from_keypoints(S, T, rigid.apply(src.points[si]), pk.pairs[:, 0], tgt.points[ti],
+                                             pk.pairs[:, 1], pk.weights,
+                                             release=(cfg.keypoint_release_start, cfg.keypoint_release_end))
+        combined = CombinedGuidance([(g, 1.0), (kg, cfg.w_keypoints)], prepared=True)
+        combined.schedule, combined.weight_scale = name + "+keypoints", weight
+        return [combined]
 
     def vertex_guidance(name: str, w_pos, weight: float):
         g = VertexFeatureGuidance(feat_s, feat_t, w_pos=w_pos, tau=cfg.guidance_tau)

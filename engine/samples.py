@@ -169,3 +169,85 @@ def write_obj(path: str, vertices: np.ndarray, faces: np.ndarray) -> None:
         fh.write("# StableWrap sample mesh\n")
         np.savetxt(fh, vertices, fmt="v %.6f %.6f %.6f")
         np.savetxt(fh, np.asarray(faces, np.int64) + 1, fmt="f %d %d %d")
+
+
+# ----------------------------------------------------------------------------- a humanoid from primitives
+
+# joints of a 1.75 m figure standing at the origin, Y up, facing +Z (its left side towards +X)
+_JOINTS = {
+    "head": (0.0, 1.62, 0.0), "neck": (0.0, 1.47, 0.0), "chest": (0.0, 1.28, 0.0), "pelvis": (0.0, 0.98, 0.0),
+    "l_shoulder": (0.19, 1.42, 0.0), "l_elbow": (0.21, 1.14, 0.0), "l_wrist": (0.23, 0.88, 0.02),
+    "l_hip": (0.10, 0.92, 0.0), "l_knee": (0.11, 0.50, 0.02), "l_ankle": (0.11, 0.08, 0.0),
+}
+
+
+def _segment(a, b, radius: float, count=(8, 12)):
+    """A capsule from point a to point b (trimesh), radius in metres."""
+    import trimesh
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = b - a
+    length = float(np.linalg.norm(d))
+    cap = trimesh.creation.capsule(height=length, radius=radius, count=list(count))
+    z = np.array([0.0, 0.0, 1.0])
+    axis = np.cross(z, d / length)
+    angle = float(np.arccos(np.clip(d @ z / length, -1, 1)))
+    m = trimesh.transformations.rotation_matrix(angle, axis if np.linalg.norm(axis) > 1e-9 else [1, 0, 0])
+    m[:3, 3] = (a + b) / 2  # trimesh builds the capsule centred on the origin
+    cap.apply_transform(m)
+    return cap
+
+
+def humanoid(left_arm_raise_deg: float = 0.0, right_knee_bend_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A clay figure built from capsules and spheres (head with a nose, torso, arms, legs, feet
+    pointing forward), in separate, overlapping parts like many game characters.
+
+    left_arm_raise_deg : lift the figure's left arm sideways (0 = hanging, 90 = horizontal)
+    right_knee_bend_deg : bend the right leg forward at the hip and back at the knee
+    returns vertices (n, 3) float64 in metres (Y up, facing +Z, left towards +X), faces (m, 3) int64
+    """
+    import trimesh
+
+    j = {k: np.array(v) for k, v in _JOINTS.items()}
+    for side, sx in (("r", -1.0), ("l", 1.0)):
+        for name in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle"):
+            p = j["l_" + name].copy()
+            p[0] *= sx
+            j[f"{side}_{name}"] = p
+    if left_arm_raise_deg:
+        rot = trimesh.transformations.rotation_matrix(np.radians(left_arm_raise_deg), [0, 0, 1], j["l_shoulder"])
+        for name in ("l_elbow", "l_wrist"):
+            j[name] = trimesh.transform_points(j[name][None], rot)[0]
+    if right_knee_bend_deg:
+        hip = trimesh.transformations.rotation_matrix(-np.radians(right_knee_bend_deg), [1, 0, 0], j["r_hip"])
+        for name in ("r_knee", "r_ankle"):
+            j[name] = trimesh.transform_points(j[name][None], hip)[0]
+        knee = trimesh.transformations.rotation_matrix(np.radians(2 * right_knee_bend_deg), [1, 0, 0], j["r_knee"])
+        j["r_ankle"] = trimesh.transform_points(j["r_ankle"][None], knee)[0]
+    parts = []
+    head = trimesh.creation.icosphere(subdivisions=3, radius=0.11)
+    head.apply_scale([0.85, 1.0, 0.95])
+    head.apply_translation(j["head"])
+    parts.append(head)
+    nose = trimesh.creation.icosphere(subdivisions=2, radius=0.025)
+    nose.apply_translation(j["head"] + [0.0, -0.01, 0.1])
+    parts.append(nose)
+    torso = trimesh.creation.icosphere(subdivisions=3, radius=1.0)
+    torso.apply_scale([0.17, 0.28, 0.11])
+    torso.apply_translation(j["chest"] - [0.0, 0.05, 0.0])
+    parts.append(torso)
+    pelvis = trimesh.creation.icosphere(subdivisions=3, radius=1.0)
+    pelvis.apply_scale([0.18, 0.12, 0.12])
+    pelvis.apply_translation(j["pelvis"])
+    parts.append(pelvis)
+    parts.append(_segment(j["neck"] - [0, 0.08, 0], j["neck"] + [0, 0.06, 0], 0.05))
+    for s in ("l", "r"):
+        parts.append(_segment(j[f"{s}_shoulder"], j[f"{s}_elbow"], 0.045))
+        parts.append(_segment(j[f"{s}_elbow"], j[f"{s}_wrist"], 0.038))
+        hand_dir = (j[f"{s}_wrist"] - j[f"{s}_elbow"]) / np.linalg.norm(j[f"{s}_wrist"] - j[f"{s}_elbow"])
+        parts.append(_segment(j[f"{s}_wrist"], j[f"{s}_wrist"] + 0.12 * hand_dir, 0.03))
+        parts.append(_segment(j[f"{s}_hip"], j[f"{s}_knee"], 0.07))
+        parts.append(_segment(j[f"{s}_knee"], j[f"{s}_ankle"], 0.055))
+        parts.append(_segment(j[f"{s}_ankle"] - [0, 0.03, 0.04], j[f"{s}_ankle"] + [0, -0.05, 0.17], 0.04))
+    mesh = trimesh.util.concatenate(parts)
+    return np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)

@@ -331,3 +331,20 @@ def test_faust5k_one_pair_rigid_baseline():
     assert 0.01 < run.mean < 0.5
     assert run.peak_rss > 0 and run.seconds > 0
     assert isinstance(run, MatchRun)
+
+
+def test_split_dev_is_the_first_30_pairs_and_val_the_rest():
+    from engine.bench.datasets import split_numbers
+
+    assert split_numbers("faust5k", 97, "dev") == list(range(1, 31))
+    assert split_numbers("faust5k", 97, "val") == list(range(31, 98))
+    assert split_numbers("smal_r", 60, "all") is None
+    assert split_numbers("tosca_iso", 138, "val") == list(range(1, 139))  # never tuned on: all validation
+    with pytest.raises(InputError, match="tosca_iso has no dev pairs"):
+        split_numbers("tosca_iso", 138, "dev")
+    with pytest.raises(InputError, match="unknown split 'train'"):
+        split_numbers("faust5k", 97, "train")
+    # a small set has only dev pairs; --only and --pairs count within the split
+    assert split_numbers("toy", 3, "dev") == [1, 2, 3]
+    with pytest.raises(InputError, match="toy has no val pairs"):
+        split_numbers("toy", 3, "val")

@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help=f"benchmark data folder (default: {default_data_dir()})")
     p.add_argument("--set", dest="set_name", default="faust5k", help=f"data set: {', '.join(SETS)} (default faust5k)")
     p.add_argument("--pairs", type=int, default=None, metavar="N", help="use the first N pairs of pairs.txt (default: all)")
+    p.add_argument("--split", default="all", choices=("all", "dev", "val"),
+                   help="dev: the first 30 pairs of a set (tune settings on these), val: the rest (report these); "
+                        "tosca_iso is all val (default all)")
     p.add_argument("--only", default=None, metavar="I,J,...", help="run only these pairs (1-based line numbers of pairs.txt), e.g. to re-run failures")
     p.add_argument(
         "--features",
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 only = [int(x) for x in args.only.split(",") if x.strip()]
             except ValueError:
                 raise InputError(f"--only {args.only!r}: expected comma-separated pair numbers, e.g. 3,17") from None
-        pairs = load_pairs(data, args.set_name, args.pairs, only=only)
+        pairs = load_pairs(data, args.set_name, args.pairs, only=only, split=args.split)
         modes = [m for m in args.features.split(",") if m.strip()] if args.features else []
         variants = build_variants(modes, args.variant, baseline=not args.no_baseline)
         out = Path(args.out) if args.out else Path("bench_out") / args.set_name
@@ -129,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
     rows = summarize_runs(runs, [v.name for v in variants])
     header = {
         "set": args.set_name,
-        "pairs": f"{len(pairs)} (" + (f"numbers {args.only}" if args.only else f"first {len(pairs)}") + " of pairs.txt)",
+        "pairs": f"{len(pairs)} (" + (f"numbers {args.only}" if args.only else
+                                      f"{args.split} split, {pairs[0].index + 1}..{pairs[-1].index + 1}" if args.split != "all"
+                                      else f"first {len(pairs)}") + " of pairs.txt)",
         "rows": "; ".join(f"{v.name} = {v.options}" for v in variants),
         "device": args.device,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",

@@ -143,15 +143,38 @@ def set_dir(data_dir: str | os.PathLike, set_name: str) -> Path:
     return root
 
 
+# Development / validation split: settings are tuned on the first DEV_PAIRS pairs of a set and
+# reported on the rest; sets named in ALL_VALIDATION were never used for tuning (all validation)
+DEV_PAIRS = 30
+ALL_VALIDATION = ("tosca_iso",)
+SPLITS = ("all", "dev", "val")
+
+
+def split_numbers(set_name: str, n_pairs: int, split: str) -> list[int] | None:
+    """1-based pair numbers of ``split`` ("dev", "val") in a set of ``n_pairs``; None for "all"."""
+    if split not in SPLITS:
+        raise InputError(f"--split: unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if split == "all":
+        return None
+    n_dev = 0 if set_name in ALL_VALIDATION else min(DEV_PAIRS, n_pairs)
+    numbers = list(range(1, n_dev + 1)) if split == "dev" else list(range(n_dev + 1, n_pairs + 1))
+    if not numbers:
+        raise InputError(f"--split {split}: {set_name} has no {split} pairs")
+    return numbers
+
+
 def load_pairs(
     data_dir: str | os.PathLike,
     set_name: str,
     limit: int | None = None,
     only: list[int] | None = None,
+    split: str = "all",
 ) -> list[BenchPair]:
     """The first ``limit`` pairs (all when None) of a set, with their files checked.
 
     ``only``: 1-based pair numbers (lines of pairs.txt) to keep instead.
+    ``split``: "dev" (the first ``DEV_PAIRS``), "val" (the rest) or "all"; ``limit`` and
+    ``only`` then count within the split.
 
     Raises
     ------
@@ -174,14 +197,20 @@ def load_pairs(
             if len(parts) != 2:
                 raise InputError(f"{pairs_file}:{lineno}: expected two shape names, got {len(parts)} fields")
             pairs.append(BenchPair(set_name, len(pairs), parts[0], parts[1], root))
-            if limit is not None and only is None and len(pairs) >= limit:
+            if limit is not None and only is None and split == "all" and len(pairs) >= limit:
                 break
     if not pairs:
         raise InputError(f"{pairs_file}: no pairs listed")
+    numbers = split_numbers(set_name, len(pairs), split)
+    if numbers is not None:
+        pairs = [pairs[i - 1] for i in numbers]
+        if only is None and limit is not None:
+            pairs = pairs[:limit]
     if only is not None:
         bad = [i for i in only if not 1 <= i <= len(pairs)]
         if bad:
-            raise InputError(f"--only: pair number {bad[0]} is out of range ({set_name} has pairs 1..{len(pairs)})")
+            within = "" if split == "all" else f" in its {split} split"
+            raise InputError(f"--only: pair number {bad[0]} is out of range ({set_name} has pairs 1..{len(pairs)}{within})")
         pairs = [pairs[i - 1] for i in dict.fromkeys(only)]
     for p in pairs:
         for f in (p.path_a, p.path_b, p.vts_path(p.name_a), p.vts_path(p.name_b)):

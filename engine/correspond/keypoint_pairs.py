@@ -1,0 +1,149 @@
+"""Body keypoints of a source / target pair: whether to use them, which pairs, and a verdict on a match.
+
+``detect_pair`` runs the keypoint detector on both (normalised) meshes and
+decides, for the ``keypoints`` setting of ``engine.match``:
+
+- "off": never; "on": both meshes must show a body (else an InputError naming
+  the mesh); "auto": used when both do, with a one-line notice when not.
+
+``keypoint_verdict`` checks a finished match: the source's keypoints carried
+through the map should land on the target's keypoints of the same name; a
+keypoint that lands on its mirror twin (left hand on the right hand) or far
+away (head on a foot: an upside-down fit) makes the match "wrong" or "check".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import BackendUnavailable, InputError
+from ..mesh import Mesh
+
+KEYPOINT_MODES = ("auto", "on", "off")
+# pairs whose two confidences multiply below this are left out (a keypoint seen by few views)
+MIN_PAIR_CONFIDENCE = 0.25
+# verdict thresholds, in units of sqrt(target area) (the normalised meshes have unit area: a
+# 1.8 m body has sqrt(area) ~ 1.3 m). A keypoint's own placement scatters by 0.02-0.05
+# between two detections of the same body (lifting is to the nearest surface point of a
+# joint estimate), so 0.1 is clearly off and 0.25 is another body part altogether
+VERDICT_OFF = 0.10
+VERDICT_FAR = 0.25
+
+
+@dataclass
+class PairKeypoints:
+    """Keypoints of both meshes and the pairs a match may use.
+
+    source, target : engine.features.keypoints.Keypoints (None when not run)
+    pairs : (p, 2) int64 (source vertex, target vertex) on the clean meshes
+    weights : (p,) float64 pair confidences; names : (p,) the keypoint names
+    used : whether the match is guided by them; reason : why not (one line), "" when used
+    """
+
+    source: object = None
+    target: object = None
+    pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    names: list = field(default_factory=list)
+    used: bool = False
+    reason: str = ""
+
+    def meta(self) -> dict:
+        out: dict = {"used": self.used}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.used:
+            out["pairs"] = {n: round(float(w), 3) for n, w in zip(self.names, self.weights)}
+        for side, kp in (("source", self.source), ("target", self.target)):
+            if kp is not None:
+                out[side] = {"humanoid": bool(kp.humanoid), "views_found": int(kp.views_found), "axis": kp.axis}
+        return out
+
+
+def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir: str | None = None,
+                model=None, settings=None) -> PairKeypoints:
+    """Detect keypoints on both meshes and decide whether the match uses them (see the module docstring).
+
+    progress : object with ``update(fraction)``; model / settings : passed to ``detect_keypoints``
+    Raises InputError ("on" and no body on a mesh) or BackendUnavailable ("on" and no mediapipe).
+    """
+    if mode not in KEYPOINT_MODES:
+        raise InputError(f"keypoints: unknown mode {mode!r}; use one of {', '.join(KEYPOINT_MODES)}")
+    if mode == "off":
+        return PairKeypoints(reason="keypoints off")
+    from ..features.keypoints import detect_keypoints
+    from ..features.pose_model import mediapipe_status
+
+    if model is None:
+        ok, why = mediapipe_status()
+        if not ok:
+            if mode == "on":
+                raise BackendUnavailable(f"keypoints: {why}")
+            return PairKeypoints(reason=f"keypoints: {why}; using geometric orientation")
+    kps = []
+    for i, mesh in enumerate((source, target)):
+        sub = _SubProgress(progress, i / 2, 0.5)
+        kp = detect_keypoints(mesh.vertices, mesh.faces, model=model, settings=settings, cache_dir=cache_dir, progress=sub)
+        kps.append(kp)
+        if not kp.humanoid:
+            which = "source" if i == 0 else "target"
+            msg = (f"keypoints: no body found on the {which} mesh '{mesh.name}' "
+                   f"({kp.views_found} of the views show one)")
+            if mode == "on":
+                raise InputError(msg)
+            return PairKeypoints(*kps, reason=msg + "; using geometric matching")
+    from ..features.keypoints import keypoint_pairs
+
+    pairs, weights = keypoint_pairs(kps[0], kps[1], MIN_PAIR_CONFIDENCE)
+    ok = kps[0].found(MIN_PAIR_CONFIDENCE) & kps[1].found(MIN_PAIR_CONFIDENCE)
+    names = [n for n, k in zip(kps[0].names, ok) if k]
+    return PairKeypoints(kps[0], kps[1], pairs, weights, names, used=len(pairs) >= 3,
+                         reason="" if len(pairs) >= 3 else "keypoints: fewer than 3 keypoints found on both meshes")
+
+
+class _SubProgress:
+    def __init__(self, progress, start: float, span: float) -> None:
+        self.progress, self.start, self.span = progress, start, span
+
+    def update(self, fraction: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.start + self.span * float(fraction))
+
+
+def keypoint_verdict(pk: PairKeypoints, mapped_points: np.ndarray, target_vertices: np.ndarray) -> dict:
+    """Verdict on a match from where the source's keypoints landed.
+
+    mapped_points : (k, 3) float the target points of the source keypoint vertices through the
+        map (rows in ``pk.source.names`` order; the meshes in the normalised, unit-area frame)
+    target_vertices : (nt, 3) float the target mesh the keypoints were detected on
+    returns {"verdict": "good" | "check" | "wrong", "reason": str, "keypoint_error": median}
+    """
+    from ..features.pose_model import mirror_name
+
+    src, tgt = pk.source, pk.target
+    ok = src.found(MIN_PAIR_CONFIDENCE) & tgt.found(MIN_PAIR_CONFIDENCE)
+    errs, swapped, sided = [], [], 0
+    for i in np.nonzero(ok)[0]:
+        name = src.names[i]
+        e = float(np.linalg.norm(mapped_points[i] - target_vertices[tgt.vertices[i]]))
+        errs.append(e)
+        twin = tgt.index(mirror_name(name))
+        if twin != i and tgt.found(MIN_PAIR_CONFIDENCE)[twin]:
+            sided += 1
+            e_twin = float(np.linalg.norm(mapped_points[i] - target_vertices[tgt.vertices[twin]]))
+            if e > VERDICT_OFF and e_twin < VERDICT_OFF:  # landed on its twin, not just astray
+                swapped.append(name)
+    if not errs:
+        return {"verdict": "check", "reason": "no keypoint found on both meshes"}
+    med, worst = float(np.median(errs)), float(np.max(errs))
+    out = {"keypoint_error": round(med, 4), "keypoint_error_max": round(worst, 4)}
+    if sided and len(swapped) > sided / 2:
+        return {**out, "verdict": "wrong", "reason": f"left and right swapped ({len(swapped)} of {sided} sided keypoints)"}
+    if med > VERDICT_FAR:
+        return {**out, "verdict": "wrong", "reason": f"keypoints land on other body parts (median {med:.2f} of sqrt(area))"}
+    if swapped:
+        return {**out, "verdict": "check", "reason": f"mirrored: {', '.join(swapped[:4])}"}
+    if worst > VERDICT_FAR or med > VERDICT_OFF:
+        return {**out, "verdict": "check", "reason": f"keypoints off by up to {worst:.2f} of sqrt(area)"}
+    return {**out, "verdict": "good", "reason": f"keypoints agree (median {med:.3f} of sqrt(area))"}

@@ -1,0 +1,345 @@
+"""Named 3D body landmarks of a mesh from a 2D pose model on multi-view renders.
+
+How: render clay images of the mesh from an orbit of views, run the pose model
+(:mod:`engine.features.pose_model`) on each, and triangulate every named
+keypoint from the camera rays through its pixel in the views that see it
+(rays that disagree with the others are dropped: a view that swapped left and
+right or mistook a limb). The triangulated point is the joint estimate inside
+the body; the landmark is the visible surface vertex nearest to it.
+
+The orbit's axis is searched (world y, z, then x) so that a figure lying down
+or modelled Z-up is seen from around its body; the model itself is rotation
+invariant, so which way is up comes from the landmarks (hips -> shoulders), not
+from the renders. Results are cached per mesh content and settings.
+
+``detect_keypoints(vertices, faces)`` is the one-shot call; a mesh where no
+body is found gives ``Keypoints.humanoid == False`` (never an exception).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .pose_model import BODY_NAMES, MediaPipePose, PoseModel, mirror_name
+
+# a view "found the body" when the pose model returns one whose torso (shoulders and hips)
+# it sees with at least this visibility (MediaPipe's own drawing threshold is 0.5)
+MIN_VISIBILITY = 0.5
+# a keypoint needs rays from this many views to be triangulated (two rays meet anywhere;
+# a third checks them)
+MIN_RAYS = 3
+# rays further than this from the consensus point (fraction of the mesh's bounding radius:
+# ~5 cm on a 1.8 m body, about a joint's width) are dropped as disagreeing views
+RAY_TOLERANCE = 0.06
+TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
+# a humanoid shows each level of these (one side at least), confidently (every view that sees one agrees), stacked
+# from top to bottom along the body's up axis. Animals and a centaur also make the pose
+# model fire in some views (a cow's head as a face, its legs as legs), but miss a knee,
+# disagree between views or stack the chain wrongly
+CHAIN = (("nose",), ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"), ("left_knee", "right_knee"),
+         ("left_ankle", "right_ankle"))
+# 0.6: the clearly found bodies score 0.8-1.0 on these (faust5k, X Bot, MakeHuman, ogre);
+# the animals that fire score 0.4-0.7 on the few they have
+MIN_CORE_CONFIDENCE = 0.6
+SETTINGS_VERSION = 1
+
+
+@dataclass
+class KeypointSettings:
+    """views : orbit views per axis; resolution : render size in pixels (the pose model
+    works at 256 px inside, 384 leaves the body large in a view with margin);
+    elevation : camera elevation in degrees; min_views : views that must find the body
+    for the mesh to count as humanoid."""
+
+    views: int = 8
+    resolution: int = 384
+    elevation: float = 10.0
+    min_views: int = 4
+    axes: tuple[str, ...] = ("y", "z", "x")
+
+    def check(self) -> "KeypointSettings":
+        if int(self.views) < 3:
+            raise InputError(f"keypoints: views must be >= 3 (got {self.views})")
+        if not 128 <= int(self.resolution) <= 2048:
+            raise InputError(f"keypoints: resolution must be between 128 and 2048 pixels (got {self.resolution})")
+        if not 1 <= int(self.min_views) <= int(self.views):
+            raise InputError(f"keypoints: min_views must be between 1 and views ({self.views}), got {self.min_views}")
+        if not self.axes or any(a not in ("x", "y", "z") for a in self.axes):
+            raise InputError(f"keypoints: axes must be a list of x, y, z (got {self.axes!r})")
+        return self
+
+
+@dataclass
+class Keypoints:
+    """Named landmarks of one mesh.
+
+    Attributes
+    ----------
+    names : (k,) keypoint names (``engine.features.pose_model.BODY_NAMES``)
+    vertices : (k,) int64 vertex index in the mesh given (-1 where not found)
+    points : (k, 3) float64 triangulated joint estimates in the mesh's coordinates (NaN where not found)
+    confidence : (k,) float32 in [0, 1] (0 where not found)
+    humanoid : whether a body was found in enough views
+    views_found : views (of the chosen orbit) where the pose model found the body
+    axis : the orbit axis the landmarks come from
+    model : which model produced them
+    """
+
+    names: tuple[str, ...]
+    vertices: np.ndarray
+    points: np.ndarray
+    confidence: np.ndarray
+    humanoid: bool
+    views_found: int
+    axis: str
+    model: str = "mediapipe-pose"
+    views: list = field(default_factory=list, repr=False)  # per-view 2D detections (for pictures), not cached
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def found(self, min_confidence: float = 0.0) -> np.ndarray:
+        """(k,) bool: landmarks with a vertex and a confidence above ``min_confidence``."""
+        return (self.vertices >= 0) & (self.confidence > min_confidence)
+
+    def point(self, name: str) -> np.ndarray | None:
+        i = self.index(name)
+        return self.points[i] if self.vertices[i] >= 0 else None
+
+    def frame(self) -> np.ndarray | None:
+        """(3, 3) rows: the body's left, up and front unit vectors (right-handed: front = left x up),
+        from the shoulders and hips; None when those are missing."""
+        p = {n: self.point(n) for n in TORSO}
+        if any(v is None for v in p.values()):
+            return None
+        up = (p["left_shoulder"] + p["right_shoulder"] - p["left_hip"] - p["right_hip"]) / 2
+        left = (p["left_shoulder"] - p["right_shoulder"]) + (p["left_hip"] - p["right_hip"])
+        up = up / max(np.linalg.norm(up), 1e-12)
+        left = left - up * float(left @ up)
+        if np.linalg.norm(left) < 1e-9:
+            return None
+        left = left / np.linalg.norm(left)
+        return np.stack([left, up, np.cross(left, up)])
+
+    def as_dict(self) -> dict:
+        """JSON-ready description (what ``python -m engine landmarks`` writes)."""
+        return {
+            "humanoid": bool(self.humanoid), "model": self.model, "axis": self.axis, "views_found": int(self.views_found),
+            "landmarks": [
+                {"name": n, "vertex": int(v), "point": [round(float(x), 6) for x in p],
+                 "confidence": round(float(c), 4)}
+                for n, v, p, c in zip(self.names, self.vertices, self.points, self.confidence) if v >= 0
+            ],
+        }
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"vertices": self.vertices, "points": self.points, "confidence": self.confidence,
+                "info": np.array([float(self.humanoid), float(self.views_found), "xyz".index(self.axis)])}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray], names=BODY_NAMES, model: str = "mediapipe-pose") -> "Keypoints":
+        info = a["info"]
+        return cls(tuple(names), a["vertices"].astype(np.int64), a["points"].astype(np.float64),
+                   a["confidence"].astype(np.float32), bool(info[0]), int(info[1]), "xyz"[int(info[2])], model)
+
+
+def not_found(names=BODY_NAMES, axis: str = "y", model: str = "mediapipe-pose") -> Keypoints:
+    k = len(names)
+    return Keypoints(tuple(names), np.full(k, -1, np.int64), np.full((k, 3), np.nan), np.zeros(k, np.float32),
+                     False, 0, axis, model)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def camera_rays(cameras, xy: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """World-space rays through pixel positions.
+
+    cameras : engine.render.cameras.Cameras (K views)
+    xy : (K, k, 2) float pixel coordinates (x right, y down)
+    returns origins (K, 3) float64 and unit directions (K, k, 3) float64
+    """
+    w2v = cameras.world_to_view.detach().cpu().double().numpy()
+    proj = cameras.projection.detach().cpu().double().numpy()
+    ndc_x = 2.0 * xy[..., 0] / resolution - 1.0
+    ndc_y = 1.0 - 2.0 * xy[..., 1] / resolution
+    d_view = np.stack([ndc_x / proj[:, None, 0, 0], ndc_y / proj[:, None, 1, 1], -np.ones_like(ndc_x)], axis=-1)
+    d = np.einsum("kji,knj->kni", w2v[:, :3, :3], d_view)  # rotate back: R^T d
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    return cameras.positions.detach().cpu().double().numpy(), d
+
+
+def triangulate(origins: np.ndarray, directions: np.ndarray, weights: np.ndarray, tolerance: float,
+                min_rays: int = MIN_RAYS) -> tuple[np.ndarray | None, np.ndarray]:
+    """The point nearest (weighted least squares) to a bundle of rays, dropping disagreeing rays.
+
+    origins, directions : (r, 3) float64 (unit directions); weights : (r,) >= 0
+    tolerance : a ray further than this from the point is an outlier; the worst is dropped
+        and the point recomputed until every kept ray is within it.
+    returns the point (3,) or None (fewer than ``min_rays`` rays agree), and the (r,) bool inlier mask
+    """
+    keep = weights > 0
+    while keep.sum() >= min_rays:
+        o, d, w = origins[keep], directions[keep], weights[keep]
+        proj = np.eye(3)[None] - d[:, :, None] * d[:, None, :]  # (r, 3, 3) projectors orthogonal to each ray
+        a = (w[:, None, None] * proj).sum(0)
+        b = (w[:, None, None] * proj @ o[:, :, None]).sum(0)[:, 0]
+        if np.linalg.cond(a) > 1e8:  # (nearly) parallel rays: no depth
+            return None, np.zeros_like(keep)
+        p = np.linalg.solve(a, b)
+        res = np.linalg.norm((proj @ (p - o)[:, :, None])[:, :, 0], axis=1)
+        worst = int(np.argmax(res))
+        if res[worst] <= tolerance:
+            return p, keep
+        keep[np.nonzero(keep)[0][worst]] = False
+    return None, np.zeros_like(keep)
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def _render(vertices: np.ndarray, faces: np.ndarray, axis: str, s: KeypointSettings):
+    """Clay renders of the mesh from an orbit around ``axis``: images (K, H, W, 3) uint8, cameras, raster."""
+    from ..render.cameras import bounding_radius, orbit_cameras
+    from ..render.raster import rasterize
+    from ..render.shading import shade_lambert
+
+    lo, hi = vertices.min(0), vertices.max(0)
+    center = (lo + hi) / 2
+    cams = orbit_cameras(int(s.views), elevations=(float(s.elevation),), center=center,
+                         fit_radius=bounding_radius(vertices, center=center), up=axis)
+    v = torch.as_tensor(vertices, dtype=torch.float32)
+    f = torch.as_tensor(faces, dtype=torch.int64)
+    raster = rasterize(v, f, cams, (int(s.resolution), int(s.resolution)), backend="torch")
+    img = shade_lambert(raster, cams, v, f)  # (K, 3, H, W) in [0, 1]
+    images = (img.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return images, cams, raster
+
+
+def _torso_seen(det) -> bool:
+    if det is None:
+        return False
+    vis = det.visibility[[BODY_NAMES.index(n) for n in TORSO]]
+    return bool(np.all(vis >= MIN_VISIBILITY))
+
+
+def _lift(vertices, faces, dets, cams, raster, s: KeypointSettings, axis: str, model: str) -> Keypoints:
+    from scipy.spatial import cKDTree
+
+    names = BODY_NAMES
+    k = len(names)
+    found = [i for i, d in enumerate(dets) if _torso_seen(d)]
+    xy = np.stack([dets[i].xy for i in found])  # (V, k, 2)
+    vis = np.stack([dets[i].visibility for i in found])  # (V, k)
+    origins, dirs = camera_rays(cams[found], xy, int(s.resolution))
+    radius = float(np.linalg.norm(vertices.max(0) - vertices.min(0))) / 2
+    seen_faces = raster.triangle_id[raster.mask].unique().cpu().numpy()
+    seen = np.unique(faces[seen_faces].ravel())
+    tree = cKDTree(vertices[seen])
+    out = not_found(names, axis, model)
+    out.views_found = len(found)
+    for j in range(k):
+        w = np.where(vis[:, j] >= MIN_VISIBILITY, vis[:, j], 0.0)
+        p, inl = triangulate(origins, dirs[:, j], w, RAY_TOLERANCE * radius)
+        if p is None:
+            continue
+        dist, nn = tree.query(p)
+        out.points[j], out.vertices[j] = p, seen[nn]
+        # agreement of the views that see it, discounted by the views that saw it elsewhere
+        out.confidence[j] = float(vis[inl, j].mean() * inl.sum() / max(1, (w > 0).sum()))
+    out.humanoid = len(found) >= s.min_views and _is_upright_chain(out)
+    return out
+
+
+def _is_upright_chain(kp: Keypoints) -> bool:
+    """Every ``CHAIN`` level confidently found (one side is enough: a foot hidden by helper geometry
+    or a skirt), each level below the one before along the body's up."""
+    levels = [[n for n in level if kp.confidence[kp.index(n)] >= MIN_CORE_CONFIDENCE] for level in CHAIN]
+    frame = kp.frame()
+    if frame is None or not all(levels):
+        return False
+    heights = [np.mean([kp.point(n) @ frame[1] for n in level]) for level in levels]
+    return bool(np.all(np.diff(heights) < 0))
+
+
+def _axis_order(vertices: np.ndarray, axes) -> list[str]:
+    """The orbit axes to try, longest extent of the mesh first (an orbit round a body's long
+    axis sees all of it in every view); extents within 10 % keep the given order (Y, then Z:
+    the usual up axes), so a T-pose, as wide as it is tall, is still orbited round its up."""
+    ext = vertices.max(0) - vertices.min(0)
+    length = {a: float(ext["xyz".index(a)]) for a in axes}
+    order = list(axes)
+    return sorted(order, key=lambda a: (-round(length[a] / (0.1 * max(length.values()) + 1e-30)), order.index(a)))
+
+
+def _model(model: PoseModel | None) -> PoseModel:
+    return model if model is not None else MediaPipePose()
+
+
+def detect_keypoints(vertices: np.ndarray, faces: np.ndarray, *, settings: KeypointSettings | None = None,
+                     model: PoseModel | None = None, cache_dir: str | None = None, use_cache: bool = True,
+                     progress=None, keep_views: bool = False) -> Keypoints:
+    """Named body landmarks of one mesh (see the module docstring).
+
+    vertices : (n, 3) float; faces : (m, 3) int
+    settings : render / search settings; model : the pose model (MediaPipe pose by default)
+    cache_dir : the feature cache folder (None: the default); use_cache : read / write it
+    progress : optional object with ``update(fraction)`` (cancellation goes through it)
+    keep_views : keep the renders and 2D detections on the result (``Keypoints.views``), for pictures
+    returns Keypoints (``humanoid`` False when no body was found in enough views)
+    """
+    from .cache import FeatureCache, default_cache_dir, mesh_key
+
+    s = (settings or KeypointSettings()).check()
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces, np.int64)
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0 or f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
+        raise InputError(f"keypoints: expected (n, 3) vertices and (m, 3) triangles, got {v.shape} and {f.shape}")
+    pm = _model(model)
+    key = mesh_key(v, f, {"kind": "keypoints", "version": SETTINGS_VERSION, "model": pm.name, **vars(s)})
+    cache = FeatureCache(cache_dir or os.path.join(os.path.dirname(default_cache_dir()), "keypoints"))
+    if use_cache and not keep_views:
+        hit = cache.get(key)
+        if hit is not None:
+            return Keypoints.from_arrays(hit, pm.names, pm.name)
+    best = None
+    axes = _axis_order(v, s.axes)
+    for n_axis, axis in enumerate(axes):
+        images, cams, raster = _render(v, f, axis, s)
+        if progress is not None:
+            progress.update((n_axis + 0.5) / len(axes))
+        dets = pm.detect(images)
+        n_found = sum(_torso_seen(d) for d in dets)
+        if best is None or n_found > best[0]:
+            best = (n_found, axis, dets, cams, raster, images)
+        # most views found: this orbit sees the body; the other axes cannot do much better
+        if n_found >= max(s.min_views, int(0.75 * s.views)):
+            break
+    n_found, axis, dets, cams, raster, images = best
+    kp = _lift(v, f, dets, cams, raster, s, axis, pm.name) if n_found >= 2 else not_found(pm.names, axis, pm.name)
+    if use_cache:
+        cache.put(key, kp.to_arrays())
+    if keep_views:
+        kp.views = [(images[i], dets[i]) for i in range(len(dets))]
+    if progress is not None:
+        progress.update(1.0)
+    return kp
+
+
+def keypoint_pairs(source: Keypoints, target: Keypoints, min_confidence: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Landmark pairs found on both meshes.
+
+    returns (p, 2) int64 (source vertex, target vertex) and (p,) float64 weights (the product
+    of the two confidences), in ``BODY_NAMES`` order
+    """
+    ok = source.found(min_confidence) & target.found(min_confidence)
+    pairs = np.stack([source.vertices[ok], target.vertices[ok]], axis=1).astype(np.int64)
+    return pairs, (source.confidence[ok] * target.confidence[ok]).astype(np.float64)
+
+
+__all__ = ["Keypoints", "KeypointSettings", "detect_keypoints", "keypoint_pairs", "triangulate", "camera_rays",
+           "mirror_name", "BODY_NAMES"]

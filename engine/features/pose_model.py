@@ -1,0 +1,150 @@
+"""2D body keypoint models: the interface and the MediaPipe pose model shipped in its wheel.
+
+A :class:`PoseModel` takes rendered images and returns, per image, the pixel
+position and visibility of the named body keypoints (or None where no body was
+found). The shipped implementation runs MediaPipe's BlazePose (``mediapipe``
+0.10.14, ``pose_landmark_full.tflite`` inside the wheel: no download). It is
+rotation invariant (a body upside down or lying in the image is found and its
+keypoints keep their names), and tells left from right in back views too.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import BackendUnavailable
+
+# The body keypoints used (MediaPipe pose indices). Left / right are the body's own sides.
+# Left out: the inner / outer eye corners, mouth corners, pinky and thumb (they add little
+# beyond eye, nose and index tip, and are the least stable on untextured renders).
+BODY_KEYPOINTS = (
+    ("nose", 0), ("left_eye", 2), ("right_eye", 5), ("left_ear", 7), ("right_ear", 8),
+    ("left_shoulder", 11), ("right_shoulder", 12), ("left_elbow", 13), ("right_elbow", 14),
+    ("left_wrist", 15), ("right_wrist", 16), ("left_hand", 19), ("right_hand", 20),
+    ("left_hip", 23), ("right_hip", 24), ("left_knee", 25), ("right_knee", 26),
+    ("left_ankle", 27), ("right_ankle", 28), ("left_heel", 29), ("right_heel", 30),
+    ("left_toe", 31), ("right_toe", 32),
+)
+BODY_NAMES = tuple(n for n, _ in BODY_KEYPOINTS)
+
+
+def mirror_name(name: str) -> str:
+    """The name of the keypoint on the other side of the body ("left_knee" <-> "right_knee")."""
+    if name.startswith("left_"):
+        return "right_" + name[5:]
+    if name.startswith("right_"):
+        return "left_" + name[6:]
+    return name
+
+
+@dataclass
+class ViewKeypoints:
+    """The keypoints found in one image.
+
+    xy : (k, 2) float64 pixel coordinates (x to the right, y down; pixel centres at +0.5)
+    visibility : (k,) float64 in [0, 1], the model's confidence that the point is in view
+    """
+
+    xy: np.ndarray
+    visibility: np.ndarray
+
+
+class PoseModel:
+    """Interface: named 2D keypoints in images."""
+
+    name = "pose"
+    names: tuple[str, ...] = BODY_NAMES
+
+    def detect(self, images: np.ndarray) -> list[ViewKeypoints | None]:
+        """images : (K, H, W, 3) uint8 RGB; returns one ViewKeypoints (or None: no body) per image."""
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def _muted_stderr():
+    """Send file descriptor 2 to /dev/null for the block (C++ logging that Python cannot filter)."""
+    try:
+        sys.stderr.flush()
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no real stderr (embedded interpreters): nothing to mute
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def mediapipe_status() -> tuple[bool, str]:
+    """Whether the MediaPipe pose model can run here (without importing it: that costs a second)."""
+    from importlib.util import find_spec
+
+    if find_spec("mediapipe") is None:
+        return False, ("the mediapipe package is not installed (pip install --no-deps mediapipe==0.10.14 "
+                       "plus pip install 'stablewrap-engine[keypoints]'; scripts/dev does both)")
+    return True, "ok"
+
+
+class MediaPipePose(PoseModel):
+    """BlazePose (full) from the mediapipe wheel, static-image mode.
+
+    min_detection : the person detector's threshold; 0.5 is MediaPipe's own default
+    """
+
+    name = "mediapipe-pose"
+    _lock = threading.Lock()  # the graph is not re-entrant: one image at a time per process
+    _graphs: dict = {}
+
+    def __init__(self, min_detection: float = 0.5) -> None:
+        ok, why = mediapipe_status()
+        if not ok:
+            raise BackendUnavailable(f"keypoints: {why}")
+        self.min_detection = float(min_detection)
+
+    def _graph(self):
+        key = self.min_detection
+        if key not in self._graphs:
+            try:
+                from mediapipe.python.solutions import pose as mp_pose
+            except Exception as exc:  # a broken install: say which package, in one line
+                raise BackendUnavailable(f"keypoints: mediapipe cannot be imported ({exc.__class__.__name__}: {exc})") from None
+            # model_complexity=1 is the "full" model inside the wheel (2, "heavy", would download).
+            # The graph's C++ side logs its set-up (TFLite delegate, absl, feedback tensors) on the
+            # process's stderr at the first image: build it and run one blank image with fd 2 muted
+            with _muted_stderr():
+                graph = mp_pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False,
+                                     min_detection_confidence=self.min_detection)
+                graph.process(np.zeros((64, 64, 3), np.uint8))
+            self._graphs[key] = graph
+        return self._graphs[key]
+
+    def detect(self, images: np.ndarray) -> list[ViewKeypoints | None]:
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"pose model: expected (K, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+        h, w = images.shape[1:3]
+        idx = [i for _, i in BODY_KEYPOINTS]
+        out: list[ViewKeypoints | None] = []
+        with self._lock:
+            graph = self._graph()
+            for img in images:
+                with warnings.catch_warnings():  # protobuf's deprecation notice inside mediapipe, every call
+                    warnings.simplefilter("ignore", UserWarning)
+                    res = graph.process(np.ascontiguousarray(img))
+                if res.pose_landmarks is None:
+                    out.append(None)
+                    continue
+                lm = res.pose_landmarks.landmark
+                xy = np.array([[lm[i].x * w, lm[i].y * h] for i in idx], np.float64)
+                vis = np.array([lm[i].visibility for i in idx], np.float64)
+                out.append(ViewKeypoints(xy, np.clip(vis, 0.0, 1.0)))
+        return out

@@ -1,0 +1,225 @@
+"""Body keypoints: ray geometry, the real MediaPipe pose model on a generated figure, caching,
+the pair decision, the verdict and the soft keypoint guidance."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from engine.correspond.keypoint_guidance import KeypointGuidance, joint_regions
+from engine.correspond.keypoint_pairs import detect_pair, keypoint_verdict
+from engine.errors import InputError
+from engine.features.keypoints import (Keypoints, KeypointSettings, camera_rays, detect_keypoints, not_found,
+                                       triangulate)
+from engine.features.pose_model import BODY_NAMES, mediapipe_status, mirror_name
+from engine.mesh import Mesh, prepare_mesh
+from engine.render.cameras import orbit_cameras
+from engine.samples import humanoid
+
+needs_mediapipe = pytest.mark.skipif(not mediapipe_status()[0], reason="mediapipe is not installed")
+
+
+def test_triangulate_recovers_the_point_and_drops_a_disagreeing_ray():
+    rng = np.random.default_rng(0)
+    p = np.array([0.2, -0.1, 0.4])
+    origins = rng.normal(size=(6, 3)) * 3
+    dirs = p - origins
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    dirs[2] = np.array([1.0, 0.0, 0.0])  # one view saw something else
+    got, inliers = triangulate(origins, dirs, np.ones(6), tolerance=0.05)
+    assert np.allclose(got, p, atol=1e-9)
+    assert inliers.tolist() == [True, True, False, True, True, True]
+    # two rays cannot be checked against each other: refused with the default minimum of three
+    assert triangulate(origins[:2], dirs[:2], np.ones(2), tolerance=0.05)[0] is None
+
+
+def test_camera_rays_pass_through_the_projected_points():
+    cams = orbit_cameras(4, elevations=(10.0,), center=(0.0, 0.5, 0.0), fit_radius=1.0)
+    pts = torch.tensor([[0.1, 0.7, -0.2], [-0.3, 0.2, 0.25]])
+    clip = cams.clip(pts)  # (K, n, 4)
+    ndc = (clip[..., :2] / clip[..., 3:]).double().numpy()
+    res = 256
+    xy = np.stack([(ndc[..., 0] + 1) / 2 * res, (1 - ndc[..., 1]) / 2 * res], axis=-1)
+    origins, dirs = camera_rays(cams, xy, res)
+    for k in range(4):
+        for j in range(2):
+            off = pts[j].double().numpy() - origins[k]
+            assert np.linalg.norm(off - dirs[k, j] * (off @ dirs[k, j])) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def figure():
+    """The generated figure with its left arm raised, its keypoints detected (real MediaPipe)."""
+    if not mediapipe_status()[0]:
+        pytest.skip("mediapipe is not installed")
+    v, f = humanoid(left_arm_raise_deg=80.0)
+    return v, f, detect_keypoints(v, f, use_cache=False)
+
+
+@needs_mediapipe
+def test_generated_figure_has_named_landmarks_on_the_right_limbs(figure):
+    v, f, kp = figure
+    assert kp.humanoid and kp.views_found >= 6
+    assert kp.found(0.3).sum() >= 20
+    p = {n: kp.points[kp.index(n)] for n in BODY_NAMES}
+    # the figure faces +Z with its left side towards +X; its left arm is raised sideways
+    assert p["left_wrist"][0] > 0.5 and p["left_wrist"][1] > 1.2
+    assert p["right_wrist"][0] < -0.1 and p["right_wrist"][1] < 1.0
+    for side, sign in (("left", 1), ("right", -1)):
+        for part in ("shoulder", "hip", "knee", "ankle"):
+            assert sign * p[f"{side}_{part}"][0] > 0.03, f"{side}_{part} on the wrong side"
+    assert p["nose"][1] > p["left_shoulder"][1] > p["left_hip"][1] > p["left_knee"][1] > p["left_ankle"][1]
+    assert p["nose"][2] > 0.0  # the face is at the front
+    left, up, front = kp.frame()
+    assert left[0] > 0.9 and up[1] > 0.9 and front[2] > 0.9
+    # every landmark vertex lies on the surface near its joint
+    near = np.linalg.norm(v[kp.vertices[kp.found()]] - kp.points[kp.found()], axis=1)
+    assert near.max() < 0.15
+
+
+@needs_mediapipe
+def test_figure_laid_on_its_side_and_scaled_is_found_with_its_frame(figure, tmp_path):
+    v, f, kp0 = figure
+    rot = Rotation.from_euler("z", 90, degrees=True)  # lying on its side, head towards -X
+    kp = detect_keypoints(rot.apply(v) * 100.0, f, cache_dir=str(tmp_path))
+    assert kp.humanoid
+    assert np.allclose(kp.frame(), rot.apply(kp0.frame()), atol=0.25)
+    both = kp.found(0.3) & kp0.found(0.3)
+    err = np.linalg.norm(kp.points[both] / 100.0 - rot.apply(kp0.points[both]), axis=1)
+    assert np.median(err) < 0.05  # metres, on a 1.75 m figure
+
+
+@needs_mediapipe
+def test_keypoints_are_cached_per_mesh_and_settings(tmp_path):
+    v, f = humanoid()
+
+    class Counting:
+        def __init__(self):
+            from engine.features.pose_model import MediaPipePose
+
+            self.inner, self.calls = MediaPipePose(), 0
+            self.name, self.names = self.inner.name, self.inner.names
+
+        def detect(self, images):
+            self.calls += 1
+            return self.inner.detect(images)
+
+    model = Counting()
+    a = detect_keypoints(v, f, model=model, cache_dir=str(tmp_path))
+    n = model.calls
+    b = detect_keypoints(v, f, model=model, cache_dir=str(tmp_path))
+    assert n >= 1 and model.calls == n  # the second call read the cache
+    assert np.array_equal(a.vertices, b.vertices) and a.humanoid == b.humanoid
+    detect_keypoints(v, f, model=model, cache_dir=str(tmp_path), settings=KeypointSettings(views=6))
+    assert model.calls > n  # other settings: detected again
+
+
+@needs_mediapipe
+def test_a_creature_is_not_humanoid_and_on_mode_names_the_mesh(small_pair, tmp_path):
+    s = prepare_mesh(small_pair.source_vertices, small_pair.source_faces, "creature").mesh
+    h = prepare_mesh(*humanoid(), "figure").mesh
+    assert not detect_keypoints(s.vertices, s.faces, cache_dir=str(tmp_path)).humanoid
+    with pytest.raises(InputError, match="no body found on the target mesh 'creature'"):
+        detect_pair(h, s, "on", cache_dir=str(tmp_path))
+    pk = detect_pair(h, s, "auto", cache_dir=str(tmp_path))
+    assert not pk.used and "creature" in pk.reason and "geometric" in pk.reason
+    assert detect_pair(h, s, "off").reason == "keypoints off"
+    with pytest.raises(InputError, match="keypoints: unknown mode 'yes'"):
+        detect_pair(h, s, "yes")
+
+
+def _fake_keypoints(points: np.ndarray, vertices: np.ndarray) -> Keypoints:
+    kp = not_found()
+    kp.points[:], kp.vertices[:], kp.confidence[:] = points, vertices, 0.9
+    kp.humanoid = True
+    return kp
+
+
+def test_verdict_good_for_a_right_map_and_wrong_for_a_mirrored_or_upside_down_one():
+    rng = np.random.default_rng(1)
+    k = len(BODY_NAMES)
+    # a symmetric "body": a keypoint at x and its twin at -x
+    pts = rng.normal(size=(k, 3))
+    for i, n in enumerate(BODY_NAMES):
+        twin = BODY_NAMES.index(mirror_name(n))
+        if n.startswith("right_"):
+            pts[i] = pts[twin] * [-1, 1, 1]
+        elif twin == i:
+            pts[i, 0] = 0.0
+    verts = pts.copy()
+    kp = _fake_keypoints(pts, np.arange(k))
+    from engine.correspond.keypoint_pairs import PairKeypoints
+
+    pk = PairKeypoints(kp, kp)
+    assert keypoint_verdict(pk, verts + 0.01, verts)["verdict"] == "good"
+    mirrored = verts * [-1, 1, 1]
+    v = keypoint_verdict(pk, mirrored, verts)
+    assert v["verdict"] == "wrong" and "left and right" in v["reason"]
+    upside = verts * [1, -1, 1]
+    assert keypoint_verdict(pk, upside, verts)["verdict"] == "wrong"
+
+
+def test_keypoint_guidance_pulls_joint_regions_together_and_is_released():
+    v, f = humanoid()
+    mesh = prepare_mesh(v, f, "figure").mesh
+    joints = mesh.vertices[[10, 500, 1500]] * 0.98
+    verts = np.array([10, 500, 1500])
+    regions = joint_regions(mesh, joints, verts)
+    assert np.allclose(np.asarray(regions.sum(1)).ravel(), 1.0)
+    target = regions @ mesh.vertices + 0.01
+    g = KeypointGuidance(regions, target, np.ones(3), release=(0.5, 0.8))
+    x = torch.tensor(mesh.vertices, requires_grad=True)
+    g.update(mesh.vertices, 0, 0.0)
+    loss = g.loss(x)
+    assert abs(float(loss.detach()) - 3 * 0.01**2) < 1e-9
+    loss.backward()
+    # the gradient against a finite difference along a random direction
+    d = torch.tensor(np.random.default_rng(0).normal(size=mesh.vertices.shape))
+    eps = 1e-6
+    fd = (float(g.loss(x.detach() + eps * d)) - float(g.loss(x.detach() - eps * d))) / (2 * eps)
+    assert abs(fd - float((x.grad * d).sum())) < 1e-6
+    g.update(mesh.vertices, 0, 0.65)
+    assert abs(g.strength - 0.5) < 1e-9
+    g.update(mesh.vertices, 0, 0.9)
+    assert float(g.loss(x)) == 0.0
+
+
+@needs_mediapipe
+def test_landmarks_command_writes_json_in_file_indices(tmp_path):
+    from engine.cli import main
+    from tests.conftest import write_obj
+
+    v, f = humanoid(left_arm_raise_deg=60.0)
+    path = write_obj(tmp_path / "figure.obj", v * 10.0 + 3.0, f)  # other units and origin than the engine's frame
+    out = tmp_path / "lm.json"
+    assert main(["landmarks", path, "-o", str(out), "--png", str(tmp_path / "lm.png")]) == 0
+    data = json.loads(out.read_text())
+    assert data["humanoid"] and (tmp_path / "lm.png").stat().st_size > 0
+    rows = {r["name"]: r for r in data["landmarks"]}
+    wrist = rows["left_wrist"]
+    assert np.linalg.norm(np.asarray(wrist["point"]) - (v[wrist["vertex"]] * 10.0 + 3.0)) < 1.5
+    assert wrist["point"][1] > 3.0 + 10.0  # raised: above 1 m, in file units
+    assert main(["landmarks", str(tmp_path / "missing.obj"), "-o", str(out)]) != 0
+
+
+@needs_mediapipe
+def test_match_with_keypoints_orients_an_upside_down_figure_and_says_so(tmp_path, monkeypatch):
+    import engine
+
+    monkeypatch.setenv("STABLEWRAP_CACHE", str(tmp_path))
+    vs, fs = humanoid()
+    vt, ft = humanoid(left_arm_raise_deg=30.0, right_knee_bend_deg=20.0)  # same topology: vertex i is the truth
+    rot = Rotation.from_euler("zy", [180, 40], degrees=True)
+    vt = rot.apply(vt) * 30.0 + 5.0
+    r = engine.match((vs, fs), (vt, ft), quality="fast", features="geometric", keypoints="on")
+    kp = r.meta["keypoints"]
+    assert kp["used"] and len(kp["pairs"]) >= 15 and r.meta["rigid"]["kind"] == "landmarks"
+    assert r.meta["alignment_fits"] == 1 and r.meta["guidance"].endswith("+keypoints")
+    assert r.meta["verdict"]["verdict"] == "good", r.meta["verdict"]
+    err = np.linalg.norm(r.fitted_vertices - vt, axis=1) / 30.0  # metres on the 1.75 m figure
+    assert np.median(err) < 0.03
+    with pytest.raises(InputError, match="keypoints: unknown mode 'yes'"):
+        engine.match((vs, fs), (vt, ft), keypoints="yes")
