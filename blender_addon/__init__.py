@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from . import api, engine_env, operators, panels, preferences, properties
 from .api import (NoMatch, StableWrapAddonError, TaskError, WorkerError, add_landmark, bake_texture, check_engine,
-                  clear, make_morph, match, match_part, pick_from_image, release_gpu, stop_engine, transfer_uvs,
-                  transfer_weights)
+                  clear, detect_landmarks, make_morph, match, match_part, pick_from_image, release_gpu, stop_engine,
+                  transfer_uvs, transfer_weights)
 
 import bpy
 from bpy.app.handlers import persistent
@@ -41,6 +41,6 @@ def unregister() -> None:
         mod.unregister()
 
 
-__all__ = ["register", "unregister", "match", "transfer_uvs", "bake_texture", "transfer_weights", "make_morph",
+__all__ = ["register", "unregister", "match", "detect_landmarks", "transfer_uvs", "bake_texture", "transfer_weights", "make_morph",
            "match_part", "pick_from_image", "NoMatch", "clear", "add_landmark", "check_engine", "release_gpu", "stop_engine", "StableWrapAddonError",
            "TaskError", "WorkerError"]

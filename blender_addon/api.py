@@ -6,6 +6,7 @@
 >>> sw.match(bpy.data.objects["Template"], bpy.data.objects["Scan"], quality="fast")
 "Matched 'Template' to 'Scan' in 41.2 s, mean confidence 0.87"
 >>> sw.transfer_uvs("Template", "Scan")
+>>> sw.detect_landmarks("Template", "Scan")             # named body landmark pairs, used by the next match
 >>> sw.match_part("Template", "Scan", "Head")            # -> vertex group 'Head' on Scan
 >>> sw.pick_from_image("Scan", bpy.data.images["ref.png"], 120, 88)
 
@@ -47,6 +48,18 @@ def match(source, target, *, features: str = "auto", quality: str = "balanced", 
     """
     return run_task(tasks.MatchTask(source, target, features, quality, exclude_group, use_evaluated, show_fit,
                                     method, device), timeout, progress)
+
+
+def detect_landmarks(source, target, *, use_evaluated: bool = False, timeout: Optional[float] = None,
+                     progress: ProgressFn = None) -> str:
+    """Detect body landmarks on both meshes and store them as named landmark pairs on the source.
+
+    The pairs (``source.stablewrap.landmarks``, ``name`` = the keypoint, e.g. "left_wrist",
+    ``detected`` = True) replace the ones an earlier detection wrote for this target; pairs
+    added by hand are kept. Match uses them like any landmark pair. A mesh without a body
+    raises ``WorkerError`` (type ``InputError``) naming it; then nothing changes.
+    """
+    return run_task(tasks.DetectLandmarksTask(source, target, use_evaluated), timeout, progress)
 
 
 def transfer_uvs(source, target, *, uv_name: Optional[str] = None, timeout=None, progress: ProgressFn = None) -> str:
@@ -129,6 +142,6 @@ def stop_engine() -> bool:
     return engine_env.stop_worker()
 
 
-__all__ = ["match", "transfer_uvs", "bake_texture", "transfer_weights", "make_morph", "match_part", "pick_from_image",
+__all__ = ["match", "detect_landmarks", "transfer_uvs", "bake_texture", "transfer_weights", "make_morph", "match_part", "pick_from_image",
            "clear", "add_landmark", "check_engine", "release_gpu", "stop_engine", "StableWrapAddonError", "TaskError",
            "NoMatch", "WorkerError"]

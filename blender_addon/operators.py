@@ -1,4 +1,4 @@
-"""Operators: Match, transfers, morph, clear, landmarks, cancel.
+"""Operators: Match, transfers, morph, clear, landmarks (by hand or detected), cancel.
 
 In the UI a job runs as a modal operator: the request goes to the worker, a
 timer polls for progress (shown in the sidebar and the status bar), Esc or the
@@ -496,6 +496,17 @@ class STABLEWRAP_OT_landmark_add(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class STABLEWRAP_OT_landmarks_detect(_JobOperator, bpy.types.Operator):
+    """Detect body landmarks (wrists, elbows, knees, ...) on the source and the target and fill the landmark pairs for this target (pairs added by hand are kept; earlier detections are replaced)"""
+
+    bl_idname = "stablewrap.landmarks_detect"
+    bl_label = "Detect Landmarks"
+    poll_flags = {}
+
+    def make_task(self, context):
+        return tasks.DetectLandmarksTask(*_pick(context, self), use_evaluated=context.scene.stablewrap.use_evaluated)
+
+
 class STABLEWRAP_OT_landmark_remove(bpy.types.Operator):
     """Remove the active landmark pair"""
 
@@ -544,7 +555,8 @@ class STABLEWRAP_OT_landmark_clear(bpy.types.Operator):
 classes = (
     STABLEWRAP_OT_match, STABLEWRAP_OT_transfer_uvs, STABLEWRAP_OT_bake_texture, STABLEWRAP_OT_transfer_weights,
     STABLEWRAP_OT_make_morph, STABLEWRAP_OT_match_part, STABLEWRAP_OT_pick_from_image, STABLEWRAP_OT_clear, STABLEWRAP_OT_cancel, STABLEWRAP_OT_use_selection,
-    STABLEWRAP_OT_landmark_add, STABLEWRAP_OT_landmark_remove, STABLEWRAP_OT_landmark_clear,
+    STABLEWRAP_OT_landmark_add, STABLEWRAP_OT_landmarks_detect, STABLEWRAP_OT_landmark_remove,
+    STABLEWRAP_OT_landmark_clear,
 )
 
 

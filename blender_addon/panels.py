@@ -9,7 +9,9 @@ from .operators import resolve_pair
 class STABLEWRAP_UL_landmarks(bpy.types.UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
         target = item.target.name if item.target else "?"
-        layout.label(text=f"{index + 1}: v{item.source_vertex} -> {target} v{item.target_vertex}", icon="PIVOT_CURSOR")
+        what = f"{item.name}  " if item.name else ""
+        layout.label(text=f"{index + 1}: {what}v{item.source_vertex} -> {target} v{item.target_vertex}",
+                     icon="ARMATURE_DATA" if item.detected else "PIVOT_CURSOR")
 
 
 class _Panel:
@@ -69,6 +71,8 @@ class STABLEWRAP_PT_landmarks(_Panel, bpy.types.Panel):
         col.operator("stablewrap.landmark_add", icon="ADD", text="")
         col.operator("stablewrap.landmark_remove", icon="REMOVE", text="")
         col.operator("stablewrap.landmark_clear", icon="X", text="")
+        col.separator()
+        col.operator("stablewrap.landmarks_detect", icon="ARMATURE_DATA", text="")
 
 
 class STABLEWRAP_PT_transfer(_Panel, bpy.types.Panel):

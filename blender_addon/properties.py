@@ -33,11 +33,20 @@ def _morph_changed(self, context) -> None:
 
 
 class STABLEWRAP_PG_landmark(bpy.types.PropertyGroup):
-    """One landmark pair: a vertex on this (source) object and a vertex on ``target``."""
+    """One landmark pair: a vertex on this (source) object and a vertex on ``target``.
+
+    ``name`` (every PropertyGroup has one) holds the body keypoint of a detected pair
+    ("left_wrist"), empty for a pair added by hand; ``detected`` marks the pairs that
+    Detect Landmarks replaces when it runs again.
+    """
 
     target: PointerProperty(type=bpy.types.Object, name="Target", description="The object the pair points into")
     source_vertex: IntProperty(name="Source vertex", min=0)
     target_vertex: IntProperty(name="Target vertex", min=0)
+    detected: BoolProperty(name="Detected", default=False,
+                           description="Written by Detect Landmarks (replaced when it runs again); pairs added by hand are kept")
+    confidence: FloatProperty(name="Confidence", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
+                              description="Detection confidence of a detected pair (1 for a pair added by hand)")
 
 
 class STABLEWRAP_PG_object(bpy.types.PropertyGroup):

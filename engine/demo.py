@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from .arrays import unit_rows
 from .errors import InputError
 
 
@@ -53,7 +54,7 @@ def _draw(ax, vertices: np.ndarray, faces: np.ndarray, vcolors: np.ndarray, titl
     # simple shading from a fixed light in view space
     tri = p[faces]
     n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    n = unit_rows(n)
     light = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
     shade = 0.55 + 0.45 * np.abs(n @ light)
     coll = Poly3DCollection(tri, facecolors=np.clip(fcol * shade[:, None], 0, 1), edgecolors="none", linewidths=0)

@@ -65,6 +65,8 @@ class Progress:
             return
         start, width = self._offsets.get(self._current, (0.0, 0.0))
         overall = min(1.0, max(0.0, start + width * min(1.0, max(0.0, fraction))))
+        # never backwards: a stage run again (a retried fit) holds the bar where it was
+        overall = self._last = max(getattr(self, "_last", 0.0), overall)
         if self.callback(self._current, overall) is False:
             self.token.cancel()
         self.token.raise_if_cancelled()

@@ -16,9 +16,9 @@ Replies (worker -> client)::
     {"id": "7", "type": "result", "data": {...}, "output": "/tmp/out.npz" | null}
     {"id": "7", "type": "error", "error": {"type": "InputError", "message": "source: mesh has no faces"}}
 
-Commands: ``ping``, ``check``, ``match``, ``transfer_uvs``, ``bake_texture``,
-``transfer_weights``, ``make_morph``, ``match_part``, ``match_image_part``,
-``release_gpu``, ``shutdown`` (and
+Commands: ``ping``, ``check``, ``match``, ``detect_landmarks``, ``transfer_uvs``,
+``bake_texture``, ``transfer_weights``, ``make_morph``, ``match_part``,
+``match_image_part``, ``release_gpu``, ``shutdown`` (and
 ``cancel``, which targets a running or queued job). Jobs run one at a time in
 order on an executor thread; ``ping``, ``cancel`` and ``shutdown`` are
 answered at once, even while a job runs. Errors cross as ``{type, message}``;
@@ -40,17 +40,15 @@ model (its features are meaningless; it exercises the whole path quickly).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
-import platform
 import queue
 import socket
 import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -58,329 +56,10 @@ from .correspondence import save_npz_atomic
 from .errors import Cancelled, InputError, StableWrapError
 from .progress import CancelToken
 
-PROTOCOL_VERSION = 1
+from .worker_commands import PROTOCOL_VERSION, Handlers, _resolve, check_environment, error_payload  # noqa: F401 (re-exported)
 
-Handler = Callable[[dict, dict, Callable[[str, float], None], CancelToken], "tuple[dict, dict | None]"]
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _array(arrays: dict, key: str, dtype, ndim: int | None = None, last: int | None = None, cmd: str = "") -> np.ndarray:
-    if key not in arrays:
-        raise InputError(f"{cmd}: input array {key!r} is missing")
-    a = np.asarray(arrays[key])
-    if ndim is not None and a.ndim != ndim:
-        raise InputError(f"{cmd}: input array {key!r} must have {ndim} dimensions, got shape {a.shape}")
-    if last is not None and a.shape[-1] != last:
-        raise InputError(f"{cmd}: input array {key!r} must have shape (..., {last}), got {a.shape}")
-    return a if dtype is None else a.astype(dtype, copy=False)
-
-
-def _optional(arrays: dict, key: str) -> np.ndarray | None:
-    return np.asarray(arrays[key]) if key in arrays else None
-
-
-def _stage_progress(progress: Callable[[str, float], None], token: CancelToken):
-    """An :class:`engine.progress.Progress` that forwards each stage's own fraction to ``progress``."""
-    from .progress import Progress
-
-    class StageProgress(Progress):
-        def update(self, fraction: float) -> None:
-            self.token.raise_if_cancelled()
-            progress(self._current, min(1.0, max(0.0, float(fraction))))
-
-    return StageProgress(progress, token)
-
-
-def error_payload(exc: BaseException) -> dict:
-    """``{type, message}`` for any exception; one line, no traceback."""
-    if isinstance(exc, StableWrapError):
-        name = type(exc).__name__
-        msg = str(exc).splitlines()[0] if str(exc) else name
-    elif isinstance(exc, MemoryError):
-        name, msg = "OutOfMemory", "out of memory"
-    else:
-        name = type(exc).__name__
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        msg = f"internal error ({name}{': ' + text if text else ''})"
-        if "out of memory" in text.lower():
-            name, msg = "OutOfMemory", f"out of memory ({text})"
-    return {"type": name, "message": msg}
-
-
-def _resolve(spec: str) -> Callable:
-    mod, _, attr = spec.partition(":")
-    if not mod or not attr:
-        raise InputError(f"--match-impl: expected MODULE:FUNCTION, got {spec!r}")
-    try:
-        return getattr(importlib.import_module(mod), attr)
-    except (ImportError, AttributeError) as exc:
-        raise InputError(f"--match-impl: cannot load {spec!r} ({exc.__class__.__name__})") from None
-
-
-# --------------------------------------------------------------------------- command handlers
-
-
-def check_environment() -> dict:
-    """Python, torch, device, GPU and installed models: what the "Check engine" button shows."""
-    info: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "executable": sys.executable,
-        "platform": platform.platform(),
-        "protocol": PROTOCOL_VERSION,
-    }
-    try:
-        import engine
-
-        info["engine"] = getattr(engine, "__version__", "unknown")
-    except Exception:  # pragma: no cover - we are inside engine
-        info["engine"] = "unknown"
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        device, gpu, mem = "cpu", None, None
-        if torch.cuda.is_available():
-            device = "cuda"
-            props = torch.cuda.get_device_properties(0)
-            gpu, mem = props.name, int(props.total_memory)
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            device, gpu = "mps", "Apple GPU (MPS)"
-        info.update(device=device, gpu=gpu, gpu_memory=mem)
-    except Exception as exc:
-        info.update(torch=None, device=None, gpu=None, gpu_memory=None, torch_error=error_payload(exc)["message"])
-    try:
-        from .features import semantic
-
-        models, why = [], {}
-        for mode in semantic.MODES:
-            ok, reason = semantic.available(mode)
-            if ok:
-                models.append(mode)
-            else:
-                why[mode] = reason
-        info["models"], info["models_missing"] = models, why
-    except Exception as exc:
-        info["models"], info["models_missing"] = [], {"semantic": error_payload(exc)["message"]}
-    return info
-
-
-class Handlers:
-    """The engine-facing side of every command. ``match_impl`` defaults to :func:`engine.match`."""
-
-    def __init__(self, match_impl: Optional[Callable] = None) -> None:
-        self.match_impl = match_impl
-
-    def _match_fn(self) -> Callable:
-        if self.match_impl is not None:
-            return self.match_impl
-        import engine
-
-        return engine.match
-
-    def ping(self, args, arrays, progress, cancel):
-        return {"pong": True, "pid": os.getpid(), "protocol": PROTOCOL_VERSION}, None
-
-    def check(self, args, arrays, progress, cancel):
-        return check_environment(), None
-
-    def match(self, args, arrays, progress, cancel):
-        c = "match"
-        sv = _array(arrays, "src_vertices", np.float64, 2, 3, c)
-        sf = _array(arrays, "src_faces", np.int64, 2, None, c)
-        tv = _array(arrays, "tgt_vertices", np.float64, 2, 3, c)
-        tf = _array(arrays, "tgt_faces", np.int64, 2, None, c)
-        landmarks = _optional(arrays, "landmarks")
-        exclude = _optional(arrays, "exclude")
-        options = {k: args[k] for k in ("method", "features", "quality", "device", "config") if args.get(k) is not None}
-        if landmarks is not None and len(landmarks):
-            options["landmarks"] = landmarks.astype(np.int64).reshape(-1, 2)
-        if exclude is not None and len(exclude) and np.asarray(exclude).any():
-            options["exclude"] = exclude
-        t0 = time.perf_counter()
-        result = self._match_fn()((sv, sf), (tv, tf), progress=progress, cancel=cancel, **options)
-        out = result.arrays() if hasattr(result, "arrays") else dict(result)
-        meta = out.pop("meta", None)
-        meta = json.loads(str(meta)) if meta is not None and not isinstance(meta, dict) else (meta or {})
-        meta.setdefault("worker_seconds", round(time.perf_counter() - t0, 3))
-        return {"meta": meta}, out
-
-    def transfer_uvs(self, args, arrays, progress, cancel):
-        from .transfer import uv
-
-        c = "transfer_uvs"
-        progress("transfer_uvs", 0.0)
-        src_vertices = arrays.get("src_vertices")
-        res = uv.transfer_uvs(
-            _array(arrays, "src_faces", np.int64, 2, 3, c),
-            _array(arrays, "src_corner_uv", np.float32, 3, 2, c),
-            _array(arrays, "tgt_faces", np.int64, 2, 3, c),
-            _array(arrays, "tgt_to_src_face", np.int64, 1, None, c),
-            _array(arrays, "tgt_to_src_bary", np.float32, 2, 3, c),
-            src_vertices=None if src_vertices is None else np.asarray(src_vertices, np.float64),
-        )
-        progress("transfer_uvs", 1.0)
-        return {"seam_faces": int(len(res.seam_faces))}, {
-            "corner_uv": np.asarray(res.corner_uv, np.float32), "seam_faces": np.asarray(res.seam_faces, np.int64)}
-
-    def bake_texture(self, args, arrays, progress, cancel):
-        """Inputs as :func:`engine.transfer.texture.bake_texture` (image row 0 = top); args: size, padding, wrap."""
-        from .transfer import texture
-
-        c = "bake_texture"
-        size = args.get("size")
-        src_vertices = arrays.get("src_vertices")
-        image = texture.bake_texture(
-            _array(arrays, "src_faces", np.int64, 2, 3, c),
-            _array(arrays, "src_corner_uv", np.float32, 3, 2, c),
-            np.asarray(_array(arrays, "src_image", None, None, None, c)),
-            _array(arrays, "tgt_faces", np.int64, 2, 3, c),
-            _array(arrays, "tgt_corner_uv", np.float32, 3, 2, c),
-            _array(arrays, "tgt_to_src_face", np.int64, 1, None, c),
-            _array(arrays, "tgt_to_src_bary", np.float32, 2, 3, c),
-            size=tuple(int(x) for x in size) if isinstance(size, (list, tuple)) else size,
-            padding=int(args.get("padding", 16)),
-            progress=progress,
-            src_vertices=None if src_vertices is None else np.asarray(src_vertices, np.float64),
-            wrap=str(args.get("wrap", "repeat")),
-        )
-        return {"shape": list(np.shape(image))}, {"image": np.asarray(image)}
-
-    def transfer_weights(self, args, arrays, progress, cancel):
-        from .transfer import attributes
-
-        c = "transfer_weights"
-        progress("transfer_weights", 0.0)
-        values = _array(arrays, "values", np.float32, None, None, c)
-        res = attributes.transfer_vertex_attributes(
-            values,
-            _array(arrays, "src_faces", np.int64, 2, 3, c),
-            _array(arrays, "tgt_to_src_face", np.int64, 1, None, c),
-            _array(arrays, "tgt_to_src_bary", np.float32, 2, 3, c),
-            mode=str(args.get("mode", "barycentric")),
-            normalize=bool(args.get("normalize", False)),
-        )
-        progress("transfer_weights", 1.0)
-        return {}, {"values": np.asarray(res, np.float32)}
-
-    def make_morph(self, args, arrays, progress, cancel):
-        """args: ``times`` (list of t in [0, 1]) or ``n`` (shapes at linspace(0, 1, n)), ``method``."""
-        from .transfer import morph
-
-        c = "make_morph"
-        times = args.get("times")
-        progress("make_morph", 0.0)
-        frames = morph.morph_sequence(
-            _array(arrays, "src_vertices", np.float64, 2, 3, c),
-            _array(arrays, "src_faces", np.int64, 2, 3, c),
-            _array(arrays, "fitted_vertices", np.float64, 2, 3, c),
-            n=int(args.get("n", 5)),
-            method=str(args.get("method", "jacobian")),
-            times=None if times is None else [float(t) for t in times],
-        )
-        progress("make_morph", 1.0)
-        return {}, {"frames": np.asarray(frames, np.float32)}
-
-    # options of engine.parts.match_part / match_image_part that may cross the protocol
-    PART_OPTIONS = {"k": int, "min_iou": float, "side_weight": float, "query": str, "selection": str,
-                    "elements": str, "min_consistency": float}
-    IMAGE_OPTIONS = {"k": int, "min_iou": float, "grid": int, "views": int, "resolution": int}
-
-    @staticmethod
-    def _options(args: dict, allowed: dict, cmd: str) -> dict:
-        out = {}
-        for key, kind in allowed.items():
-            if args.get(key) is None:
-                continue
-            try:
-                out[key] = kind(args[key])
-            except (TypeError, ValueError):
-                raise InputError(f"{cmd}: option {key!r} must be {kind.__name__}, got {args[key]!r}") from None
-        return out
-
-    def match_part(self, args, arrays, progress, cancel):
-        """Source part (vertex indices ``part``) -> target part; arrays as ``match`` plus ``part`` (k,) int.
-
-        Returns ``{matched, bsb_vertex, score, n_target_vertices}`` and the arrays of
-        :meth:`engine.parts.PartMatch.arrays` (``target_vertices`` int32, ``bsb_vertex`` -1 = no match, ``score``).
-        """
-        from .parts import match_part
-        c = "match_part"
-        sv = _array(arrays, "src_vertices", np.float64, 2, 3, c)
-        sf = _array(arrays, "src_faces", np.int64, 2, None, c)
-        tv = _array(arrays, "tgt_vertices", np.float64, 2, 3, c)
-        tf = _array(arrays, "tgt_faces", np.int64, 2, None, c)
-        part = _array(arrays, "part", None, None, None, c).reshape(-1)
-        options = self._options(args, self.PART_OPTIONS, c)
-        res = match_part((sv, sf), part, (tv, tf), progress=_stage_progress(progress, cancel), **options)
-        return self._part_reply(res)
-
-    def match_image_part(self, args, arrays, progress, cancel):
-        """Image click (or mask / box) -> target part.
-
-        arrays: ``image`` (H, W, 3|4) float (row 0 = top, values in [0, 1]), ``tgt_vertices``,
-        ``tgt_faces``, optional ``mask`` (H, W) bool; args: ``click`` [x, y] and/or ``box``
-        [x0, y0, x1, y1], ``device``, ``cache`` (False: no feature cache) and :attr:`IMAGE_OPTIONS`.
-        """
-        from .parts import match_image_part
-        c = "match_image_part"
-        image = _array(arrays, "image", np.float32, 3, None, c)
-        tv = _array(arrays, "tgt_vertices", np.float64, 2, 3, c)
-        tf = _array(arrays, "tgt_faces", np.int64, 2, None, c)
-        options = self._options(args, self.IMAGE_OPTIONS, c)
-        for key, size in (("click", 2), ("box", 4)):
-            value = args.get(key)
-            if value is not None:
-                if not isinstance(value, (list, tuple)) or len(value) != size:
-                    raise InputError(f"{c}: {key} must be a list of {size} numbers, got {value!r}")
-                options[key] = tuple(float(x) for x in value)
-        mask = _optional(arrays, "mask")
-        if mask is not None:
-            options["mask"] = mask
-        if args.get("cache") is False:
-            options["cache_dir"] = False
-        if os.environ.get("STABLEWRAP_TEST_TINY_BACKBONE") == "1":  # test support: see the module docstring
-            from .features.testing import tiny_backbones
-            from .parts.distill import DistillSettings
-
-            options["backbone"] = tiny_backbones("dino").dino
-            options.setdefault("views", 2)
-            options.setdefault("resolution", 32)
-            options.setdefault("grid", 16)
-            options["distill_settings"] = DistillSettings(layers=2, width=16, n_freqs=2, steps=5)
-            options["cache_dir"] = False
-        res = match_image_part(image, (tv, tf), device=args.get("device") or "auto",
-                               progress=_stage_progress(progress, cancel), **options)
-        return self._part_reply(res)
-
-    @staticmethod
-    def _part_reply(res):
-        out = res.arrays()
-        data = {"matched": bool(res.matched), "bsb_vertex": int(res.bsb_vertex), "score": float(res.score),
-                "n_target_vertices": int(len(out["target_vertices"]))}
-        return data, out
-
-    def release_gpu(self, args, arrays, progress, cancel):
-        freed = 0
-        try:
-            import gc
-
-            gc.collect()
-            torch = sys.modules.get("torch")
-            if torch is not None and torch.cuda.is_available():
-                before = torch.cuda.memory_reserved()
-                torch.cuda.empty_cache()
-                freed = int(before - torch.cuda.memory_reserved())
-            elif torch is not None and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-                torch.mps.empty_cache()
-        except Exception as exc:  # freeing memory never fails the worker
-            return {"freed_bytes": 0, "warning": error_payload(exc)["message"]}, None
-        return {"freed_bytes": freed}, None
-
-
-JOB_COMMANDS = ("check", "match", "transfer_uvs", "bake_texture", "transfer_weights", "make_morph", "match_part",
-                "match_image_part", "release_gpu")
+JOB_COMMANDS = ("check", "match", "detect_landmarks", "transfer_uvs", "bake_texture", "transfer_weights", "make_morph",
+                "match_part", "match_image_part", "release_gpu")
 
 
 # --------------------------------------------------------------------------- the server

@@ -10,7 +10,7 @@ from engine.correspond.vertex_nn import VertexFeatureGuidance
 from engine.features.geometric import geometric_descriptors, wks
 from engine.geometry.spectral import SpectralBasis
 from engine.mesh import Mesh, prepare_mesh
-from engine.pipeline import SpectralPart
+from engine.geometry.main_part import SpectralPart
 
 
 def _creature():

@@ -14,7 +14,7 @@ HAVE = (DATA / "faust5k" / "pairs.txt").is_file()
 
 @pytest.fixture(scope="module")
 def faust():
-    from engine.parts.gt_parts import SetParts
+    from engine.bench.gt_parts import SetParts
 
     return SetParts.load(os.path.join(DATA, "faust5k"), "faust5k")
 
@@ -33,7 +33,7 @@ def test_ground_truth_parts_are_consistent(faust):
 
 @pytest.mark.skipif(not HAVE, reason="benchmark data not available")
 def test_every_part_matches_and_a_cut_arm_gives_no_match(faust):
-    from engine.parts.bench import cut_part
+    from engine.bench.parts import cut_part
     from engine.parts.shape_match import PartMatcher
 
     pa, la = faust.mesh_and_labels("tr_reg_000")

@@ -130,7 +130,7 @@ def test_cancel_during_the_registration_race_stops_every_run(small_pair):
 def test_a_cancel_from_the_progress_callback_stops_runs_racing_in_threads():
     import threading
 
-    from engine.pipeline import _advance_together, _StepProgress
+    from engine.register.race import StepProgress, advance_together
     from engine.progress import Progress
 
     class Run:
@@ -147,14 +147,14 @@ def test_a_cancel_from_the_progress_callback_stops_runs_racing_in_threads():
     prog = Progress(lambda s, f: f < 0.01, stages=[("register", 1.0)])
     prog.stage("register")
     with pytest.raises(Cancelled):
-        _advance_together(runs, 10_000, 0, _StepProgress(prog, 30_000, 10_000))
+        advance_together(runs, 10_000, 0, StepProgress(prog, 30_000, 10_000))
     assert all(0 < r.step < 10_000 for r in runs)
 
 
 def test_a_failing_run_of_a_race_stops_its_siblings_and_its_error_reaches_the_caller():
     import threading
 
-    from engine.pipeline import _advance_together, _StepProgress
+    from engine.register.race import StepProgress, advance_together
     from engine.progress import Progress
 
     class Run:
@@ -171,14 +171,14 @@ def test_a_failing_run_of_a_race_stops_its_siblings_and_its_error_reaches_the_ca
 
     runs = [Run(), Run(fail_at=5), Run()]
     with pytest.raises(RuntimeError, match="non-finite"):
-        _advance_together(runs, 10_000, 0, _StepProgress(Progress(), 30_000, 10_000))
+        advance_together(runs, 10_000, 0, StepProgress(Progress(), 30_000, 10_000))
     assert runs[1].step == 5
     assert all(r.step < 10_000 for r in runs)  # the siblings were stopped, not run to the end
     ok = [Run(), Run()]
     fractions = []
     prog = Progress(lambda s, f: fractions.append(f), stages=[("register", 1.0)])
     prog.stage("register")
-    _advance_together(ok, 50, 0, _StepProgress(prog, 100, 50))
+    advance_together(ok, 50, 0, StepProgress(prog, 100, 50))
     assert [r.step for r in ok] == [50, 50]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
 
@@ -257,7 +257,7 @@ def test_a_suspect_fit_is_redone_from_the_next_alignment_and_the_better_fit_kept
     src, tgt = _src_tgt(small_pair)
     once = engine.match(src, tgt, config={"retry_score": 1e9}, **FAST)
     assert once.meta["alignment_fits"] == 1 and once.meta["alignment_used"] == 1
-    always = {"retry_score": -1.0, "retry_alignment_ratio": 1e9}  # every fit is suspect, every alignment close
+    always = {"retry_score": 0.0, "retry_alignment_ratio": 1e9}  # every fit is suspect, every alignment close
     twice = engine.match(src, tgt, config=always, **FAST)
     assert twice.meta["alignment_fits"] == 2
     # the first fit (right alignment) scores better than the one from a turned-round alignment
@@ -303,3 +303,35 @@ def test_the_schedule_race_finishes_the_better_schedule_as_a_lone_run_would(smal
     # no probe: the first (feature-led) schedule runs alone
     first = engine.match(src, tgt, config={**no_retry, "schedule_probe": 0.0}, **FAST)
     assert first.meta["guidance"] == "feature-led" and first.meta["schedule_scores"] is None
+
+
+def _median_error(r, pair, R=None):
+    tv = pair.target_vertices if R is None else pair.target_vertices @ R.T
+    gt = pair.gt_src_to_tgt if R is None else pair.gt_src_to_tgt @ R.T
+    diag = np.linalg.norm(tv.max(0) - tv.min(0))
+    return float(np.median(np.linalg.norm(r.fitted_vertices - gt, axis=1) / diag))
+
+
+def test_three_or_more_landmarks_decide_the_alignment(small_pair):
+    """Where the orientation search flips the turned target (the xfail above), landmark pairs through
+    engine.match give the landmark (Umeyama) alignment and the right fit."""
+    R = Rotation.from_euler("z", 120, degrees=True).as_matrix()
+    tv = small_pair.target_vertices @ R.T
+    gt = small_pair.gt_src_to_tgt @ R.T
+    src_ids = np.array([0, 40, 120, 300, 500, 600])
+    tgt_ids = np.array([int(np.argmin(np.linalg.norm(tv - gt[i], axis=1))) for i in src_ids])
+    r = engine.match((small_pair.source_vertices, small_pair.source_faces), (tv, small_pair.target_faces),
+                     landmarks=np.stack([src_ids, tgt_ids], axis=1), **FAST)
+    assert r.meta["rigid"]["kind"] == "landmarks"
+    assert _median_error(r, small_pair, R) < 0.08
+
+
+def test_excluded_vertices_have_low_confidence_and_progress_never_goes_back_on_a_retry(small_pair):
+    src, tgt = _src_tgt(small_pair)
+    excluded = np.nonzero(small_pair.source_vertices[:, 0] > np.percentile(small_pair.source_vertices[:, 0], 85))[0]
+    fractions = []
+    r = engine.match(src, tgt, exclude=excluded, progress=lambda s, f: fractions.append(f),
+                     config={"retry_score": 0.0, "retry_alignment_ratio": 1e9}, **FAST)
+    assert r.meta["alignment_fits"] == 2  # the fit was redone: the stages ran twice
+    assert all(b >= a for a, b in zip(fractions, fractions[1:])) and fractions[-1] == pytest.approx(1.0)
+    assert r.confidence[excluded].max() <= 0.5 + 1e-6

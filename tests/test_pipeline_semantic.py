@@ -55,6 +55,6 @@ def test_paper_mode_rendered_flow_guidance_runs_through_match(small_pair, tiny_d
 
 
 def test_unknown_guidance_kind_is_a_one_line_config_error(small_pair):
-    with pytest.raises(engine.InputError, match="guidance must be"):
+    with pytest.raises(engine.InputError, match="setting 'guidance' has the invalid value 'telepathy'; use one of vertex, flow"):
         engine.match((small_pair.source_vertices, small_pair.source_faces), (small_pair.target_vertices, small_pair.target_faces),
                      config={"guidance": "telepathy"})

@@ -36,14 +36,21 @@ def test_registration_fits_an_anisotropic_scaling_with_chamfer_alone():
     assert after < 0.25 * before
 
 
-def test_excluded_faces_get_no_data_term_and_landmarks_pull():
+def test_excluded_vertices_get_no_data_term_and_landmarks_pull():
+    from engine.register.njf import Registration
+
     src = _sphere(2)
     tgt = Mesh(src.vertices + np.array([0.3, 0.0, 0.0]), src.faces)
-    # everything excluded except a few faces: the rest follows only through the regularisers
-    exclude = np.ones(src.n_faces, bool)
+    # everything excluded except a few vertices: the rest follows only through the regularisers
+    exclude = np.ones(src.n_vertices, bool)
     exclude[:4] = False
-    res = register(src, tgt, None, RegistrationConfig(steps=60, w_chamfer=1.0), exclude_faces=exclude)
+    res = register(src, tgt, None, RegistrationConfig(steps=60, w_chamfer=1.0), exclude_vertices=exclude)
     assert np.isfinite(res.vertices).all()
+    # exactly the excluded vertices lose the data term: a one-vertex-wide band is not eroded away
+    band = np.zeros(src.n_vertices, bool)
+    band[np.abs(src.vertices[:, 1]) < 0.05] = True
+    run = Registration(src, tgt, None, RegistrationConfig(steps=1), exclude_vertices=band)
+    assert np.array_equal(run.data_mask.numpy() == 0, band)
     # landmarks alone move the shape onto the translated copy
     lm = np.stack([np.arange(0, src.n_vertices, 7), np.arange(0, src.n_vertices, 7)], axis=1)
     res2 = register(src, tgt, None, RegistrationConfig(steps=120, w_chamfer=0.0, w_normal=0.0), landmarks=lm)
@@ -84,3 +91,16 @@ def test_registration_advanced_in_pieces_equals_one_run():
         run.advance(until)
     assert run.step == 40
     np.testing.assert_allclose(run.result().vertices, whole, atol=1e-12)
+
+
+def test_registration_leaves_the_global_torch_seed_alone():
+    import torch
+
+    from engine.register.njf import Registration
+
+    src = _sphere(1)
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    Registration(src, src, None, RegistrationConfig(steps=2, seed=7)).advance(2)
+    assert torch.equal(torch.rand(3), expected)

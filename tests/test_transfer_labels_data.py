@@ -13,8 +13,8 @@ DATA = default_data_dir()
 
 @pytest.mark.skipif(not (DATA / "faust5k" / "pairs.txt").is_file(), reason="benchmark data not available")
 def test_labels_through_the_ground_truth_map_meet_the_bar():
-    from engine.parts.gt_parts import SetParts
-    from engine.transfer.bench_labels import ground_truth_correspondence, label_accuracy
+    from engine.bench.gt_parts import SetParts
+    from engine.bench.transfer_labels import ground_truth_correspondence, label_accuracy
 
     pair = load_pairs(DATA, "faust5k", only=[2])[0]
     parts = SetParts.load(os.path.join(DATA, "faust5k"), "faust5k")

@@ -22,7 +22,7 @@ import torch
 
 from ..geometry.geodesic import GeodesicSolver
 from ..mesh import Mesh
-from ..register.guidance import GuidanceSource
+from .guidance_source import GuidanceSource
 
 
 def keypoint_distance_features(mesh: Mesh, keypoint_vertices: np.ndarray, solver: GeodesicSolver | None = None) -> np.ndarray:

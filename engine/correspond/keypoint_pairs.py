@@ -147,3 +147,24 @@ def keypoint_verdict(pk: PairKeypoints, mapped_points: np.ndarray, target_vertic
     if worst > VERDICT_FAR or med > VERDICT_OFF:
         return {**out, "verdict": "check", "reason": f"keypoints off by up to {worst:.2f} of sqrt(area)"}
     return {**out, "verdict": "good", "reason": f"keypoints agree (median {med:.3f} of sqrt(area))"}
+
+
+def match_verdict(pk: PairKeypoints | None, fitted_points: np.ndarray, target_vertices: np.ndarray,
+                  fit_score: float | None, suspect_score: float) -> dict:
+    """good / check / wrong for a finished match.
+
+    With keypoints on both meshes: ``keypoint_verdict`` of where the source keypoints landed
+    (fitted_points (ns, 3): the fitted source vertices on the target, normalised frame).
+    Otherwise from the fit score (``engine.correspond.fit_score``): above ``suspect_score``
+    the fit distorts the shape (a limb on another limb, a body turned round); geometry alone
+    cannot see a left/right mirror, and the reason says so.
+    """
+    if pk is not None and pk.source is not None and pk.target is not None and pk.source.humanoid and pk.target.humanoid:
+        return keypoint_verdict(pk, fitted_points[np.maximum(pk.source.vertices, 0)], target_vertices)
+    if fit_score is None:
+        return {"verdict": "check", "reason": "no fit score (rigid alignment only)"}
+    if fit_score > 2 * suspect_score:
+        return {"verdict": "check", "reason": f"the fit distorts the shape strongly (score {fit_score:.2f})"}
+    if fit_score > suspect_score:
+        return {"verdict": "check", "reason": f"the fit distorts the shape (score {fit_score:.2f}); check limbs and sides"}
+    return {"verdict": "good", "reason": f"low distortion (score {fit_score:.2f}); geometry cannot check left/right"}

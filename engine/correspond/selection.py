@@ -37,12 +37,14 @@ class MapScorer:
     w_displacement : weight of the mean extrinsic displacement (in units of sqrt(area))
     """
 
-    def __init__(self, source: Mesh, target: Mesh, n_samples: int = 48, w_displacement: float = 0.25, seed: int = 0) -> None:
+    def __init__(self, source: Mesh, target: Mesh, n_samples: int = 48, w_displacement: float = 0.25, seed: int = 0,
+                 source_geodesics: GeodesicSolver | None = None, target_geodesics: GeodesicSolver | None = None) -> None:
+        """``source_geodesics`` / ``target_geodesics``: solvers of the same meshes already built (a pair context's)."""
         self.source, self.target = source, target
         self.samples = farthest_point_sample(source.vertices, n_samples, seed)
-        geo_s = GeodesicSolver(source)
+        geo_s = source_geodesics or GeodesicSolver(source)
         self.D_s = geo_s.distance_matrix(self.samples)[:, self.samples]
-        self.geo_t = GeodesicSolver(target)
+        self.geo_t = target_geodesics or GeodesicSolver(target)
         self.w_displacement = w_displacement
         self._area_s = source.vertex_areas / source.vertex_areas.sum()
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..mesh import Mesh
 from ..progress import Progress
-from ..register.guidance import GuidanceSource
+from .guidance_source import GuidanceSource
 from ..render import orbit_cameras, rasterize
 from ..render.cameras import bounding_radius
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..mesh import Mesh
-from ..register.guidance import GuidanceSource
+from .guidance_source import GuidanceSource
 from .filters import bicyclic_consistent
 from .functional_map import nearest_rows_both_ways
 

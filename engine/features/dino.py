@@ -9,30 +9,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..device import resolve_device  # noqa: F401  (the engine's one device policy, used here)
 from ..errors import BackendUnavailable, InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def resolve_device(device) -> torch.device:
-    """"auto" -> cuda, then mps, then cpu; raises BackendUnavailable for an unusable explicit device."""
-    name = str(device) if device is not None else "auto"
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device: unknown device {name!r}; use auto, cpu, cuda or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable(f"device: {name} requested but CUDA is not available (torch {torch.__version__}); use --device cpu or auto")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise BackendUnavailable(f"device: {name} requested but Apple MPS is not available; use --device cpu or auto")
-    return dev
 
 
 def transformers_dtype_kw(dtype: torch.dtype) -> dict:

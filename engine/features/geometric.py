@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import unit_rows
 from ..geometry.spectral import SpectralBasis
 from ..mesh import Mesh
 
@@ -45,5 +46,4 @@ def geometric_descriptors(mesh: Mesh, basis: SpectralBasis | None = None, n_wks:
     basis = basis or SpectralBasis(mesh, k=k)
     k = min(k, basis.k)
     d = np.concatenate([wks(basis, n_wks, k=k), hks(basis, n_hks, k=k)], axis=1)
-    d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
-    return d.astype(np.float32)
+    return unit_rows(d).astype(np.float32)

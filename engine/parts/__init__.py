@@ -8,8 +8,8 @@
 Modules: ``bsb`` (the matching rule), ``shape_match`` (shape-to-shape),
 ``image_query`` / ``image_match`` (image-to-shape), ``segment`` (3D part
 growing), ``distill`` (MLP feature distillation), ``features`` (descriptor +
-position fusion), ``guidance`` (part pairs in the registration loss),
-``gt_parts`` / ``bench`` (benchmark), ``cli`` (``python -m engine part``).
+position fusion), ``guidance`` (part pairs in the registration loss), ``cli`` (``python -m engine part``).
+The benchmark and its ground-truth parts live in ``engine.bench.parts`` / ``engine.bench.gt_parts``.
 """
 from .bsb import NO_MATCH, BSBResult, best_segmentation_buddy
 from .shape_match import PartMatch, PartMatcher, match_part

@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..arrays import unit_rows
 from ..errors import InputError
 
 NO_MATCH = -1
@@ -63,8 +64,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return unit_rows(np.asarray(x, np.float32))
 
 
 def best_segmentation_buddy(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arrays import unit_rows
 from ..errors import InputError
 from ..mesh import Mesh
 
@@ -43,8 +44,8 @@ def position_embedding(points: np.ndarray, sigma: float, dim: int = POSITION_EMB
 
 
 def l2_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    """(n, d) float32 rows of unit length."""
+    return unit_rows(np.asarray(x, np.float32))
 
 
 def fuse(blocks: list[tuple[np.ndarray, float]]) -> np.ndarray:

@@ -26,7 +26,7 @@ from scipy.spatial import cKDTree
 from ..geometry.geodesic import GeodesicSolver, farthest_extremities
 from ..mesh import Mesh
 from ..progress import Progress
-from ..register.guidance import GuidanceSource
+from ..correspond.guidance_source import GuidanceSource
 from .shape_match import PartMatcher
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ..arrays import unit_rows
 from ..errors import InputError
 from .segment import random_walker
 
@@ -195,7 +196,7 @@ class ImageQuery:
 
 def grow_region(W: sp.csr_matrix, features: np.ndarray, valid: np.ndarray, cell: int, fraction: float = 0.5) -> np.ndarray:
     """Random-walker segment around ``cell``; background seeds: the ``fraction`` of valid cells least similar."""
-    f = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    f = unit_rows(features)
     sim = f @ f[cell]
     cand = np.nonzero(valid)[0]
     k = max(1, int(fraction * len(cand)))

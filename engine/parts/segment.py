@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import splu
 
+from ..arrays import unit_rows
 from ..errors import InputError
 from ..mesh import Mesh
 
@@ -122,7 +123,7 @@ class MeshSegmenter:
         f = np.asarray(features, np.float32)
         if f.ndim != 2 or len(f) != mesh.n_vertices:
             raise InputError(f"{mesh.name}: features must have shape ({mesh.n_vertices}, d), got {f.shape}")
-        self.features = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+        self.features = unit_rows(f)
         self.W = affinity_weights(mesh, self.features, feature_scale, concavity)
 
     def background_seeds(self, seed: int, fraction: float = 0.5) -> np.ndarray:

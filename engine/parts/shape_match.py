@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..arrays import unit_rows
 from ..errors import InputError
 from ..mesh import Mesh, PreparedMesh, as_prepared
 from ..progress import Progress
@@ -194,7 +195,7 @@ class PartMatcher:
         corners = m.faces[self.pix_face]
         self.pix_vertex = corners[np.arange(len(corners)), np.argmax(self.pix_bary, axis=1)]
         f = np.einsum("pk,pkd->pd", self.pix_bary, self.features.source[corners].astype(np.float64))
-        self.pix_features = (f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        self.pix_features = unit_rows(f).astype(np.float32)
 
     def _pixels_of(self, vertex_mask: np.ndarray) -> np.ndarray:
         """Pixels (p,) bool covered by a vertex set (interpolated indicator > 0.5)."""

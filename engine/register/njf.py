@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 from ..geometry.poisson import PoissonSolver
 from ..mesh import Mesh
 from ..progress import Progress
-from .guidance import GuidanceSource
+from ..correspond.guidance_source import GuidanceSource
 
 
 @dataclass
@@ -34,7 +34,7 @@ class RegistrationConfig:
     w_identity: tuple = (1e-2, 1e-4)  # linear decay start -> end
     w_landmark: float = 100.0
     chamfer_start: float = 0.0  # fraction of the steps after which Chamfer is switched on fully
-    seed: int = 0
+    seed: int = 0  # kept for callers; the registration is deterministic and sets no global torch seed
 
 
 def polar_rotation(A: torch.Tensor, iters: int = 8) -> torch.Tensor:
@@ -78,7 +78,7 @@ def register(
     guidance: GuidanceSource | None,
     config: RegistrationConfig | None = None,
     landmarks: np.ndarray | None = None,
-    exclude_faces: np.ndarray | None = None,
+    exclude_vertices: np.ndarray | None = None,
     device: str = "cpu",
     progress: Progress | None = None,
 ) -> RegistrationResult:
@@ -87,9 +87,9 @@ def register(
     Parameters
     ----------
     landmarks : (k, 2) int (source vertex, target vertex), optional
-    exclude_faces : (ms,) bool, source faces that get no data term
+    exclude_vertices : (ns,) bool, source vertices that get no data term
     """
-    run = Registration(source, target, guidance, config, landmarks, exclude_faces, device)
+    run = Registration(source, target, guidance, config, landmarks, exclude_vertices, device)
     run.advance(run.cfg.steps, progress)
     return run.result()
 
@@ -110,14 +110,13 @@ class Registration:
         guidance: GuidanceSource | None,
         config: RegistrationConfig | None = None,
         landmarks: np.ndarray | None = None,
-        exclude_faces: np.ndarray | None = None,
+        exclude_vertices: np.ndarray | None = None,
         device: str = "cpu",
         solver: PoissonSolver | None = None,
     ) -> None:
         """``solver``: a PoissonSolver of ``source`` already factored (runs on one source share it)."""
         cfg = self.cfg = config or RegistrationConfig()
         dev = self.device = torch.device(device)
-        torch.manual_seed(cfg.seed)
         self.source, self.target, self.guidance = source, target, guidance
         self.solver = solver if solver is not None else PoissonSolver(source.vertices, source.faces, device=dev)
         self.faces_t = torch.as_tensor(source.faces, device=dev)
@@ -131,13 +130,12 @@ class Registration:
         self.tree_t = cKDTree(target.vertices)
 
         self.data_mask = torch.ones(source.n_vertices, dtype=torch.float64, device=dev)
-        if exclude_faces is not None and np.any(exclude_faces):
-            ex_v = np.zeros(source.n_vertices, bool)
-            ex_v[source.faces[np.asarray(exclude_faces, bool)].ravel()] = True
-            keep_v = np.zeros(source.n_vertices, bool)
-            keep_v[source.faces[~np.asarray(exclude_faces, bool)].ravel()] = True
-            # a vertex gets a data term unless all its faces are excluded
-            self.data_mask = torch.as_tensor(~(ex_v & ~keep_v), dtype=torch.float64, device=dev)
+        if exclude_vertices is not None and np.any(exclude_vertices):
+            ex_v = np.asarray(exclude_vertices, bool).reshape(-1)
+            if ex_v.shape != (source.n_vertices,):
+                raise ValueError(f"exclude_vertices: expected ({source.n_vertices},) bool, got {ex_v.shape}")
+            # exactly the excluded vertices lose their data term (no erosion: a thin band stays excluded)
+            self.data_mask = torch.as_tensor(~ex_v, dtype=torch.float64, device=dev)
         self.lm_s = self.lm_t = None
         if landmarks is not None and len(landmarks):
             lm = np.asarray(landmarks, np.int64).reshape(-1, 2)

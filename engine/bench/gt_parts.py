@@ -132,7 +132,7 @@ def _name_extremities(kind, mesh, ext, centre, fields, pos) -> list[str]:
 
 
 def _read_vts(path: str) -> np.ndarray:
-    from ..bench.datasets import read_vts
+    from .datasets import read_vts
 
     return read_vts(path)
 

@@ -1,6 +1,6 @@
 """Benchmark: texture bake of a large texture onto a ~50k-triangle target.
 
-    python -m engine.transfer.bench_texture [--size 2048] [--faces 50000]
+    python -m engine.bench.transfer_texture [--size 2048] [--faces 50000]
 
 Source: a seamed cylinder (about 10k triangles) with a procedural texture that
 is a known function of the surface point (angle, height). Target: the same
@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 from ..geometry.closest import SurfaceQuery
-from . import synthetic
-from .texture import bake_texture, rasterize_uv
+from ..transfer import synthetic
+from ..transfer.texture import bake_texture, rasterize_uv
 
 
 def _pattern(theta: np.ndarray, z: np.ndarray, length: float) -> np.ndarray:
@@ -45,7 +45,7 @@ def make_case(size: int = 2048, target_faces: int = 50000, seed: int = 0):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m engine.transfer.bench_texture", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m engine.bench.transfer_texture", description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=2048, help="texture size (source and output), default 2048")
     ap.add_argument("--faces", type=int, default=50000, help="target triangle count, default 50000")
     ap.add_argument("--repeats", type=int, default=1)

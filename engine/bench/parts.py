@@ -1,10 +1,10 @@
 """Part-matching benchmark: BSB success rate per ground-truth part, and "no match" on cut targets.
 
-    python -m engine.parts.bench --set faust5k [--pairs 20] [--data DIR]
-    python -m engine.parts.bench --set smal_r --cut tail
+    python -m engine.bench.parts --set faust5k [--pairs 20] [--data DIR]
+    python -m engine.bench.parts --set smal_r --cut tail
 
 For every pair (A, B) of the set and every ground-truth part p of A (see
-:mod:`engine.parts.gt_parts`), the vertex group of p on A is matched to B; the
+:mod:`engine.bench.gt_parts`), the vertex group of p on A is matched to B; the
 query succeeds when the returned BSB vertex lies in part p of B. With
 ``--cut PART`` every target additionally loses that part (its faces removed)
 and the query of that part must answer "no match"; the other parts are
@@ -22,9 +22,9 @@ import numpy as np
 
 from ..errors import StableWrapError
 from ..mesh import prepare_mesh
-from .features import descriptors
+from ..parts.features import descriptors
 from .gt_parts import SetParts
-from .shape_match import PartMatcher
+from ..parts.shape_match import PartMatcher
 
 
 def cap_holes(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +93,7 @@ def cut_part(prepared, labels: np.ndarray, part: int, cap: bool = True):
 
 def run(set_name: str, data_dir, n_pairs: int | None, cut: str | None, options: dict, log=print,
         cut_pairs: int | None = None, cache: bool = True) -> dict:
-    from ..bench.datasets import load_pairs, set_dir
+    from .datasets import load_pairs, set_dir
 
     root = set_dir(data_dir, set_name)
     pairs = load_pairs(data_dir, set_name, limit=n_pairs)
@@ -185,9 +185,9 @@ def run(set_name: str, data_dir, n_pairs: int | None, cut: str | None, options: 
 
 
 def main(argv=None) -> int:
-    from ..bench.datasets import SETS, default_data_dir
+    from .datasets import SETS, default_data_dir
 
-    ap = argparse.ArgumentParser(prog="python -m engine.parts.bench", description="BSB part-matching benchmark")
+    ap = argparse.ArgumentParser(prog="python -m engine.bench.parts", description="BSB part-matching benchmark")
     ap.add_argument("--set", required=True, choices=[s for s in SETS])
     ap.add_argument("--data", default=None, help="benchmark data folder (default: ../shared/data)")
     ap.add_argument("--pairs", type=int, default=None, help="only the first N pairs")

@@ -1,9 +1,9 @@
 """Benchmark: body-part labels carried from source to target through a match.
 
-    python -m engine.transfer.bench_labels [--set faust5k] [--pairs 1] [--only 3 7] [--method full] [--quality fast]
+    python -m engine.bench.transfer_labels [--set faust5k] [--pairs 1] [--only 3 7] [--method full] [--quality fast]
 
 For every pair (A -> B) of a benchmark set, ``engine.match`` maps A onto B;
-the ground-truth body parts of A (:mod:`engine.parts.gt_parts`, defined from
+the ground-truth body parts of A (:mod:`engine.bench.gt_parts`, defined from
 the ground-truth correspondences) are transferred to B's vertices with
 :func:`engine.transfer.attributes.transfer_vertex_labels` (through the
 target -> source map); the score is the fraction of B's vertices that land in
@@ -27,7 +27,7 @@ from ..errors import StableWrapError
 
 def label_accuracy(src_labels: np.ndarray, src_triangles: np.ndarray, tgt_labels: np.ndarray, corr) -> tuple[float, np.ndarray]:
     """Fraction of target vertices whose transferred label equals their own, and the transferred labels."""
-    from .attributes import transfer_vertex_labels
+    from ..transfer.attributes import transfer_vertex_labels
 
     pred = transfer_vertex_labels(src_labels, src_triangles, corr.tgt_to_src_face, corr.tgt_to_src_bary)
     return float((pred == tgt_labels).mean()), pred
@@ -38,9 +38,9 @@ def ground_truth_correspondence(pair):
     of its nearest ground-truth target vertex (a Correspondence with only the tgt_to_src maps filled)."""
     from scipy.spatial import cKDTree
 
-    from ..bench.datasets import load_triangles
+    from .datasets import load_triangles
     from ..correspondence import Correspondence
-    from .synthetic import identity_map
+    from ..transfer.synthetic import identity_map
 
     va, ta = load_triangles(pair.path_a)
     vb, _ = load_triangles(pair.path_b)
@@ -52,9 +52,9 @@ def ground_truth_correspondence(pair):
 
 
 def main(argv=None) -> int:
-    from ..bench.datasets import default_data_dir, load_pairs, load_triangles
+    from .datasets import default_data_dir, load_pairs, load_triangles
 
-    ap = argparse.ArgumentParser(prog="python -m engine.transfer.bench_labels", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m engine.bench.transfer_labels", description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="benchmark data folder (default ../shared/data)")
     ap.add_argument("--set", default="faust5k", dest="set_name")
     ap.add_argument("--pairs", type=int, default=1, help="first N pairs of pairs.txt (default 1)")
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     try:
         import engine
         from ..correspondence import Correspondence
-        from ..parts.gt_parts import SetParts
+        from .gt_parts import SetParts
 
         data = args.data or default_data_dir()
         pairs = load_pairs(data, args.set_name, limit=None if args.only else args.pairs, only=args.only)

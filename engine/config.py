@@ -1,0 +1,206 @@
+"""Match settings: :class:`MatchConfig`, the quality presets, and strict loading from a dict or file.
+
+Every field says what it does and what values it takes; ``load_config`` checks
+types and ranges (``"false"`` is not a boolean, 0 steps between guidance
+updates is an error), never mutates the caller's dict, and raises a one-line
+InputError naming the setting, the value and what is allowed. Nothing is
+half-applied: the config is built whole or not at all.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields, replace
+
+from .errors import InputError
+
+FEATURE_MODES = ("auto", "geometric", "dino", "dino+sd")
+METHODS = ("full", "rigid")
+QUALITIES = ("fast", "balanced", "best")
+GUIDANCE_SCHEDULES = ("auto", "feature-led", "position-led")
+GUIDANCE_KINDS = ("vertex", "flow")
+
+INF = math.inf
+
+
+def _f(default, lo=-INF, hi=INF, choices=None):
+    """A dataclass field with its allowed range (numbers, inclusive) or choices (strings)."""
+    return field(default=default, metadata={"range": (lo, hi), "choices": choices})
+
+
+@dataclass
+class MatchConfig:
+    """Tunable settings; ``quality`` presets fill them, a config dict / file may override any field."""
+
+    # --- spectral descriptors and the initial functional map
+    spectral_k: int = _f(100, 10, 1000)  # Laplacian eigenpairs per mesh
+    zoomout_start: int = _f(30, 2, 1000)  # functional-map size ZoomOut starts from
+    zoomout_step: int = _f(5, 1, 100)  # eigenpairs added per ZoomOut iteration
+    w_ext: float = _f(0.3, 0.0)  # extrinsic (aligned position) weight in the spectral pointwise recovery
+    w_pos_desc: float = _f(1.0, 0.0)  # weight of aligned positions among the functional-map descriptors
+    # --- registration (NJF deformation through a Poisson solve)
+    reg_steps: int = _f(300, 1, 100000)  # optimisation steps
+    reg_lr: float = _f(0.02, 1e-6, 10.0)  # Adam learning rate on the per-face Jacobians
+    reg_update_every: int = _f(50, 1, 100000)  # steps between guidance recomputations
+    w_guidance: float = _f(10.0, 0.0)  # correspondence term (the paper's flow weight)
+    w_chamfer: float = _f(1.0, 0.0)
+    w_normal: float = _f(0.1, 0.0)
+    w_shear: float = _f(0.1, 0.0)
+    guidance_w_pos_start: float = _f(0.5, 0.0)  # position weight in vertex-feature matching, first step ...
+    guidance_w_pos_end: float = _f(4.0, 0.0)  # ... and last step (a shrinking spatial window)
+    guidance_tau: float = _f(0.05, 1e-6, 1.0)  # bicyclic round-trip tolerance, fraction of sqrt(area)
+    align_samples: int = _f(600, 50, 100000)  # surface samples scored per candidate rotation
+    seed: int = _f(0, 0, 2**31 - 1)
+    # --- alignment retry: a fit scoring above ``retry_score`` (metric distortion of the fitted
+    # map plus the mean mismatch of intrinsic descriptors between matched points) is suspect;
+    # the next distinct alignment is fitted too (at most ``alignment_retries`` times, only when
+    # that alignment's residual is within ``retry_alignment_ratio`` of the chosen one) and
+    # replaces the first fit when it scores below ``retry_margin`` times as much. Tuned on the
+    # faust5k / smal_r dev pairs (right later fits scored 0.37-0.85 times the wrong first fit,
+    # a wrong later fit 0.86). Not used when body keypoints decide the orientation.
+    retry_score: float = _f(0.25, 0.0)
+    retry_margin: float = _f(0.85, 0.0, 1.0)
+    alignment_retries: int = _f(1, 0, 10)
+    retry_alignment_ratio: float = _f(1.05, 0.0)
+    # --- guidance
+    # "vertex": vertex-feature nearest neighbours in a shrinking spatial window;
+    # "flow": the paper's rendered semantic flow (per-view 2D matches, L1 on rendered displacements)
+    guidance: str = _f("vertex", choices=GUIDANCE_KINDS)
+    # "auto" races the feature-led and position-led schedules (see ``schedule_probe``);
+    # or force one ("feature-led": descriptors decide early; "position-led": trust the alignment)
+    guidance_schedule: str = _f("auto", choices=GUIDANCE_SCHEDULES)
+    # fraction of the steps the raced runs make before the better one is finished (0 = no race)
+    schedule_probe: float = _f(0.3, 0.0, 1.0)
+    # advance raced runs side by side, one thread each (same results; False leaves cores free)
+    race_in_threads: bool = _f(True)
+    # weight of Best-Segmentation-Buddies part-to-part pairs (engine.parts.guidance); 0 = off
+    w_parts: float = _f(0.1, 0.0)
+    # --- body keypoints (``keypoints`` option of match): geodesic distances to them join the
+    # functional-map descriptors and the guidance features with these weights (distances are in
+    # units of sqrt(area), like the positions ``w_pos_desc`` weighs); the soft joint-to-joint
+    # pairs get ``w_keypoints`` times the guidance weight, released (falling to 0) between
+    # the two fractions of the registration
+    w_keypoint_desc: float = _f(1.0, 0.0)
+    w_keypoint_feat: float = _f(1.0, 0.0)
+    w_keypoints: float = _f(1.0, 0.0)
+    keypoint_release_start: float = _f(0.4, 0.0, 1.0)
+    keypoint_release_end: float = _f(0.8, 0.0, 1.0)
+    # --- rendered-flow guidance
+    flow_views: int = _f(8, 1, 64)
+    flow_resolution: int = _f(128, 32, 2048)
+    # --- semantic features: model ids / local folders and render settings for engine.features
+    dino_model: str = _f("")
+    sd_model: str = _f("")
+    semantic: dict = field(default_factory=dict, metadata={"range": (-INF, INF), "choices": None})
+
+    def feature_config(self) -> dict:
+        """The part of the settings engine.features.semantic reads."""
+        out: dict = {"semantic": dict(self.semantic)}
+        if self.dino_model:
+            out["dino_model"] = self.dino_model
+        if self.sd_model:
+            out["sd_model"] = self.sd_model
+        return out
+
+
+PRESETS = {
+    "fast": dict(spectral_k=60, zoomout_start=20, zoomout_step=10, reg_steps=100, reg_update_every=25, align_samples=400),
+    "balanced": dict(),
+    "best": dict(spectral_k=150, zoomout_step=5, reg_steps=600, reg_update_every=50, align_samples=1000),
+}
+
+
+def _read_file(path: str) -> dict:
+    if not os.path.exists(path):
+        raise InputError(f"{path}: config file not found")
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            if path.endswith(".toml"):
+                import tomllib
+
+                data = tomllib.loads(fh.read())
+            else:
+                data = json.load(fh)
+    except Exception as exc:
+        raise InputError(f"{os.path.basename(path)}: cannot parse config ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{os.path.basename(path)}: a config file must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def _check_value(f: dataclasses.Field, value):
+    """The value converted to the field's type, or an InputError naming setting, value and what is allowed."""
+    name, kind = f.name, f.type if isinstance(f.type, str) else f.type.__name__
+    lo, hi = f.metadata["range"]
+    choices = f.metadata["choices"]
+    bad = f"config: setting {name!r} has the invalid value {value!r}"
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise InputError(f"{bad}; use true or false")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise InputError(f"{bad}; an integer between {lo:g} and {hi:g} is needed")
+        value = int(value)
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InputError(f"{bad}; a number between {lo:g} and {hi:g} is needed")
+        value = float(value)
+    elif kind == "str":
+        if not isinstance(value, str):
+            raise InputError(f"{bad}; a string is needed")
+        if choices and value not in choices:
+            raise InputError(f"{bad}; use one of {', '.join(choices)}")
+        return value
+    elif kind == "dict":
+        if not isinstance(value, dict):
+            raise InputError(f"{bad}; a mapping of settings is needed")
+        return dict(value)
+    if not lo <= value <= hi:
+        raise InputError(f"{bad}; it must lie between {lo:g} and {hi:g}")
+    return value
+
+
+def _check_semantic(sub: dict) -> None:
+    from .features.semantic import SemanticSettings
+
+    known = {f.name for f in fields(SemanticSettings)}
+    unknown = sorted(set(sub) - known)
+    if unknown:
+        raise InputError(f"config: unknown semantic setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def load_config(config, quality: str = "balanced") -> MatchConfig:
+    """The settings of one match: the ``quality`` preset, then ``config`` on top.
+
+    config : None, a MatchConfig (used as is), a dict, or a .json / .toml file path
+    Raises InputError (one line) for an unknown quality, an unreadable file, an unknown
+    setting or a value of the wrong type or range.
+    """
+    if quality not in QUALITIES:
+        raise InputError(f"quality: unknown preset {quality!r}; use one of {', '.join(QUALITIES)}")
+    cfg = replace(MatchConfig(), **PRESETS[quality])
+    if config is None:
+        return cfg
+    if isinstance(config, MatchConfig):
+        return config
+    if isinstance(config, (str, os.PathLike)):
+        data = _read_file(os.fspath(config))
+    elif isinstance(config, dict):
+        data = config
+    else:
+        raise InputError(f"config: expected a file path, a dict or a MatchConfig, got {type(config).__name__}")
+    by_name = {f.name: f for f in fields(MatchConfig)}
+    unknown = sorted(set(data) - set(by_name))
+    if unknown:
+        raise InputError(f"config: unknown setting(s) {', '.join(map(str, unknown))}")
+    values = {k: _check_value(by_name[k], v) for k, v in data.items()}
+    if "semantic" in values:
+        _check_semantic(values["semantic"])
+    out = replace(cfg, **values)
+    if out.keypoint_release_start > out.keypoint_release_end:
+        raise InputError(f"config: keypoint_release_start ({out.keypoint_release_start}) must not exceed "
+                         f"keypoint_release_end ({out.keypoint_release_end})")
+    return out

@@ -1,0 +1,139 @@
+"""What a match computes about its two meshes, once: the pair context every stage reads.
+
+``MeshContext`` holds one prepared mesh and its derived data, each computed on
+first use and kept (in the style of trimesh's cached properties): the main
+connected part, its Laplacian eigenbasis, HKS / WKS / part descriptors, a
+geodesic solver, a closest-point query and a k-d tree. ``PairContext`` holds
+the two, the settings, the device, the progress, the caller's landmarks and
+exclusion, and the body keypoints, so that the stages (align, features,
+guidance, register, maps) take one argument and never recompute a basis or a
+solver.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from .arrays import unit_rows
+from .config import MatchConfig
+from .geometry.main_part import SpectralPart
+from .mesh import PreparedMesh
+from .progress import Progress
+
+
+class MeshContext:
+    """One prepared mesh and its derived data.
+
+    k : eigenpairs of the main part's Laplacian (``MatchConfig.spectral_k``)
+    """
+
+    def __init__(self, prepared: PreparedMesh, k: int) -> None:
+        self.prepared = prepared
+        self.mesh = prepared.mesh
+        self.k = int(k)
+
+    @cached_property
+    def part(self) -> SpectralPart:
+        return SpectralPart(self.mesh)
+
+    @cached_property
+    def basis(self):
+        from .geometry.spectral import SpectralBasis
+
+        return SpectralBasis(self.part.mesh, k=self.k)
+
+    @cached_property
+    def hks(self) -> np.ndarray:
+        """(n, 8) unit-row low-order HKS of every vertex (alignment tie-breaks)."""
+        from .features.geometric import hks
+
+        return unit_rows(self.part.extend(hks(self.basis, 8)))
+
+    @cached_property
+    def wks_main(self) -> np.ndarray:
+        """(n_main, 64) WKS on the main part (functional-map descriptors)."""
+        from .features.geometric import wks
+
+        return wks(self.basis, 64)
+
+    @cached_property
+    def wks(self) -> np.ndarray:
+        """(n, 64) unit-row WKS of every vertex (fit scoring)."""
+        return unit_rows(self.part.extend(self.wks_main))
+
+    @cached_property
+    def part_descriptors(self) -> np.ndarray:
+        """(n, d) the part matcher's descriptors of every vertex."""
+        from .features.geometric import geometric_descriptors
+
+        return self.part.extend(geometric_descriptors(self.part.mesh, self.basis))
+
+    @cached_property
+    def geodesics(self):
+        """Geodesic solver of the main part."""
+        from .geometry.geodesic import GeodesicSolver
+
+        return GeodesicSolver(self.part.mesh)
+
+    @cached_property
+    def full_geodesics(self):
+        """Geodesic solver of the whole mesh (heat method on one manifold part, else graph distances)."""
+        from .geometry.geodesic import GeodesicSolver
+
+        return GeodesicSolver(self.mesh)
+
+    @cached_property
+    def surface(self):
+        """Closest-point queries on the whole mesh."""
+        from .geometry.closest import SurfaceQuery
+
+        return SurfaceQuery(self.mesh.vertices, self.mesh.faces)
+
+    @cached_property
+    def tree(self):
+        """k-d tree of the vertices."""
+        from scipy.spatial import cKDTree
+
+        return cKDTree(self.mesh.vertices)
+
+
+@dataclass
+class PairContext:
+    """Everything one match shares between its stages.
+
+    source, target : MeshContext (clean, normalised meshes)
+    config : the match settings; device : where the registration runs ("cpu", "cuda")
+    feature_device : where 2D features run (may be "mps")
+    progress : the match's Progress (stages, cancellation)
+    landmarks : (k, 2) int clean (source vertex, target vertex) pairs or None
+    exclude : (ns,) bool clean source vertices without data term, or None
+    keypoints : engine.correspond.keypoint_pairs.PairKeypoints
+    notices : one-line messages for the caller (fallbacks taken)
+    timings : seconds per stage
+    """
+
+    source: MeshContext
+    target: MeshContext
+    config: MatchConfig
+    device: str
+    feature_device: str
+    progress: Progress
+    landmarks: np.ndarray | None = None
+    exclude: np.ndarray | None = None
+    keypoints: object = None
+    notices: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def S(self):
+        return self.source.mesh
+
+    @property
+    def T(self):
+        return self.target.mesh
+
+    @property
+    def keypoints_used(self) -> bool:
+        return self.keypoints is not None and self.keypoints.used
