@@ -32,6 +32,18 @@ class CancelToken:
             raise Cancelled("operation cancelled")
 
 
+class SubProgress:
+    """Maps fractions [0, 1] of a sub-task onto [start, start + width] of the caller's current stage
+    (``progress``: anything with ``update(fraction)``, or None for no reporting)."""
+
+    def __init__(self, progress, start: float, width: float):
+        self.progress, self.start, self.width = progress, start, width
+
+    def update(self, fraction: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.start + self.width * min(1.0, max(0.0, fraction)))
+
+
 class Progress:
     """Maps per-stage progress onto one overall fraction.
 

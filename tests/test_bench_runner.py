@@ -166,7 +166,7 @@ def test_worker_returns_map_time_and_its_own_peak_memory(synth):
     assert small["ok"] and big["ok"], (small.get("error"), big.get("error"))
     assert small["face"].shape == (N * N,) and small["bary"].shape == (N * N, 3)
     assert small["meta"]["features"] == "fake"
-    assert 0 <= small["seconds"] < 30
+    assert small["seconds"] >= 0  # reported; no bound on it (wall time depends on the machine's load)
     # ru_maxrss of each fresh process: the 1.5 GB block shows in its pair only
     assert big["peak_rss"] - small["peak_rss"] > 700 * 2**20
 

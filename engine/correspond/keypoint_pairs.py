@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, InputError
 from ..mesh import Mesh
+from ..progress import SubProgress
 
 KEYPOINT_MODES = ("auto", "on", "off")
 # pairs whose two confidences multiply below this are left out (a keypoint seen by few views)
@@ -83,7 +84,7 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
             return PairKeypoints(reason=f"keypoints: {why}; using geometric orientation")
     kps = []
     for i, mesh in enumerate((source, target)):
-        sub = _SubProgress(progress, i / 2, 0.5)
+        sub = SubProgress(progress, i / 2, 0.5)
         kp = detect_keypoints(mesh.vertices, mesh.faces, model=model, settings=settings, cache_dir=cache_dir, progress=sub)
         kps.append(kp)
         if not kp.humanoid:
@@ -100,15 +101,6 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
     names = [n for n, k in zip(kps[0].names, ok) if k]
     return PairKeypoints(kps[0], kps[1], pairs, weights, names, used=len(pairs) >= 3,
                          reason="" if len(pairs) >= 3 else "keypoints: fewer than 3 keypoints found on both meshes")
-
-
-class _SubProgress:
-    def __init__(self, progress, start: float, span: float) -> None:
-        self.progress, self.start, self.span = progress, start, span
-
-    def update(self, fraction: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.start + self.span * float(fraction))
 
 
 def keypoint_verdict(pk: PairKeypoints, mapped_points: np.ndarray, target_vertices: np.ndarray) -> dict:

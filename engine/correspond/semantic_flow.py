@@ -206,7 +206,7 @@ class RenderedFlowGuidance(GuidanceSource):
     # ----------------------------------------------------------------- setup
     def prepare(self, source: Mesh, target: Mesh, progress: Progress | None = None) -> None:
         from ..features.dino import resolve_device
-        from ..features.semantic import SubProgress
+        from ..progress import SubProgress
 
         dev = resolve_device(self._device_arg)  # BackendUnavailable for CUDA / MPS that is not there
         self.device = dev

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import BackendUnavailable, InputError
 from ..mesh import Mesh
-from ..progress import Progress
+from ..progress import Progress, SubProgress
 from ..render import orbit_cameras, rasterize
 from ..render.cameras import bounding_radius
 from ..render.shading import Appearance, load_texture, shade, validate_appearance
@@ -201,16 +201,6 @@ def release_models() -> None:
 
 
 # ------------------------------------------------------------------ per-mesh raw features
-
-
-class SubProgress:
-    """Maps fractions [0, 1] of a sub-task onto [start, start + width] of the caller's current stage."""
-
-    def __init__(self, progress: Progress, start: float, width: float):
-        self.progress, self.start, self.width = progress, start, width
-
-    def update(self, fraction: float) -> None:
-        self.progress.update(self.start + self.width * min(1.0, max(0.0, fraction)))
 
 
 def _resolve_appearance(appearance: Appearance | None, mesh: Mesh, name: str) -> Appearance | None:

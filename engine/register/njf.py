@@ -19,6 +19,7 @@ from scipy.spatial import cKDTree
 from ..geometry.poisson import PoissonSolver
 from ..mesh import Mesh
 from ..progress import Progress
+from ..render.raster import vertex_normals_torch
 from ..correspond.guidance_source import GuidanceSource
 
 
@@ -54,15 +55,6 @@ def polar_rotation(A: torch.Tensor, iters: int = 8) -> torch.Tensor:
             g = (inv_t.pow(2).sum((-1, -2)) / X.pow(2).sum((-1, -2)).clamp_min(1e-24)).pow(0.25)
             X = 0.5 * (g[..., None, None] * X + inv_t / g[..., None, None])
         return X
-
-
-def vertex_normals_torch(x: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    v0, v1, v2 = x[faces[:, 0]], x[faces[:, 1]], x[faces[:, 2]]
-    fn = torch.cross(v1 - v0, v2 - v0, dim=1)
-    vn = torch.zeros_like(x)
-    for k in range(3):
-        vn = vn.index_add(0, faces[:, k], fn)
-    return vn / vn.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 @dataclass

@@ -61,13 +61,14 @@ class Raster:
 
 
 def vertex_normals_torch(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """(n, 3) area-weighted unit vertex normals (zero for isolated vertices)."""
+    """(n, 3) area-weighted unit vertex normals (zero for isolated vertices); differentiable
+    (the registration's normal loss goes through it)."""
     v = vertices[faces]
     fn = torch.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], dim=-1)
     n = torch.zeros_like(vertices)
     for k in range(3):
-        n.index_add_(0, faces[:, k], fn)
-    return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-20)
+        n = n.index_add(0, faces[:, k], fn)
+    return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def finish_raster(

@@ -1,0 +1,116 @@
+"""Mesh files: OBJ and OFF read by hand (polygons, OBJ corner UVs), other formats through trimesh."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import InputError
+
+SUPPORTED_EXTENSIONS = (".obj", ".ply", ".off", ".glb", ".gltf", ".stl")
+
+
+def _read_obj(path: str) -> tuple[np.ndarray, list[list[int]], np.ndarray | None]:
+    """Vertices, polygons (0-based) and per-polygon-corner UVs (or None) of an OBJ file."""
+    verts: list[list[float]] = []
+    uvs: list[list[float]] = []
+    polys: list[list[int]] = []
+    poly_uv: list[list[int]] = []
+    has_uv = True
+    with open(path, "r", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.startswith("v "):
+                parts = line.split()
+                verts.append([float(parts[1]), float(parts[2]), float(parts[3])])
+            elif line.startswith("vt "):
+                parts = line.split()
+                uvs.append([float(parts[1]), float(parts[2]) if len(parts) > 2 else 0.0])
+            elif line.startswith("f "):
+                idx, tidx = [], []
+                for tok in line.split()[1:]:
+                    sub = tok.split("/")
+                    i = int(sub[0])
+                    idx.append(i - 1 if i > 0 else len(verts) + i)
+                    if len(sub) > 1 and sub[1]:
+                        t = int(sub[1])
+                        tidx.append(t - 1 if t > 0 else len(uvs) + t)
+                    else:
+                        has_uv = False
+                polys.append(idx)
+                poly_uv.append(tidx)
+    v = np.asarray(verts, dtype=np.float64).reshape(-1, 3)
+    if not has_uv or not uvs or not polys:
+        return v, polys, None
+    uv_arr = np.asarray(uvs, dtype=np.float64)
+    try:
+        corner_uv = [uv_arr[t] for t in poly_uv]
+    except IndexError:
+        raise InputError(f"{os.path.basename(path)}: UV index out of range in a face")
+    return v, polys, corner_uv  # type: ignore[return-value]
+
+
+def _read_off(path: str) -> tuple[np.ndarray, list[list[int]]]:
+    with open(path, "r", encoding="utf-8", errors="replace") as fh:
+        tokens_lines = [ln.split("#")[0].split() for ln in fh]
+    lines = [t for t in tokens_lines if t]
+    if not lines:
+        raise InputError(f"{os.path.basename(path)}: empty OFF file")
+    head = lines[0]
+    if not head[0].upper().endswith("OFF"):
+        raise InputError(f"{os.path.basename(path)}: not an OFF file (no OFF header)")
+    rest = head[1:]
+    pos = 1
+    if not rest:
+        rest = lines[1]
+        pos = 2
+    nv, nf = int(rest[0]), int(rest[1])
+    vlines = lines[pos : pos + nv]
+    if len(vlines) < nv:
+        raise InputError(f"{os.path.basename(path)}: OFF file is truncated (expected {nv} vertices)")
+    v = np.asarray([[float(x) for x in ln[:3]] for ln in vlines], dtype=np.float64).reshape(-1, 3)
+    polys = []
+    for ln in lines[pos + nv : pos + nv + nf]:
+        k = int(ln[0])
+        polys.append([int(x) for x in ln[1 : 1 + k]])
+    return v, polys
+
+
+def load_mesh_file(path: str | os.PathLike) -> tuple[np.ndarray, list[list[int]] | np.ndarray, np.ndarray | None]:
+    """Read a mesh file as it is (no cleaning).
+
+    Returns
+    -------
+    vertices : (n, 3) float64
+    faces : (m, 3) int64 array or list of polygons (0-based vertex indices)
+    corner_uv : list of (k, 2) arrays per polygon, or None (OBJ only)
+    """
+    path = os.fspath(path)
+    base = os.path.basename(path)
+    if not os.path.exists(path):
+        raise InputError(f"{path}: file not found")
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory, not a mesh file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in SUPPORTED_EXTENSIONS:
+        raise InputError(f"{base}: unsupported mesh format {ext or '(no extension)'!r}; use one of {', '.join(SUPPORTED_EXTENSIONS)}")
+    try:
+        if ext == ".obj":
+            v, polys, uv = _read_obj(path)
+            return v, polys, uv
+        if ext == ".off":
+            v, polys = _read_off(path)
+            return v, polys, None
+        import trimesh
+
+        loaded = trimesh.load(path, process=False)
+        if isinstance(loaded, trimesh.Scene):
+            loaded = loaded.to_geometry() if hasattr(loaded, "to_geometry") else loaded.dump(concatenate=True)
+        v = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)
+        f = np.asarray(getattr(loaded, "faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)
+        return v, f, None
+    except InputError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{base}: cannot read file ({exc.__class__.__name__}: {exc})") from None
+    except Exception as exc:  # parsers raise anything on garbage
+        raise InputError(f"{base}: cannot parse mesh ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
