@@ -299,6 +299,10 @@ def _stored_map(target, source) -> tuple[np.ndarray, np.ndarray]:
     bary = mesh_io.read_attribute(target.data, ATTR_SOURCE_BARY)
     if face is None or bary is None:
         raise TaskError(f"'{target.name}' has no correspondence yet: run Match first")
+    partner = target.stablewrap.matched_with
+    if partner is not None and partner != source:
+        raise TaskError(f"'{target.name}' was matched with '{partner.name}', not '{source.name}': "
+                        f"run Match on '{source.name}' -> '{target.name}' first")
     return face, bary
 
 

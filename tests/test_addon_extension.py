@@ -341,6 +341,21 @@ def test_transfer_uvs_needs_a_match(sw, pair):
         bpy.ops.stablewrap.transfer_uvs(source=src.name, target=tgt.name)
 
 
+def test_a_transfer_refuses_a_map_made_with_another_source(sw, pair):
+    """The stored map belongs to the source it was matched with: another source (same vertex count
+    or not) must not silently read it."""
+    src, tgt = pair
+    other = src.copy()
+    other.data = src.data.copy()
+    other.name = "OtherSource"
+    bpy.context.scene.collection.objects.link(other)
+    bpy.ops.stablewrap.match(source=src.name, target=tgt.name)
+    with pytest.raises(RuntimeError, match="was matched with 'Source', not 'OtherSource'"):
+        bpy.ops.stablewrap.transfer_uvs(source=other.name, target=tgt.name)
+    assert "StableWrap UV" not in tgt.data.uv_layers  # nothing written
+    assert bpy.ops.stablewrap.transfer_uvs(source=src.name, target=tgt.name) == {"FINISHED"}
+
+
 def test_transfer_weights_copies_all_vertex_groups(sw, pair):
     pytest.importorskip("engine.transfer.attributes")
     src, tgt = pair

@@ -139,12 +139,14 @@ def _fake_keypoints(points: np.ndarray, vertices: np.ndarray) -> Keypoints:
 
 
 def test_verdict_good_for_a_right_map_and_wrong_for_a_mirrored_or_upside_down_one():
+    from engine.features.pose_model import ALL_NAMES
+
     rng = np.random.default_rng(1)
-    k = len(BODY_NAMES)
-    # a symmetric "body": a keypoint at x and its twin at -x
+    k = len(ALL_NAMES)
+    # a symmetric "body" (fingers included): a keypoint at x and its twin at -x
     pts = rng.normal(size=(k, 3))
-    for i, n in enumerate(BODY_NAMES):
-        twin = BODY_NAMES.index(mirror_name(n))
+    for i, n in enumerate(ALL_NAMES):
+        twin = ALL_NAMES.index(mirror_name(n))
         if n.startswith("right_"):
             pts[i] = pts[twin] * [-1, 1, 1]
         elif twin == i:
@@ -223,3 +225,23 @@ def test_match_with_keypoints_orients_an_upside_down_figure_and_says_so(tmp_path
     assert np.median(err) < 0.03
     with pytest.raises(InputError, match="keypoints: unknown mode 'yes'"):
         engine.match((vs, fs), (vt, ft), keypoints="yes")
+
+
+DATA = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@needs_mediapipe
+@pytest.mark.skipif(not (DATA / "realworld" / "mh_body.obj").is_file(), reason="benchmark data not available")
+def test_hand_model_finds_the_fingers_of_the_makehuman_template_on_the_right_sides(tmp_path):
+    from engine.mesh import load_mesh
+
+    mesh = load_mesh(DATA / "realworld" / "mh_body.obj").mesh
+    kp = detect_keypoints(mesh.vertices, mesh.faces, settings=KeypointSettings(hands=True), cache_dir=str(tmp_path))
+    assert kp.humanoid
+    for side, sign in (("left", 1), ("right", -1)):
+        tip, wrist = kp.point(f"{side}_index_tip"), kp.point(f"{side}_wrist")
+        assert tip is not None and wrist is not None
+        assert sign * tip[0] > 0  # the template faces +Z: its left hand is at +X
+        assert np.linalg.norm(tip - wrist) < 0.15  # a fingertip near its own wrist (unit-area frame)
+        assert kp.model_of(f"{side}_index_tip") == "mediapipe-hands"
+    assert kp.found(0.3).sum() >= len(BODY_NAMES) + 12

@@ -21,7 +21,9 @@ rows:
   surface point) is always run first unless --no-baseline; then one row per
   --features mode (engine.match(..., features=MODE)); then one row per
   --variant NAME=JSON, whose JSON object holds engine.match keyword options,
-  e.g.  --variant parts='{"parts": true}'  --variant fast='{"quality": "fast"}'.
+  e.g.  --variant fast='{"quality": "fast"}'; body keypoints beside the geometric path:
+  --features '' --variant geometric='{"features": "geometric", "keypoints": "off"}'
+                --variant keypoints='{"features": "geometric", "keypoints": "on"}'.
   The reserved key "_call": "package.module:function" benchmarks another
   function with engine.match's signature.
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .pose_model import BODY_NAMES, MediaPipePose, PoseModel, mirror_name
+from .pose_model import ALL_NAMES, BODY_NAMES, MediaPipePose, PoseModel, mirror_name
 
 # a view "found the body" when the pose model returns one whose torso (shoulders and hips)
 # it sees with at least this visibility (MediaPipe's own drawing threshold is 0.5)
@@ -45,7 +45,7 @@ CHAIN = (("nose",), ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip
 # 0.6: the clearly found bodies score 0.8-1.0 on these (faust5k, X Bot, MakeHuman, ogre);
 # the animals that fire score 0.4-0.7 on the few they have
 MIN_CORE_CONFIDENCE = 0.6
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2  # 2: hand keypoints
 
 
 @dataclass
@@ -60,6 +60,10 @@ class KeypointSettings:
     elevation: float = 10.0
     min_views: int = 4
     axes: tuple[str, ...] = ("y", "z", "x")
+    # finger landmarks from close-up renders of each hand through the hand model (+2 s a mesh).
+    # Off for matching: on FAUST's mitten hands the model places fingers that are not there,
+    # and the match numbers were measured without them; `landmarks --hands` turns them on
+    hands: bool = False
 
     def check(self) -> "KeypointSettings":
         if int(self.views) < 3:
@@ -79,7 +83,7 @@ class Keypoints:
 
     Attributes
     ----------
-    names : (k,) keypoint names (``engine.features.pose_model.BODY_NAMES``)
+    names : (k,) keypoint names (``engine.features.pose_model.ALL_NAMES``: body, then hands)
     vertices : (k,) int64 vertex index in the mesh given (-1 where not found)
     points : (k, 3) float64 triangulated joint estimates in the mesh's coordinates (NaN where not found)
     confidence : (k,) float32 in [0, 1] (0 where not found)
@@ -125,13 +129,17 @@ class Keypoints:
         left = left / np.linalg.norm(left)
         return np.stack([left, up, np.cross(left, up)])
 
+    def model_of(self, name: str) -> str:
+        """Which model found a landmark (the body's pose model, or the hand model for fingers)."""
+        return "mediapipe-hands" if name in ALL_NAMES[len(BODY_NAMES):] else self.model
+
     def as_dict(self) -> dict:
         """JSON-ready description (what ``python -m engine landmarks`` writes)."""
         return {
             "humanoid": bool(self.humanoid), "model": self.model, "axis": self.axis, "views_found": int(self.views_found),
             "landmarks": [
                 {"name": n, "vertex": int(v), "point": [round(float(x), 6) for x in p],
-                 "confidence": round(float(c), 4)}
+                 "confidence": round(float(c), 4), "model": self.model_of(n)}
                 for n, v, p, c in zip(self.names, self.vertices, self.points, self.confidence) if v >= 0
             ],
         }
@@ -141,13 +149,13 @@ class Keypoints:
                 "info": np.array([float(self.humanoid), float(self.views_found), "xyz".index(self.axis)])}
 
     @classmethod
-    def from_arrays(cls, a: dict[str, np.ndarray], names=BODY_NAMES, model: str = "mediapipe-pose") -> "Keypoints":
+    def from_arrays(cls, a: dict[str, np.ndarray], names=ALL_NAMES, model: str = "mediapipe-pose") -> "Keypoints":
         info = a["info"]
         return cls(tuple(names), a["vertices"].astype(np.int64), a["points"].astype(np.float64),
                    a["confidence"].astype(np.float32), bool(info[0]), int(info[1]), "xyz"[int(info[2])], model)
 
 
-def not_found(names=BODY_NAMES, axis: str = "y", model: str = "mediapipe-pose") -> Keypoints:
+def not_found(names=ALL_NAMES, axis: str = "y", model: str = "mediapipe-pose") -> Keypoints:
     k = len(names)
     return Keypoints(tuple(names), np.full(k, -1, np.int64), np.full((k, 3), np.nan), np.zeros(k, np.float32),
                      False, 0, axis, model)
@@ -227,31 +235,47 @@ def _torso_seen(det) -> bool:
     return bool(np.all(vis >= MIN_VISIBILITY))
 
 
-def _lift(vertices, faces, dets, cams, raster, s: KeypointSettings, axis: str, model: str) -> Keypoints:
+def lift_detections(vertices, faces, dets: list, cams, raster, resolution: int, tolerance: float, k: int):
+    """Triangulate named 2D detections of several views and snap them to the visible surface.
+
+    dets : per view a ViewKeypoints (k points) or None; cams / raster : the views' cameras and raster
+    tolerance : rays further than this from the consensus point are dropped (mesh units)
+    returns points (k, 3) (NaN where fewer than MIN_RAYS views agree), vertices (k,) int64 (-1 there),
+    confidence (k,) float32
+    """
     from scipy.spatial import cKDTree
 
-    names = BODY_NAMES
-    k = len(names)
-    found = [i for i, d in enumerate(dets) if _torso_seen(d)]
-    xy = np.stack([dets[i].xy for i in found])  # (V, k, 2)
-    vis = np.stack([dets[i].visibility for i in found])  # (V, k)
-    origins, dirs = camera_rays(cams[found], xy, int(s.resolution))
-    radius = float(np.linalg.norm(vertices.max(0) - vertices.min(0))) / 2
+    views = [i for i, d in enumerate(dets) if d is not None]
+    points, verts, conf = np.full((k, 3), np.nan), np.full(k, -1, np.int64), np.zeros(k, np.float32)
+    if len(views) < MIN_RAYS:
+        return points, verts, conf
+    xy = np.stack([dets[i].xy for i in views])  # (V, k, 2)
+    vis = np.stack([dets[i].visibility for i in views])  # (V, k)
+    origins, dirs = camera_rays(cams[views], xy, int(resolution))
     seen_faces = raster.triangle_id[raster.mask].unique().cpu().numpy()
     seen = np.unique(faces[seen_faces].ravel())
     tree = cKDTree(vertices[seen])
-    out = not_found(names, axis, model)
-    out.views_found = len(found)
     for j in range(k):
         w = np.where(vis[:, j] >= MIN_VISIBILITY, vis[:, j], 0.0)
-        p, inl = triangulate(origins, dirs[:, j], w, RAY_TOLERANCE * radius)
+        p, inl = triangulate(origins, dirs[:, j], w, tolerance)
         if p is None:
             continue
-        dist, nn = tree.query(p)
-        out.points[j], out.vertices[j] = p, seen[nn]
+        points[j], verts[j] = p, seen[tree.query(p)[1]]
         # agreement of the views that see it, discounted by the views that saw it elsewhere
-        out.confidence[j] = float(vis[inl, j].mean() * inl.sum() / max(1, (w > 0).sum()))
-    out.humanoid = len(found) >= s.min_views and _is_upright_chain(out)
+        conf[j] = float(vis[inl, j].mean() * inl.sum() / max(1, (w > 0).sum()))
+    return points, verts, conf
+
+
+def _lift(vertices, faces, dets, cams, raster, s: KeypointSettings, axis: str, model: str) -> Keypoints:
+    found = [d if _torso_seen(d) else None for d in dets]
+    radius = float(np.linalg.norm(vertices.max(0) - vertices.min(0))) / 2
+    points, verts, conf = lift_detections(vertices, faces, found, cams, raster, s.resolution, RAY_TOLERANCE * radius,
+                                          len(BODY_NAMES))
+    out = not_found(ALL_NAMES, axis, model)
+    nb = len(BODY_NAMES)
+    out.points[:nb], out.vertices[:nb], out.confidence[:nb] = points, verts, conf
+    out.views_found = sum(d is not None for d in found)
+    out.humanoid = out.views_found >= s.min_views and _is_upright_chain(out)
     return out
 
 
@@ -282,11 +306,12 @@ def _model(model: PoseModel | None) -> PoseModel:
 
 def detect_keypoints(vertices: np.ndarray, faces: np.ndarray, *, settings: KeypointSettings | None = None,
                      model: PoseModel | None = None, cache_dir: str | None = None, use_cache: bool = True,
-                     progress=None, keep_views: bool = False) -> Keypoints:
+                     progress=None, keep_views: bool = False, hand_model: PoseModel | None = None) -> Keypoints:
     """Named body landmarks of one mesh (see the module docstring).
 
     vertices : (n, 3) float; faces : (m, 3) int
     settings : render / search settings; model : the pose model (MediaPipe pose by default)
+    hand_model : the hand model for the close-ups of the hands (MediaPipe hands by default)
     cache_dir : the feature cache folder (None: the default); use_cache : read / write it
     progress : optional object with ``update(fraction)`` (cancellation goes through it)
     keep_views : keep the renders and 2D detections on the result (``Keypoints.views``), for pictures
@@ -305,7 +330,7 @@ def detect_keypoints(vertices: np.ndarray, faces: np.ndarray, *, settings: Keypo
     if use_cache and not keep_views:
         hit = cache.get(key)
         if hit is not None:
-            return Keypoints.from_arrays(hit, pm.names, pm.name)
+            return Keypoints.from_arrays(hit, ALL_NAMES, pm.name)
     best = None
     axes = _axis_order(v, s.axes)
     for n_axis, axis in enumerate(axes):
@@ -320,7 +345,11 @@ def detect_keypoints(vertices: np.ndarray, faces: np.ndarray, *, settings: Keypo
         if n_found >= max(s.min_views, int(0.75 * s.views)):
             break
     n_found, axis, dets, cams, raster, images = best
-    kp = _lift(v, f, dets, cams, raster, s, axis, pm.name) if n_found >= 2 else not_found(pm.names, axis, pm.name)
+    kp = _lift(v, f, dets, cams, raster, s, axis, pm.name) if n_found >= 2 else not_found(ALL_NAMES, axis, pm.name)
+    if kp.humanoid and s.hands:
+        from .hand_keypoints import add_hand_keypoints
+
+        add_hand_keypoints(v, f, kp, hand_model)
     if use_cache:
         cache.put(key, kp.to_arrays())
     if keep_views:

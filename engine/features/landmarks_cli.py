@@ -26,7 +26,6 @@ def landmarks_json(kp, prepared) -> dict:
         v = row["vertex"]
         row["vertex"] = int(prepared.clean_to_orig[v])
         row["point"] = [round(float(x), 6) for x in prepared.normalization.invert(np.asarray(row["point"]))]
-        row["model"] = kp.model
     return out
 
 
@@ -69,7 +68,7 @@ def cmd_landmarks(args) -> int:
     out = check_output_path(args.output)
     png = check_output_path(args.png) if args.png else None
     prepared = load_mesh(args.mesh)
-    settings = KeypointSettings(views=args.views, resolution=args.resolution)
+    settings = KeypointSettings(views=args.views, resolution=args.resolution, hands=args.hands)
     kp = detect_keypoints(prepared.mesh.vertices, prepared.mesh.faces, settings=settings, keep_views=png is not None)
     data = landmarks_json(kp, prepared)
     if args.require and not kp.humanoid:
@@ -93,6 +92,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--png", metavar="PICTURE.png", default=None, help="also draw the detections on the renders")
     p.add_argument("--views", type=int, default=8, help="orbit views (default 8)")
     p.add_argument("--resolution", type=int, default=384, help="render size in pixels (default 384)")
+    p.add_argument("--hands", action="store_true",
+                   help="also finger landmarks (thumb, finger bases and tips) from close-ups of each hand")
     p.add_argument("--require", action="store_true", help="exit with an error when no body is found")
     p.set_defaults(func=cmd_landmarks)
     return p

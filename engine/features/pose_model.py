@@ -32,6 +32,15 @@ BODY_KEYPOINTS = (
     ("left_toe", 31), ("right_toe", 32),
 )
 BODY_NAMES = tuple(n for n, _ in BODY_KEYPOINTS)
+# Hand keypoints (MediaPipe hand landmark indices): the wrist, the thumb tip, and the base and
+# tip of each finger: enough to orient a hand and place every finger; the middle joints add
+# little on a clay render
+HAND_KEYPOINTS = (
+    ("hand_wrist", 0), ("thumb_tip", 4), ("index_base", 5), ("index_tip", 8), ("middle_base", 9),
+    ("middle_tip", 12), ("ring_tip", 16), ("pinky_base", 17), ("pinky_tip", 20),
+)
+HAND_NAMES = tuple(f"{side}_{n}" for side in ("left", "right") for n, _ in HAND_KEYPOINTS)
+ALL_NAMES = BODY_NAMES + HAND_NAMES
 
 
 def mirror_name(name: str) -> str:
@@ -147,4 +156,59 @@ class MediaPipePose(PoseModel):
                 xy = np.array([[lm[i].x * w, lm[i].y * h] for i in idx], np.float64)
                 vis = np.array([lm[i].visibility for i in idx], np.float64)
                 out.append(ViewKeypoints(xy, np.clip(vis, 0.0, 1.0)))
+        return out
+
+
+class MediaPipeHands(PoseModel):
+    """The hand landmark model from the mediapipe wheel (one hand per image, static-image mode).
+
+    Handedness is not read (MediaPipe assumes mirrored selfie images); the caller knows which
+    wrist it rendered. ``names`` are the unprefixed ``HAND_KEYPOINTS`` names.
+    """
+
+    name = "mediapipe-hands"
+    names = tuple(n for n, _ in HAND_KEYPOINTS)
+    _lock = threading.Lock()
+    _graphs: dict = {}
+
+    def __init__(self, min_detection: float = 0.3) -> None:
+        ok, why = mediapipe_status()
+        if not ok:
+            raise BackendUnavailable(f"keypoints: {why}")
+        # 0.3: clay renders have no skin texture; the detections kept are then checked by
+        # triangulation across views
+        self.min_detection = float(min_detection)
+
+    def _graph(self):
+        key = self.min_detection
+        if key not in self._graphs:
+            try:
+                from mediapipe.python.solutions import hands as mp_hands
+            except Exception as exc:
+                raise BackendUnavailable(f"keypoints: mediapipe cannot be imported ({exc.__class__.__name__}: {exc})") from None
+            with _muted_stderr():
+                graph = mp_hands.Hands(static_image_mode=True, max_num_hands=1, model_complexity=1,
+                                       min_detection_confidence=self.min_detection)
+                graph.process(np.zeros((64, 64, 3), np.uint8))
+            self._graphs[key] = graph
+        return self._graphs[key]
+
+    def detect(self, images: np.ndarray) -> list[ViewKeypoints | None]:
+        images = np.asarray(images)
+        h, w = images.shape[1:3]
+        idx = [i for _, i in HAND_KEYPOINTS]
+        out: list[ViewKeypoints | None] = []
+        with self._lock:
+            graph = self._graph()
+            for img in images:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    res = graph.process(np.ascontiguousarray(img))
+                if not res.multi_hand_landmarks:
+                    out.append(None)
+                    continue
+                lm = res.multi_hand_landmarks[0].landmark
+                score = float(res.multi_handedness[0].classification[0].score) if res.multi_handedness else 1.0
+                xy = np.array([[lm[i].x * w, lm[i].y * h] for i in idx], np.float64)
+                out.append(ViewKeypoints(xy, np.full(len(idx), score)))
         return out
