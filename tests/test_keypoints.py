@@ -245,3 +245,15 @@ def test_hand_model_finds_the_fingers_of_the_makehuman_template_on_the_right_sid
         assert np.linalg.norm(tip - wrist) < 0.15  # a fingertip near its own wrist (unit-area frame)
         assert kp.model_of(f"{side}_index_tip") == "mediapipe-hands"
     assert kp.found(0.3).sum() >= len(BODY_NAMES) + 12
+
+
+def test_missing_mediapipe_is_a_backend_error_with_on_and_a_notice_with_auto(monkeypatch):
+    import engine.features.pose_model as pm
+    from engine.errors import BackendUnavailable
+
+    monkeypatch.setattr(pm, "mediapipe_status", lambda: (False, "the mediapipe package is not installed (pip install ...)"))
+    mesh = Mesh(*humanoid())
+    with pytest.raises(BackendUnavailable, match="keypoints: the mediapipe package is not installed"):
+        detect_pair(mesh, mesh, "on")
+    pk = detect_pair(mesh, mesh, "auto")
+    assert not pk.used and "mediapipe package is not installed" in pk.reason and "geometric" in pk.reason

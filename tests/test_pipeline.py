@@ -335,3 +335,39 @@ def test_excluded_vertices_have_low_confidence_and_progress_never_goes_back_on_a
     assert r.meta["alignment_fits"] == 2  # the fit was redone: the stages ran twice
     assert all(b >= a for a, b in zip(fractions, fractions[1:])) and fractions[-1] == pytest.approx(1.0)
     assert r.confidence[excluded].max() <= 0.5 + 1e-6
+
+
+def test_race_halves_the_field_and_finishes_the_best_candidate_with_fake_runs():
+    """Successive halving over typed candidates, scored by the given energy; no real registration."""
+    from engine.progress import Progress
+    from engine.register.race import Candidate, race, race_stages
+
+    class Run:
+        def __init__(self, quality):
+            self.step, self.quality, self.calls = 0, quality, []
+
+        def advance(self, until, progress):
+            self.calls.append((self.step, until))
+            self.step = until
+            if progress is not None:
+                progress.update(until / 100.0)  # a Registration reports step / its steps
+
+        def vertices(self):
+            return np.full((1, 3), self.quality)  # the "score" reads it back
+
+    assert race_stages(3, 100, 0.3) == (30, [(0, 15, 3), (15, 30, 2)])
+    assert race_stages(2, 100, 0.3) == (30, [(0, 30, 2)])
+    assert race_stages(1, 100, 0.3) == (0, [])
+    runs = [Run(0.5), Run(0.2), Run(0.9)]
+    cands = [Candidate(r, name) for r, name in zip(runs, ("a", "b", "c"))]
+    fractions = []
+    prog = Progress(lambda s, f: fractions.append(f), stages=[("register", 1.0)])
+    prog.stage("register")
+    winner = race(cands, 100, 0.3, lambda v: float(v[0, 0]), prog, in_threads=False)
+    assert winner.name == "b" and runs[1].step == 100
+    assert runs[2].step == 15  # the worst left the race after half the probe
+    assert runs[0].step == 30  # the runner-up stopped at the probe
+    assert [c.score for c in cands] == [0.5, 0.2, 0.9]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    alone = race([Candidate(Run(0.7), "only")], 50, 0.3, lambda v: 0.0, Progress(), in_threads=False)
+    assert alone.name == "only" and alone.run.step == 50 and alone.score is None
