@@ -72,6 +72,30 @@ def _check_faces(name: str, arr: np.ndarray, n_faces: int) -> None:
         raise TaskError(f"engine reply '{name}' refers to triangle {int(arr.max())} of a mesh with {n_faces}")
 
 
+def check_unchanged(objects, signatures, when: str) -> None:
+    """Refuse to write when an object was deleted or its mesh changed since the job read it
+    (``signatures``: their ``_mesh_signature`` then; ``when``: the rest of the one-line error)."""
+    for obj, sig in zip(objects, signatures):
+        if obj.name not in bpy.data.objects or _mesh_signature(obj) != sig:
+            raise TaskError(f"'{sig[0]}' was changed or deleted {when}")
+
+
+def read_pair(task, use_evaluated: bool) -> dict:
+    """The source and target meshes of ``task`` as the engine's pair arrays (world space, float64:
+    objects far from the origin keep their precision); sets ``task.src``, ``task.tgt`` and
+    ``task.signature``. Match and Detect Landmarks send the same geometry, so the engine's
+    cached detections serve both."""
+    try:
+        src = mesh_io.read_mesh(task.source, "source", evaluated=use_evaluated)
+        tgt = mesh_io.read_mesh(task.target, "target", evaluated=use_evaluated)
+    except MeshDataError as exc:
+        raise TaskError(str(exc)) from None
+    task.src, task.tgt = src, tgt
+    task.signature = (_mesh_signature(task.source), _mesh_signature(task.target))
+    return {"src_vertices": src.world_vertices(), "src_faces": src.triangles,
+            "tgt_vertices": tgt.world_vertices(), "tgt_faces": tgt.triangles}
+
+
 def _mesh_signature(obj) -> tuple:
     return (obj.name, len(obj.data.vertices), len(obj.data.polygons), len(obj.data.loops))
 
@@ -151,19 +175,11 @@ class MatchTask(Task):
 
     def prepare(self):
         check_pair(self.source, self.target)
+        arrays = read_pair(self, self.use_evaluated)
         try:
-            src = mesh_io.read_mesh(self.source, "source", evaluated=self.use_evaluated)
-            tgt = mesh_io.read_mesh(self.target, "target", evaluated=self.use_evaluated)
             exclude = mesh_io.vertex_group_mask(self.source, self.exclude_group) if self.exclude_group else None
         except MeshDataError as exc:
             raise TaskError(str(exc)) from None
-        self.src, self.tgt = src, tgt
-        self.signature = (_mesh_signature(self.source), _mesh_signature(self.target))
-        arrays = {
-            # world space (float64: objects far from the origin keep their precision)
-            "src_vertices": src.world_vertices(), "src_faces": src.triangles,
-            "tgt_vertices": tgt.world_vertices(), "tgt_faces": tgt.triangles,
-        }
         lms = landmark_pairs(self.source, self.target)
         if len(lms):
             arrays["landmarks"] = lms
@@ -194,9 +210,7 @@ class MatchTask(Task):
 
     def apply(self, data, arrays):
         out = self.check(arrays)
-        for obj, sig in zip((self.source, self.target), self.signature):
-            if obj.name not in bpy.data.objects or _mesh_signature(obj) != sig:
-                raise TaskError(f"'{sig[0]}' was changed or deleted while matching; run Match again")
+        check_unchanged((self.source, self.target), self.signature, "while matching; run Match again")
         fitted_local = mesh_io.to_local(out["fitted_vertices"], self.src.matrix_world)
         src_colors = correspondence_colors(self.src.vertices)
         tgt_colors = interpolate(src_colors, self.src.triangles, out["tgt_to_src_face"], out["tgt_to_src_bary"])
@@ -221,76 +235,6 @@ class MatchTask(Task):
         conf = float(np.mean(out["confidence"])) if len(out["confidence"]) else 0.0
         return (f"Matched '{self.source.name}' to '{self.target.name}'"
                 + (f" in {secs:.1f} s" if isinstance(secs, (int, float)) else "") + f", mean confidence {conf:.2f}")
-
-
-class DetectLandmarksTask(Task):
-    """Body landmarks detected on both meshes -> named landmark pairs stored on the source for the target.
-
-    Replaces the pairs an earlier detection wrote for this target and keeps the pairs added by
-    hand; a failure or a cancel never reaches ``apply``, so the list stays as it was.
-    """
-
-    label = "Detect Landmarks"
-    cmd = "detect_landmarks"
-
-    def __init__(self, source, target, use_evaluated: bool = False) -> None:
-        self.source = _obj(source, "source")
-        self.target = _obj(target, "target")
-        self.use_evaluated = use_evaluated
-
-    def prepare(self):
-        check_pair(self.source, self.target)
-        try:
-            # the same geometry Match sends, so the match reuses the engine's cached detections
-            src = mesh_io.read_mesh(self.source, "source", evaluated=self.use_evaluated)
-            tgt = mesh_io.read_mesh(self.target, "target", evaluated=self.use_evaluated)
-        except MeshDataError as exc:
-            raise TaskError(str(exc)) from None
-        self.signature = (_mesh_signature(self.source), _mesh_signature(self.target))
-        arrays = {"src_vertices": src.world_vertices(), "src_faces": src.triangles,
-                  "tgt_vertices": tgt.world_vertices(), "tgt_faces": tgt.triangles}
-        return self.cmd, {"source_name": self.source.name, "target_name": self.target.name}, arrays
-
-    def check(self, data: dict, arrays: dict) -> tuple[np.ndarray, np.ndarray, list]:
-        pairs = arrays.get("pairs")
-        if pairs is None or pairs.ndim != 2 or pairs.shape[1] != 2:
-            raise TaskError("engine reply has no landmark 'pairs'")
-        p = len(pairs)
-        conf = _check_length("confidence", arrays.get("confidence"), (p,))
-        names = data.get("names")
-        if not isinstance(names, list) or len(names) != p:
-            raise TaskError(f"engine reply names {len(names) if isinstance(names, list) else 0} landmarks for {p} pairs")
-        ns, nt = len(self.source.data.vertices), len(self.target.data.vertices)
-        if p and (pairs.min() < 0 or pairs[:, 0].max() >= ns or pairs[:, 1].max() >= nt):
-            raise TaskError(f"engine reply refers to vertices outside the meshes (source has {ns}, target {nt} vertices)")
-        if p == 0:
-            raise TaskError(f"no body landmark was found confidently on both '{self.source.name}' and "
-                            f"'{self.target.name}'; add landmark pairs by hand")
-        return pairs.astype(np.int64), np.clip(conf.astype(np.float64), 0.0, 1.0), [str(n) for n in names]
-
-    def apply(self, data, arrays):
-        pairs, conf, names = self.check(data, arrays)
-        for obj, sig in zip((self.source, self.target), self.signature):
-            if obj.name not in bpy.data.objects or _mesh_signature(obj) != sig:
-                raise TaskError(f"'{sig[0]}' was changed or deleted while detecting; run Detect Landmarks again")
-        n = write_detected_landmarks(self.source, self.target, pairs, names, conf)
-        kept = sum(1 for lm in self.source.stablewrap.landmarks if lm.target == self.target and not lm.detected)
-        return (f"Detected {n} landmark pairs on '{self.source.name}' and '{self.target.name}'"
-                + (f" ({kept} added by hand kept)" if kept else "") + "; review them in the Landmarks list")
-
-
-def write_detected_landmarks(source, target, pairs: np.ndarray, names: list, confidence: np.ndarray) -> int:
-    """Replace the detected landmark pairs of ``source`` for ``target``; pairs added by hand stay."""
-    lms = source.stablewrap.landmarks
-    for i in reversed(range(len(lms))):
-        if lms[i].detected and lms[i].target == target:
-            lms.remove(i)
-    for (sv, tv), name, c in zip(pairs.tolist(), names, confidence.tolist()):
-        lm = lms.add()
-        lm.name, lm.target, lm.source_vertex, lm.target_vertex = name, target, int(sv), int(tv)
-        lm.detected, lm.confidence = True, float(c)
-    source.stablewrap.landmark_index = min(max(0, source.stablewrap.landmark_index), max(0, len(lms) - 1))
-    return len(pairs)
 
 
 def _stored_map(target, source) -> tuple[np.ndarray, np.ndarray]:
@@ -324,9 +268,7 @@ class _MappedTask(Task):
         return {"src_faces": src_tris, "tgt_faces": tgt_tris, "tgt_to_src_face": face, "tgt_to_src_bary": bary}
 
     def _still_same(self):
-        for obj, sig in zip((self.source, self.target), self.signature):
-            if obj.name not in bpy.data.objects or _mesh_signature(obj) != sig:
-                raise TaskError(f"'{sig[0]}' was changed or deleted meanwhile; run it again")
+        check_unchanged((self.source, self.target), self.signature, "meanwhile; run it again")
 
 
 def read_corner_uv(mesh, loops: np.ndarray, uv_name: Optional[str] = None) -> tuple[str, np.ndarray]:
@@ -398,91 +340,6 @@ class TransferWeightsTask(_MappedTask):
                 mesh_io.write_vertex_group(self.target, name, vals[:, i])
             self.target.stablewrap.created_groups = "\t".join(self.names)
         return f"{len(self.names)} vertex groups transferred to '{self.target.name}'"
-
-
-class MorphTask(Task):
-    """N in-between shape keys from the source shape to its fit, driven by one slider."""
-
-    label = "Make Morph"
-    cmd = "make_morph"
-
-    def __init__(self, source, steps: int = 5) -> None:
-        self.source = _obj(source, "source")
-        self.steps = int(steps)
-
-    def prepare(self):
-        if self.source is None:
-            raise TaskError("pick a source mesh")
-        try:
-            mesh_io.check_mesh_object(self.source, "source")
-        except MeshDataError as exc:
-            raise TaskError(str(exc)) from None
-        if self.steps < 1:
-            raise TaskError(f"the number of in-betweens must be at least 1 (got {self.steps})")
-        fitted = mesh_io.read_shape_key(self.source, FIT_KEY)
-        if fitted is None:
-            raise TaskError(f"'{self.source.name}' has no '{FIT_KEY}' shape key: run Match first")
-        tris, _, _ = mesh_io.read_triangles(self.source.data)
-        self.signature = _mesh_signature(self.source)
-        times = [i / self.steps for i in range(1, self.steps + 1)]  # key i at t = i/N; the last is the fit
-        return self.cmd, {"times": times}, {
-            "src_vertices": mesh_io.basis_positions(self.source), "src_faces": tris, "fitted_vertices": fitted}
-
-    def apply(self, data, arrays):
-        n = len(self.source.data.vertices)
-        frames = _check_length("frames", arrays.get("frames"), (self.steps, n, 3))
-        if _mesh_signature(self.source) != self.signature:
-            raise TaskError(f"'{self.source.name}' was changed meanwhile; run Make Morph again")
-        with EditModeGuard(self.source):
-            remove_morph(self.source)
-            keys = []
-            for i in range(self.steps):
-                keys.append(mesh_io.write_shape_key(self.source, f"{MORPH_PREFIX}{i + 1:02d}", frames[i], 0.0))
-            for i, key in enumerate(keys, start=1):
-                add_morph_driver(self.source, key, i, self.steps)
-            self.source.stablewrap.morph_steps = self.steps
-            fit = self.source.data.shape_keys.key_blocks.get(FIT_KEY)
-            if fit is not None:
-                fit.value = 0.0  # the morph slider drives the shape now
-        return f"{self.steps} in-between shape keys on '{self.source.name}', driven by its Morph slider"
-
-
-def add_morph_driver(obj, key, i: int, n: int):
-    """Key ``i`` of ``n`` peaks at morph = i/n and fades linearly to its neighbours (a piecewise-linear blend)."""
-    fcurve = key.driver_add("value")
-    drv = fcurve.driver
-    drv.type = "SCRIPTED"
-    while drv.variables:
-        drv.variables.remove(drv.variables[0])
-    var = drv.variables.new()
-    var.name = "m"
-    var.type = "SINGLE_PROP"
-    var.targets[0].id_type = "OBJECT"
-    var.targets[0].id = obj
-    var.targets[0].data_path = "stablewrap.morph"
-    if i == n:
-        drv.expression = f"max(0.0, min(1.0, m * {n} - {n - 1}))"
-    else:
-        drv.expression = f"max(0.0, 1.0 - abs(m * {n} - {i}))"
-    for mod in list(fcurve.modifiers):
-        fcurve.modifiers.remove(mod)
-    return fcurve
-
-
-def remove_morph(obj) -> int:
-    sk = obj.data.shape_keys
-    if sk is None:
-        return 0
-    names = [k.name for k in sk.key_blocks if k.name.startswith(MORPH_PREFIX)]
-    for name in names:
-        key = obj.data.shape_keys.key_blocks[name]
-        try:
-            key.driver_remove("value")
-        except TypeError:
-            pass
-        obj.shape_key_remove(key)
-    obj.stablewrap.morph_steps = 0
-    return len(names)
 
 
 class BakeTextureTask(_MappedTask):
@@ -586,173 +443,7 @@ def clear_results(source, target) -> list[str]:
 # --------------------------------------------------------------------------- part matching
 
 
-class NoMatch(TaskError):
-    """The engine found no counterpart of the part on the target (a valid answer; nothing is written)."""
-
-    type = "NoMatch"
-
-
-def read_image_rgba(image) -> np.ndarray:
-    """(H, W, 4) float32 pixels of a Blender image, row 0 = top (Blender stores row 0 = bottom)."""
-    if image is None:
-        raise TaskError("no image given; open an image in the Image Editor or pick one")
-    w, h = (int(x) for x in image.size)
-    if w == 0 or h == 0:
-        raise TaskError(f"image '{image.name}' has no pixels (missing file or unsupported format)")
-    ch = int(image.channels)
-    if ch not in (1, 2, 3, 4):
-        raise TaskError(f"image '{image.name}' has {ch} channels; use an RGB or RGBA image")
-    buf = np.empty(w * h * ch, np.float32)
-    image.pixels.foreach_get(buf)
-    px = buf.reshape(h, w, ch)[::-1]
-    if ch == 4:
-        rgba = px
-    elif ch == 3:
-        rgba = np.concatenate([px, np.ones((h, w, 1), np.float32)], axis=2)
-    else:  # grey (+ alpha)
-        alpha = px[..., 1:2] if ch == 2 else np.ones((h, w, 1), np.float32)
-        rgba = np.concatenate([np.repeat(px[..., :1], 3, axis=2), alpha], axis=2)
-    rgba = np.ascontiguousarray(rgba, np.float32)
-    if not np.all(np.isfinite(rgba)):
-        raise TaskError(f"image '{image.name}' has NaN or infinite pixel values")
-    return rgba
-
-
-def select_vertices(obj, mask: np.ndarray) -> None:
-    """Make ``mask`` (n,) bool the object's vertex selection (edges and faces follow; object mode)."""
-    mesh = obj.data
-    mask = np.asarray(mask, bool)
-    mesh.vertices.foreach_set("select", mask)
-    ev = np.empty(len(mesh.edges) * 2, np.int32)
-    if len(ev):
-        mesh.edges.foreach_get("vertices", ev)
-        mesh.edges.foreach_set("select", mask[ev.reshape(-1, 2)].all(axis=1))
-    if len(mesh.polygons):
-        starts = np.empty(len(mesh.polygons), np.int32)
-        mesh.polygons.foreach_get("loop_start", starts)
-        corner = mask[mesh_io.read_corner_verts(mesh)].astype(np.int8)
-        mesh.polygons.foreach_set("select", np.minimum.reduceat(corner, starts).astype(bool))
-    mesh.update()
-
-
-class _PartResultTask(Task):
-    """Writes a part result (target vertex indices) as a selection and/or a vertex group on the target."""
-
-    target = None
-    new_group = ""
-    select = True
-
-    def _still_same(self) -> None:
-        if self.target.name not in bpy.data.objects or _mesh_signature(self.target) != self.signature:
-            raise TaskError(f"'{self.signature[0]}' was changed or deleted while matching; run it again")
-
-    def apply(self, data, arrays):
-        bsb = arrays.get("bsb_vertex")
-        verts = arrays.get("target_vertices")
-        if bsb is None or verts is None:
-            raise TaskError("engine reply has no 'bsb_vertex' / 'target_vertices'")
-        n = len(self.target.data.vertices)
-        verts = np.asarray(verts).reshape(-1)
-        if int(bsb) < 0:
-            raise NoMatch(f"no match: {self.what} has no counterpart on '{self.target.name}'; nothing was changed")
-        if len(verts) == 0 or verts.min() < 0 or verts.max() >= n or not 0 <= int(bsb) < n:
-            raise TaskError(f"engine reply refers to vertices outside '{self.target.name}' ({n} vertices)")
-        self._still_same()
-        mask = np.zeros(n, bool)
-        mask[verts] = True
-        score = float(np.asarray(arrays.get("score", 0.0)))
-        with EditModeGuard(self.target):
-            if self.new_group:
-                mesh_io.write_vertex_group(self.target, self.new_group, mask.astype(np.float32))
-                created = [g for g in self.target.stablewrap.created_groups.split("\t") if g and g != self.new_group]
-                self.target.stablewrap.created_groups = "\t".join(created + [self.new_group])
-            if self.select:
-                select_vertices(self.target, mask)
-        where = f" as vertex group '{self.new_group}'" if self.new_group else ""
-        return (f"Matched {self.what} to {int(mask.sum())} vertices of '{self.target.name}'{where} "
-                f"(score {score:.2f})")
-
-
-class MatchPartTask(_PartResultTask):
-    """Source vertex group -> the corresponding part of the target, as a new vertex group there."""
-
-    label = "Match Part"
-    cmd = "match_part"
-
-    def __init__(self, source, target, group_name: str, new_group: Optional[str] = None, select: bool = True,
-                 k: Optional[int] = None) -> None:
-        self.source = _obj(source, "source")
-        self.target = _obj(target, "target")
-        self.group_name = group_name or ""
-        self.new_group = self.group_name if new_group is None else new_group
-        self.select, self.k = bool(select), k
-        self.what = f"'{self.group_name}'"
-
-    def prepare(self):
-        check_pair(self.source, self.target)
-        if not self.group_name:
-            raise TaskError(f"pick a vertex group of '{self.source.name}' to match")
-        if not self.new_group and not self.select:
-            raise TaskError("nothing to write: give a target vertex group name or turn on Select")
-        try:
-            part = mesh_io.vertex_group_mask(self.source, self.group_name)
-            src = mesh_io.read_mesh(self.source, "source")
-            tgt = mesh_io.read_mesh(self.target, "target")
-        except MeshDataError as exc:
-            raise TaskError(str(exc)) from None
-        if not part.any():
-            raise TaskError(f"vertex group '{self.group_name}' of '{self.source.name}' is empty "
-                            "(no vertex with weight above 0.5); assign the part's vertices to it")
-        if part.all():
-            raise TaskError(f"vertex group '{self.group_name}' covers the whole of '{self.source.name}'; "
-                            "it must hold only the part to match")
-        self.signature = _mesh_signature(self.target)
-        arrays = {"src_vertices": src.world_vertices(), "src_faces": src.triangles,
-                  "tgt_vertices": tgt.world_vertices(), "tgt_faces": tgt.triangles,
-                  "part": np.nonzero(part)[0].astype(np.int32)}
-        args = {} if self.k is None else {"k": int(self.k)}
-        return self.cmd, args, arrays
-
-
-class PickFromImageTask(_PartResultTask):
-    """A click on a reference image -> the matching part of the target, selected (and/or as a vertex group)."""
-
-    label = "Pick from Image"
-    cmd = "match_image_part"
-
-    def __init__(self, target, image, x: float, y: float, new_group: str = "", select: bool = True,
-                 device: Optional[str] = None) -> None:
-        self.target = _obj(target, "target")
-        if isinstance(image, str):
-            found = bpy.data.images.get(image)
-            if found is None:
-                raise TaskError(f"image '{image}' not found")
-            image = found
-        self.image = image
-        self.x, self.y = float(x), float(y)
-        self.new_group, self.select, self.device = new_group or "", bool(select), device
-        self.what = f"the clicked part of '{getattr(image, 'name', '?')}'"
-
-    def prepare(self):
-        try:
-            mesh_io.check_mesh_object(self.target, "target")
-        except MeshDataError as exc:
-            raise TaskError(str(exc)) from None
-        if not self.new_group and not self.select:
-            raise TaskError("nothing to write: give a target vertex group name or turn on Select")
-        rgba = read_image_rgba(self.image)
-        h, w = rgba.shape[:2]
-        if not (np.isfinite(self.x) and np.isfinite(self.y) and 0 <= self.x < w and 0 <= self.y < h):
-            raise TaskError(f"click ({self.x:g}, {self.y:g}) is outside the {w}x{h} image '{self.image.name}'")
-        if rgba[int(self.y), int(self.x), 3] <= 0.5:
-            raise TaskError(f"click ({self.x:g}, {self.y:g}) is on the transparent background of "
-                            f"'{self.image.name}'; click on the object")
-        try:
-            tgt = mesh_io.read_mesh(self.target, "target")
-        except MeshDataError as exc:
-            raise TaskError(str(exc)) from None
-        self.signature = _mesh_signature(self.target)
-        args = {"click": [self.x, self.y]}
-        if self.device:
-            args["device"] = self.device
-        return self.cmd, args, {"image": rgba, "tgt_vertices": tgt.world_vertices(), "tgt_faces": tgt.triangles}
+# the landmark and part tasks live in their own modules; ``tasks.X`` keeps naming them all
+from .landmark_tasks import DetectLandmarksTask, write_detected_landmarks  # noqa: E402,F401
+from .part_tasks import MatchPartTask, NoMatch, PickFromImageTask, read_image_rgba, select_vertices  # noqa: E402,F401
+from .morph_tasks import MorphTask, add_morph_driver, remove_morph  # noqa: E402,F401  (clear_results uses remove_morph)

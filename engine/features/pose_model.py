@@ -103,35 +103,42 @@ def mediapipe_status() -> tuple[bool, str]:
     return True, "ok"
 
 
-class MediaPipePose(PoseModel):
-    """BlazePose (full) from the mediapipe wheel, static-image mode.
+class _MediaPipeModel(PoseModel):
+    """What the MediaPipe solutions share: the availability check, one graph per detection
+    threshold (built once per process, its set-up logs muted), and the image loop.
 
-    min_detection : the person detector's threshold; 0.5 is MediaPipe's own default
+    Subclasses set ``name``, ``names``, ``index`` (the MediaPipe landmark of each name) and
+    implement ``_build(solutions)`` (the graph) and ``_read(result)`` (landmarks + scores or None).
     """
 
-    name = "mediapipe-pose"
-    _lock = threading.Lock()  # the graph is not re-entrant: one image at a time per process
+    index: tuple[int, ...] = ()
+    _lock = threading.Lock()  # a graph is not re-entrant: one image at a time per process
     _graphs: dict = {}
 
-    def __init__(self, min_detection: float = 0.5) -> None:
+    def __init__(self, min_detection: float) -> None:
         ok, why = mediapipe_status()
         if not ok:
             raise BackendUnavailable(f"keypoints: {why}")
         self.min_detection = float(min_detection)
 
+    def _build(self, solutions):
+        raise NotImplementedError
+
+    def _read(self, result):
+        """(landmark list, per-index scores (k,)) of the first detection, or None."""
+        raise NotImplementedError
+
     def _graph(self):
-        key = self.min_detection
+        key = (type(self).__name__, self.min_detection)
         if key not in self._graphs:
             try:
-                from mediapipe.python.solutions import pose as mp_pose
+                from mediapipe.python import solutions
             except Exception as exc:  # a broken install: say which package, in one line
                 raise BackendUnavailable(f"keypoints: mediapipe cannot be imported ({exc.__class__.__name__}: {exc})") from None
-            # model_complexity=1 is the "full" model inside the wheel (2, "heavy", would download).
             # The graph's C++ side logs its set-up (TFLite delegate, absl, feedback tensors) on the
             # process's stderr at the first image: build it and run one blank image with fd 2 muted
             with _muted_stderr():
-                graph = mp_pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False,
-                                     min_detection_confidence=self.min_detection)
+                graph = self._build(solutions)
                 graph.process(np.zeros((64, 64, 3), np.uint8))
             self._graphs[key] = graph
         return self._graphs[key]
@@ -139,76 +146,71 @@ class MediaPipePose(PoseModel):
     def detect(self, images: np.ndarray) -> list[ViewKeypoints | None]:
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"pose model: expected (K, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+            raise ValueError(f"{self.name}: expected (K, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
         h, w = images.shape[1:3]
-        idx = [i for _, i in BODY_KEYPOINTS]
         out: list[ViewKeypoints | None] = []
         with self._lock:
             graph = self._graph()
             for img in images:
                 with warnings.catch_warnings():  # protobuf's deprecation notice inside mediapipe, every call
                     warnings.simplefilter("ignore", UserWarning)
-                    res = graph.process(np.ascontiguousarray(img))
-                if res.pose_landmarks is None:
+                    found = self._read(graph.process(np.ascontiguousarray(img)))
+                if found is None:
                     out.append(None)
                     continue
-                lm = res.pose_landmarks.landmark
-                xy = np.array([[lm[i].x * w, lm[i].y * h] for i in idx], np.float64)
-                vis = np.array([lm[i].visibility for i in idx], np.float64)
-                out.append(ViewKeypoints(xy, np.clip(vis, 0.0, 1.0)))
+                lm, scores = found
+                xy = np.array([[lm[i].x * w, lm[i].y * h] for i in self.index], np.float64)
+                out.append(ViewKeypoints(xy, np.clip(np.asarray(scores, np.float64), 0.0, 1.0)))
         return out
 
 
-class MediaPipeHands(PoseModel):
+class MediaPipePose(_MediaPipeModel):
+    """BlazePose (full) from the mediapipe wheel, static-image mode.
+
+    min_detection : the person detector's threshold; 0.5 is MediaPipe's own default
+    """
+
+    name = "mediapipe-pose"
+    index = tuple(i for _, i in BODY_KEYPOINTS)
+
+    def __init__(self, min_detection: float = 0.5) -> None:
+        super().__init__(min_detection)
+
+    def _build(self, solutions):
+        # model_complexity=1 is the "full" model inside the wheel (2, "heavy", would download)
+        return solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False,
+                                   min_detection_confidence=self.min_detection)
+
+    def _read(self, result):
+        if result.pose_landmarks is None:
+            return None
+        lm = result.pose_landmarks.landmark
+        return lm, [lm[i].visibility for i in self.index]
+
+
+class MediaPipeHands(_MediaPipeModel):
     """The hand landmark model from the mediapipe wheel (one hand per image, static-image mode).
 
     Handedness is not read (MediaPipe assumes mirrored selfie images); the caller knows which
-    wrist it rendered. ``names`` are the unprefixed ``HAND_KEYPOINTS`` names.
+    wrist it rendered. ``names`` are the unprefixed ``HAND_KEYPOINTS`` names; every point of a
+    hand gets the hand's detection score.
     """
 
     name = "mediapipe-hands"
     names = tuple(n for n, _ in HAND_KEYPOINTS)
-    _lock = threading.Lock()
-    _graphs: dict = {}
+    index = tuple(i for _, i in HAND_KEYPOINTS)
 
     def __init__(self, min_detection: float = 0.3) -> None:
-        ok, why = mediapipe_status()
-        if not ok:
-            raise BackendUnavailable(f"keypoints: {why}")
         # 0.3: clay renders have no skin texture; the detections kept are then checked by
         # triangulation across views
-        self.min_detection = float(min_detection)
+        super().__init__(min_detection)
 
-    def _graph(self):
-        key = self.min_detection
-        if key not in self._graphs:
-            try:
-                from mediapipe.python.solutions import hands as mp_hands
-            except Exception as exc:
-                raise BackendUnavailable(f"keypoints: mediapipe cannot be imported ({exc.__class__.__name__}: {exc})") from None
-            with _muted_stderr():
-                graph = mp_hands.Hands(static_image_mode=True, max_num_hands=1, model_complexity=1,
-                                       min_detection_confidence=self.min_detection)
-                graph.process(np.zeros((64, 64, 3), np.uint8))
-            self._graphs[key] = graph
-        return self._graphs[key]
+    def _build(self, solutions):
+        return solutions.hands.Hands(static_image_mode=True, max_num_hands=1, model_complexity=1,
+                                     min_detection_confidence=self.min_detection)
 
-    def detect(self, images: np.ndarray) -> list[ViewKeypoints | None]:
-        images = np.asarray(images)
-        h, w = images.shape[1:3]
-        idx = [i for _, i in HAND_KEYPOINTS]
-        out: list[ViewKeypoints | None] = []
-        with self._lock:
-            graph = self._graph()
-            for img in images:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    res = graph.process(np.ascontiguousarray(img))
-                if not res.multi_hand_landmarks:
-                    out.append(None)
-                    continue
-                lm = res.multi_hand_landmarks[0].landmark
-                score = float(res.multi_handedness[0].classification[0].score) if res.multi_handedness else 1.0
-                xy = np.array([[lm[i].x * w, lm[i].y * h] for i in idx], np.float64)
-                out.append(ViewKeypoints(xy, np.full(len(idx), score)))
-        return out
+    def _read(self, result):
+        if not result.multi_hand_landmarks:
+            return None
+        score = float(result.multi_handedness[0].classification[0].score) if result.multi_handedness else 1.0
+        return result.multi_hand_landmarks[0].landmark, [score] * len(self.index)
