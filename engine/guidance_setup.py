@@ -85,6 +85,12 @@ def make_guidances(ctx: PairContext, S, mode: str, rigid) -> list:
         candidates = [c for c in candidates if c[0] == cfg.guidance_schedule]
     if cfg.schedule_probe <= 0:
         candidates = candidates[:1]
+    def vertex_guidance(name: str, w_pos, weight: float):
+        g = VertexFeatureGuidance(feat_s, feat_t, w_pos=w_pos, tau=cfg.guidance_tau)
+        g.prepare(S, T)
+        g.schedule, g.weight_scale = name, weight
+        return g
+
     if pk is not None:
         # keypoints decided the orientation and tell the sides apart: one feature-led run,
         # pulled joint to joint early on (no race, no part pairs: those guard against the
@@ -92,9 +98,7 @@ def make_guidances(ctx: PairContext, S, mode: str, rigid) -> list:
         from .correspond.keypoint_guidance import KeypointGuidance
         from .parts.guidance import CombinedGuidance
 
-        name, w_pos, weight = candidates[0]
-        g = VertexFeatureGuidance(feat_s, feat_t, w_pos=w_pos, tau=cfg.guidance_tau)
-        g.prepare(S, T)
+        g = vertex_guidance(*candidates[0])
         src, tgt = pk.source, pk.target
         si = [src.index(n) for n in pk.names]
         ti = [tgt.index(n) for n in pk.names]
@@ -102,15 +106,8 @@ def make_guidances(ctx: PairContext, S, mode: str, rigid) -> list:
                                              pk.pairs[:, 1], pk.weights,
                                              release=(cfg.keypoint_release_start, cfg.keypoint_release_end))
         combined = CombinedGuidance([(g, 1.0), (kg, cfg.w_keypoints)], prepared=True)
-        combined.schedule, combined.weight_scale = name + "+keypoints", weight
+        combined.schedule, combined.weight_scale = g.schedule + "+keypoints", g.weight_scale
         return [combined]
-
-    def vertex_guidance(name: str, w_pos, weight: float):
-        g = VertexFeatureGuidance(feat_s, feat_t, w_pos=w_pos, tau=cfg.guidance_tau)
-        g.prepare(S, T)
-        g.schedule, g.weight_scale = name, weight
-        return g
-
     if cfg.w_parts <= 0:
         return [vertex_guidance(*c) for c in candidates]
     from .parts.guidance import CombinedGuidance, PartGuidance
