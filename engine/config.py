@@ -90,6 +90,11 @@ class MatchConfig:
     w_keypoints: float = _f(1.0, 0.0)
     keypoint_release_start: float = _f(0.4, 0.0, 1.0)
     keypoint_release_end: float = _f(0.8, 0.0, 1.0)
+    # --- the fitted source (engine.register.surface_fit): settle the registered source onto the
+    # target without flipping or folding its triangles (False: project every vertex, as the
+    # rigid baseline does); pulls onto the target, each with several shape-preserving steps
+    surface_fit: bool = _f(True)
+    surface_fit_iterations: int = _f(14, 1, 1000)
     # --- rendered-flow guidance
     flow_views: int = _f(8, 1, 64)
     flow_resolution: int = _f(128, 32, 2048)
@@ -109,7 +114,8 @@ class MatchConfig:
 
 
 PRESETS = {
-    "fast": dict(spectral_k=60, zoomout_start=20, zoomout_step=10, reg_steps=100, reg_update_every=25, align_samples=400),
+    "fast": dict(spectral_k=60, zoomout_start=20, zoomout_step=10, reg_steps=100, reg_update_every=25, align_samples=400,
+                 surface_fit_iterations=8),
     "balanced": dict(),
     "best": dict(spectral_k=150, zoomout_step=5, reg_steps=600, reg_update_every=50, align_samples=1000),
 }

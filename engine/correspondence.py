@@ -35,8 +35,9 @@ class Correspondence:
     src_to_tgt_bary : (Vs, 3) float32  barycentric coordinates in that triangle
     tgt_to_src_face : (Vt,) int32   source triangle hit by every target vertex
     tgt_to_src_bary : (Vt, 3) float32
-    fitted_vertices : (Vs, 3) float32  source topology on the target shape, target coordinates
-    confidence : (Vs,) float32 in [0, 1]
+    fitted_vertices : (Vs, 3) float32  source topology on the target shape, target coordinates (on
+        the target where it carries the source; the source's shape over holes and missing detail)
+    confidence : (Vs,) float32 in [0, 1]  (at most 0.5 where no target surface carries the vertex)
     meta : dict   version, device, features, per-stage seconds, peak memory...
     """
 

@@ -43,7 +43,7 @@ def _view_rotation(fitted: np.ndarray, source: np.ndarray) -> np.ndarray:
 
 
 def _draw(ax, vertices: np.ndarray, faces: np.ndarray, vcolors: np.ndarray, title: str,
-          rotation: np.ndarray | None = None) -> None:
+          rotation: np.ndarray | None = None, wireframe: bool = False) -> None:
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
     v = np.asarray(vertices, np.float64)
@@ -57,7 +57,8 @@ def _draw(ax, vertices: np.ndarray, faces: np.ndarray, vcolors: np.ndarray, titl
     n = unit_rows(n)
     light = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
     shade = 0.55 + 0.45 * np.abs(n @ light)
-    coll = Poly3DCollection(tri, facecolors=np.clip(fcol * shade[:, None], 0, 1), edgecolors="none", linewidths=0)
+    edges = dict(edgecolors=(0.1, 0.1, 0.1, 0.35), linewidths=0.2) if wireframe else dict(edgecolors="none", linewidths=0)
+    coll = Poly3DCollection(tri, facecolors=np.clip(fcol * shade[:, None], 0, 1), **edges)
     ax.add_collection3d(coll)
     lo, hi = p.min(0), p.max(0)
     ax.set_xlim(lo[0], hi[0])
@@ -70,7 +71,8 @@ def _draw(ax, vertices: np.ndarray, faces: np.ndarray, vcolors: np.ndarray, titl
 
 
 def save_correspondence_png(path: str, src_v, src_f, tgt_v, tgt_f, result) -> None:
-    """Three panels: source coloured by position, target coloured through the map, fitted source."""
+    """Three panels: source coloured by position, target coloured through the map, fitted source
+    (with its wireframe: flipped or folded triangles show)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,13 +84,13 @@ def save_correspondence_png(path: str, src_v, src_f, tgt_v, tgt_f, result) -> No
     R = _view_rotation(fitted, np.asarray(src_v, np.float64))
     fig = plt.figure(figsize=(15, 5.2), dpi=100)
     panels = (
-        (src_v, src_f, colors, f"source ({len(src_v)} vertices), coloured by position", None),
-        (tgt_v, tgt_f, tcol, f"target ({len(tgt_v)} vertices), colours through the map", R),
-        (fitted, src_f, colors, "source topology fitted onto the target", R),
+        (src_v, src_f, colors, f"source ({len(src_v)} vertices), coloured by position", None, False),
+        (tgt_v, tgt_f, tcol, f"target ({len(tgt_v)} vertices), colours through the map", R, False),
+        (fitted, src_f, colors, "source topology fitted onto the target", R, True),
     )
-    for i, (v, f, c, title, rot) in enumerate(panels):
+    for i, (v, f, c, title, rot, wire) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1, projection="3d")
-        _draw(ax, v, np.asarray(f), c, title, rot)
+        _draw(ax, v, np.asarray(f), c, title, rot, wire)
     fig.tight_layout()
     from .fileio import atomic_path
 
@@ -134,12 +136,17 @@ def run_demo(out_dir: str = "out", quality: str = "balanced", features: str = "a
         "median_error": float(np.median(err)),
         "within_5pct": float((err < 0.05).mean()),
         "mean_confidence": float(result.confidence.mean()),
+        "surface_fit": result.meta.get("surface_fit"),
     }
     echo(f"matched in {seconds:.1f} s on {summary['device']} with {summary['features']} features "
          f"(quality {quality}; stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.meta.get("seconds", {}).items()) + ")")
     echo(f"error against the ground truth (Euclidean, % of the target's bounding-box diagonal): "
          f"mean {100 * summary['mean_error']:.2f}, median {100 * summary['median_error']:.2f}, "
          f"{100 * summary['within_5pct']:.1f}% of source vertices within 5%")
+    fq = summary["surface_fit"]
+    if fq:
+        echo(f"fitted source: {fq['flipped']} flipped and {fq['folds']} folded triangles "
+             f"({fq['flipped_pct']:.2f} % / {fq['folds_pct']:.2f} %), {fq['unsupported_pct']:.1f} % of it kept off the target")
     echo(f"wrote {npz_path} and {png_path}")
     return summary
 

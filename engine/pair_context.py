@@ -92,6 +92,13 @@ class MeshContext:
         return SurfaceQuery(self.mesh.vertices, self.mesh.faces)
 
     @cached_property
+    def fit_target(self):
+        """The mesh as the surface a fitted source settles onto (closest points, normals, boundary)."""
+        from .register.surface_fit import TargetSurface
+
+        return TargetSurface(self.surface, self.mesh.vertices, self.mesh.faces)
+
+    @cached_property
     def tree(self):
         """k-d tree of the vertices."""
         from scipy.spatial import cKDTree

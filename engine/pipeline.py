@@ -29,7 +29,7 @@ from .pair_context import MeshContext, PairContext
 from .progress import CancelToken, Progress, ProgressCallback
 
 STAGES = (("prepare", 1), ("keypoints", 2), ("align", 2), ("features", 3), ("initial map", 2), ("part features", 1),
-          ("register", 10), ("project", 1))
+          ("register", 10), ("project", 1), ("fit surface", 2))
 
 
 @dataclass
@@ -103,6 +103,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     _lap(ctx, "align", t)
 
     fit, n_fits = _fit_alignments(ctx, alignments, method, feat_mode)
+    surface = _fit_surface(ctx, fit) if method == "full" and cfg.surface_fit else None
 
     t = time.perf_counter()
     conf = final_maps.confidence(fit.deformed, ctx.S.faces, ctx.T, fit.maps, ctx.exclude)
@@ -125,6 +126,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
         "schedule_scores": fit.schedule_scores,  # fit score of every raced schedule where it left the race
         "keypoints": ctx.keypoints.meta(),  # whether body keypoints guided the match, which pairs, their confidences
         "verdict": verdict,  # good / check / wrong, with its reason
+        "surface_fit": surface,  # flipped / folded triangles left, share of the source with no target surface under it
         "source_report": src.report, "target_report": tgt.report, "notices": ctx.notices,
         "source_vertices": int(len(src.orig_vertices)), "target_vertices": int(len(tgt.orig_vertices)),
     }
@@ -213,6 +215,32 @@ def _fit(ctx: PairContext, rigid, method: str, feat_mode: str, scorer) -> Fit:
         fit.score, fit.distortion = scorer.score(ctx.T.faces[maps.f_st, np.argmax(maps.b_st, axis=1)])
     _lap(ctx, "project", t)
     return fit
+
+
+def _fit_surface(ctx: PairContext, fit: Fit) -> dict:
+    """Settle the registered source onto the target without flipping or folding its triangles
+    (engine.register.surface_fit); ``fit`` takes the fitted source and its maps. Returns the meta."""
+    from .progress import SubProgress
+    from .register.surface_fit import SurfaceFitConfig, SurfaceFitter
+
+    t = time.perf_counter()
+    ctx.progress.stage("fit surface")
+    fixed = None if ctx.exclude is None else (~ctx.exclude).astype(np.float64)
+    res = SurfaceFitter(ctx.S.vertices, ctx.S.faces).fit(
+        fit.deformed, ctx.target.fit_target, fixed, SurfaceFitConfig(iterations=ctx.config.surface_fit_iterations),
+        progress=SubProgress(ctx.progress, 0.0, 0.9))
+    fit.deformed = res.vertices
+    fit.maps = final_maps.project(res.vertices, ctx.S.faces, ctx.target.surface, ctx.T.vertices, fitted=True,
+                                  support=res.support)
+    _lap(ctx, "fit surface", t)
+    m = len(ctx.S.faces)
+    unsupported = float(np.mean(res.support < 0.5))
+    if res.no_surface > 0.05:
+        ctx.notices.append(f"{100 * res.no_surface:.0f} % of the source has no target surface under it "
+                           "(holes or missing parts): kept in the source's shape there, with low confidence")
+    return {"flipped": res.flipped, "flipped_pct": round(100.0 * res.flipped / m, 3), "folds": res.folds,
+            "folds_pct": round(100.0 * res.folds / m, 3), "unsupported_pct": round(100.0 * unsupported, 2),
+            "no_surface_pct": round(100.0 * res.no_surface, 2)}
 
 
 def _peak_rss_mb() -> float:

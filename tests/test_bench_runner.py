@@ -207,7 +207,10 @@ def _fake_runner(table):
             corr = fn(path_a, path_b, **{k: v for k, v in options.items() if k != "device"})
         except Exception as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "seconds": 0.0, "peak_rss": 1.0}
-        return {"ok": True, "face": corr.src_to_tgt_face, "bary": corr.src_to_tgt_bary, "seconds": table.get(call, 1.0), "peak_rss": 2.0 * 2**20, "meta": corr.meta}
+        out = {"ok": True, "face": corr.src_to_tgt_face, "bary": corr.src_to_tgt_bary, "seconds": table.get(call, 1.0), "peak_rss": 2.0 * 2**20, "meta": corr.meta}
+        if "shift" in call:  # a fitted-source quality, as the real runner measures it
+            out["quality"] = {"flipped_pct": 0.5 if "a.off" in path_a else 1.5, "folds_pct": 0.25, "dist_p99_pct": 0.1}
+        return out
 
     return run
 
@@ -239,8 +242,10 @@ def test_run_benchmark_scores_rows_and_keeps_failures(synth, tmp_path):
     assert "- broken on a->b: InputError: a.off: pretend this mesh is broken" in md
     assert "- shift on a->b: " in md  # listed among the pairs with mean error > 10
     table = markdown_table(rows)
-    assert "| ident | 0.00 | 0.00 | 1.000 | 1.000 | 0 | 1.0 | 2 MB | 2/0 |" in table
+    assert "| ident | 0.00 | 0.00 | 1.000 | 1.000 | 0 | - | - | - | 1.0 | 2 MB | 2/0 |" in table
     assert "| broken | - | - | - | - | - | - |" in table
+    # fitted-source columns: mean flipped / folds % over pairs, median p99 distance
+    assert "| 1.00 | 0.25 | 0.10 |" in table.split("| shift |")[1].split("\n")[0]
 
 
 def test_cli_end_to_end_in_worker_processes(synth, tmp_path, capsys):

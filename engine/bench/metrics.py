@@ -141,3 +141,20 @@ def cumulative_curve(errors: np.ndarray, max_error: float = CURVE_MAX, steps: in
     if e.size == 0:
         return t, np.zeros_like(t)
     return t, np.searchsorted(e, t, side="right") / e.size
+
+
+def fitted_quality(path_a: str, path_b: str, corr) -> dict:
+    """Quality of a match's fitted source (engine.geometry.mesh_quality.fit_quality): flipped faces
+    and new folds against the source file's own shape, edge stretch, and the distance to the
+    target (% of the target's bounding-box diagonal; also over the vertices with confidence above
+    0.5, where the target has surface under them)."""
+    from ..geometry.closest import SurfaceQuery
+    from ..geometry.mesh_quality import fit_quality
+    from ..mesh import as_prepared
+
+    src, tgt = as_prepared(path_a, "source"), as_prepared(path_b, "target")
+    fitted = np.asarray(corr.fitted_vertices, np.float64)
+    tv = tgt.orig_vertices
+    _, _, _, dist = SurfaceQuery(tv, tgt.orig_triangles).closest(fitted)
+    diag = float(np.linalg.norm(tv.max(0) - tv.min(0)))
+    return fit_quality(src.orig_vertices, fitted, src.orig_triangles, dist, diag, np.asarray(corr.confidence) > 0.5)

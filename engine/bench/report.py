@@ -36,6 +36,11 @@ class Row:
     errors: np.ndarray = field(default_factory=lambda: np.zeros(0))
     stage_seconds: dict = field(default_factory=dict)  # stage -> median seconds over pairs
     peak_gpu: float = float("nan")  # bytes, max over pairs; NaN when no pair used CUDA
+    # fitted source, mean over pairs: % flipped faces, % new folds; median over pairs of the p99
+    # distance to the target (% of its diagonal)
+    flipped_pct: float = float("nan")
+    folds_pct: float = float("nan")
+    dist_p99_pct: float = float("nan")
 
     @property
     def swaps(self) -> int:
@@ -54,6 +59,11 @@ def stage_seconds(meta: dict) -> dict:
 def _nanmedian(values: list[float]) -> float:
     v = [x for x in values if x == x]
     return float(np.median(v)) if v else float("nan")
+
+
+def _nanmean(values: list[float]) -> float:
+    v = [x for x in values if x == x]
+    return float(np.mean(v)) if v else float("nan")
 
 
 def _nanmax(values: list[float]) -> float:
@@ -83,6 +93,9 @@ def summarize_runs(runs: list[MatchRun], order: list[str] | None = None) -> list
                 errors=np.concatenate([r.errors for r in ok]) if ok else np.zeros(0),
                 stage_seconds={k: float(np.median(v)) for k, v in stages.items()},
                 peak_gpu=_nanmax([r.peak_gpu for r in mine]),
+                flipped_pct=_nanmean([r.quality.get("flipped_pct", float("nan")) for r in ok]),
+                folds_pct=_nanmean([r.quality.get("folds_pct", float("nan")) for r in ok]),
+                dist_p99_pct=_nanmedian([r.quality.get("dist_p99_pct", float("nan")) for r in ok]),
             )
         )
     return rows
@@ -95,11 +108,14 @@ COLUMNS = (
     f"<{THRESHOLDS[0]:.2f}",
     f"<{THRESHOLDS[1]:.2f}",
     f"swaps (>{100 * SWAP_THRESHOLD:g})",
+    "flipped %",
+    "folds %",
+    "dist p99 %",
     "median s/pair",
     "peak RSS",
     "pairs ok/failed",
 )
-SHORT_COLUMNS = ("method", "mean", "median", "<.05", "<.10", "swaps", "s/pair", "RSS", "ok/fail")
+SHORT_COLUMNS = ("method", "mean", "median", "<.05", "<.10", "swaps", "flip%", "fold%", "d99%", "s/pair", "RSS", "ok/fail")
 
 
 def _fmt(x: float, spec: str) -> str:
@@ -133,6 +149,9 @@ def row_cells(row: Row, gpu: bool = False) -> list[str]:
         _fmt(s.frac_under[THRESHOLDS[0]], ".3f") if s else "-",
         _fmt(s.frac_under[THRESHOLDS[1]], ".3f") if s else "-",
         str(row.swaps) if s else "-",
+        _fmt(row.flipped_pct, ".2f"),
+        _fmt(row.folds_pct, ".2f"),
+        _fmt(row.dist_p99_pct, ".2f"),
         _fmt(row.median_seconds, ".1f"),
         _fmt_bytes(row.peak_rss),
         f"{row.n_ok}/{row.n_failed}",
@@ -159,7 +178,9 @@ def print_table(rows: list[Row], title: str = "", file=None) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        caption = "mean / median: geodesic error x100; s/pair: median seconds; swaps: pairs with mean > 10"
+        caption = ("mean / median: geodesic error x100; s/pair: median seconds; swaps: pairs with mean > 10; "
+                   "flip% / fold%: flipped faces / new folds of the fitted source; d99%: its p99 distance to the "
+                   "target, % of the diagonal")
         from rich import box
 
         table = Table(title=title or None, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
@@ -251,6 +272,7 @@ CSV_FIELDS = (
     "error",
     "stage_seconds",
     "fit",
+    "fit_quality",
 )
 
 # what the matcher chose for a pair (meta keys of engine.match): which guidance schedule, which alignment
@@ -282,6 +304,7 @@ def csv_text(runs: list[MatchRun]) -> str:
                 r.error,
                 json.dumps(stage_seconds(r.meta)) if r.ok else "",
                 json.dumps({k: r.meta[k] for k in FIT_KEYS if r.meta.get(k) is not None}) if r.ok else "",
+                json.dumps(r.quality) if r.ok and r.quality else "",
             ]
         )
     return buf.getvalue()

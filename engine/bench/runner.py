@@ -165,6 +165,10 @@ def _child_main(conn, call: str, path_a: str, path_b: str, options: dict, thread
         result["bary"] = np.asarray(corr.src_to_tgt_bary)
         meta = getattr(corr, "meta", {}) or {}
         result["meta"] = json.loads(json.dumps(meta, default=str))
+        if hasattr(corr, "fitted_vertices"):  # after the timing: not the matcher's work
+            from .metrics import fitted_quality
+
+            result["quality"] = fitted_quality(path_a, path_b, corr)
         result["ok"] = True
     except BaseException as exc:  # everything is reported as this pair's failure
         if t0 is not None:
@@ -192,6 +196,7 @@ class MatchRun:
     errors: np.ndarray | None = None  # (k,) float64 per ground-truth point
     sym_errors: np.ndarray | None = None  # against the mirrored ground truth, when the set has it
     meta: dict = field(default_factory=dict)
+    quality: dict = field(default_factory=dict)  # engine.geometry.mesh_quality.fit_quality of the fitted source
 
     @property
     def mean(self) -> float:
@@ -352,6 +357,7 @@ def run_benchmark(
                 peak_rss=float(res.get("peak_rss", float("nan"))),
                 peak_gpu=float(res.get("peak_gpu", float("nan"))),
                 meta=res.get("meta") or {},
+                quality=res.get("quality") or {},
             )
             if run.ok:
                 try:
@@ -362,9 +368,12 @@ def run_benchmark(
             if log is not None:
                 if run.ok:
                     extra = f"  (mirrored gt {100 * run.sym_mean:.2f})" if run.sym_errors is not None and run.sym_mean < run.mean else ""
+                    q = run.quality
+                    fitq = (f", flipped {q['flipped_pct']:.2f} % folds {q['folds_pct']:.2f} % dist p99 "
+                            f"{q['dist_p99_pct']:.2f} %") if q else ""
                     log(
                         f"[{k}/{total}] {pair.label} {variant.name}: error {100 * run.mean:.2f}{extra}, "
-                        f"{run.seconds:.1f} s, {run.peak_rss / 2**20:.0f} MiB"
+                        f"{run.seconds:.1f} s, {run.peak_rss / 2**20:.0f} MiB{fitq}"
                     )
                 else:
                     log(f"[{k}/{total}] {pair.label} {variant.name}: FAILED {run.error}")

@@ -28,12 +28,18 @@ class Maps:
     d_st: np.ndarray
     f_ts: np.ndarray
     b_ts: np.ndarray
+    fitted: np.ndarray
+    support: np.ndarray
 
 
-def project(deformed: np.ndarray, source_faces: np.ndarray, target_surface, target_vertices: np.ndarray, progress=None) -> Maps:
+def project(deformed: np.ndarray, source_faces: np.ndarray, target_surface, target_vertices: np.ndarray, progress=None,
+            fitted: bool = False, support: np.ndarray | None = None) -> Maps:
     """Closest points both ways between the deformed source (ns, 3) and the target.
 
     target_surface : engine.geometry.closest.SurfaceQuery of the target
+    fitted : the deformed source is the final fitted source (kept as it is: its vertices off the
+        target keep the source's shape), not a registration to be projected
+    support : optional (ns,) float in [0, 1], from the surface fit
     """
     from ..geometry.closest import SurfaceQuery
 
@@ -43,16 +49,21 @@ def project(deformed: np.ndarray, source_faces: np.ndarray, target_surface, targ
     if progress is not None:
         progress.update(0.5)
     f_ts, b_ts, _, _ = SurfaceQuery(deformed, source_faces).closest(target_vertices)
-    return Maps(f_st, b_st, p_st, d_st, f_ts, b_ts)
+    ns = len(deformed)
+    return Maps(f_st, b_st, p_st, d_st, f_ts, b_ts, deformed.copy() if fitted else p_st,
+                np.ones(ns) if support is None else np.asarray(support, np.float64))
 
 
 def confidence(deformed: np.ndarray, source_faces: np.ndarray, target: Mesh, maps: Maps,
                exclude: np.ndarray | None = None) -> np.ndarray:
     """(ns,) float in [0, 1]: how well the deformed source agrees with the target where it landed:
-    near the surface (``CONFIDENCE_DISTANCE``) and facing the same way; halved on excluded vertices."""
+    near the surface (``CONFIDENCE_DISTANCE``) and facing the same way; at most half where no
+    target surface carries the fitted vertex (support 0: a hole, or detail the target lacks, kept
+    in the source's shape); halved on excluded vertices."""
     normals = Mesh(deformed, source_faces).vertex_normals
     agree = np.einsum("ij,ij->i", normals, target.face_normals[maps.f_st])
     conf = np.exp(-((maps.d_st / CONFIDENCE_DISTANCE) ** 2)) * np.clip(0.5 + 0.5 * agree, 0.0, 1.0)
+    conf = conf * (0.5 + 0.5 * np.clip(maps.support, 0.0, 1.0))
     if exclude is not None:
         conf = np.where(exclude, 0.5 * conf, conf)
     return np.clip(conf, 0.0, 1.0)
@@ -67,7 +78,7 @@ def to_caller(src: PreparedMesh, tgt: PreparedMesh, maps: Maps, conf: np.ndarray
         "src_to_tgt_bary": np.clip(maps.b_st[o2c_s], 0.0, 1.0).astype(np.float32),
         "tgt_to_src_face": src.face_to_orig[maps.f_ts][o2c_t].astype(np.int32),
         "tgt_to_src_bary": np.clip(maps.b_ts[o2c_t], 0.0, 1.0).astype(np.float32),
-        "fitted_vertices": tgt.normalization.invert(maps.p_st)[o2c_s].astype(np.float32),
+        "fitted_vertices": tgt.normalization.invert(maps.fitted)[o2c_s].astype(np.float32),
         "confidence": conf[o2c_s].astype(np.float32),
     }
     for key, arr in out.items():

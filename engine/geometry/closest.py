@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 
 def closest_point_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray):
@@ -59,10 +58,8 @@ def closest_point_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: n
 class SurfaceQuery:
     """Closest-point queries against one triangle mesh (built once, queried many times).
 
-    Candidates are the faces with the nearest centroids; a point whose candidates cannot
-    rule out a closer face (a large face nearby) gets more of them, up to
-    ``max_candidates``. Exact on meshes with even-sized faces; on meshes mixing tiny and
-    huge faces a point may get a face slightly farther than the true closest one.
+    An axis-aligned bounding-box tree (libigl's AABB: exact, about 5 us per query point on a
+    100k-face mesh); the barycentrics come from :func:`closest_point_on_triangles` on the face found.
 
     Parameters
     ----------
@@ -70,71 +67,37 @@ class SurfaceQuery:
     faces : (m, 3) int
     """
 
-    max_candidates = 256  # beyond this many nearest faces (by centroid) a point keeps its best so far
-
     def __init__(self, vertices: np.ndarray, faces: np.ndarray) -> None:
-        self.vertices = np.asarray(vertices, np.float64)
-        self.faces = np.asarray(faces, np.int64)
-        tri = self.vertices[self.faces]
-        self._centroids = tri.mean(axis=1)
-        # radius of each face around its centroid bounds how far a closer face can hide
-        self._radius = np.linalg.norm(tri - self._centroids[:, None], axis=2).max(axis=1)
-        self._max_radius = float(self._radius.max()) if len(self._radius) else 0.0
-        self._tree = cKDTree(self._centroids)
+        import igl
 
-    def closest(self, points: np.ndarray, k: int = 16, chunk: int = 20000):
+        self.vertices = np.ascontiguousarray(vertices, np.float64)
+        self.faces = np.ascontiguousarray(faces, np.int64)
+        self._tree = igl.AABB()
+        self._tree.init(self.vertices, self.faces)
+
+    def closest(self, points: np.ndarray, chunk: int = 200000, progress=None):
         """Closest surface point of every query point.
 
         Parameters
         ----------
         points : (p, 3) float
+        progress : optional, anything with ``update(fraction)`` (called between chunks)
 
         Returns
         -------
         face : (p,) int64, bary : (p, 3) float64, point : (p, 3) float64, distance : (p,) float64
         """
-        pts = np.asarray(points, np.float64).reshape(-1, 3)
+        pts = np.ascontiguousarray(np.asarray(points, np.float64).reshape(-1, 3))
         n = len(pts)
         face = np.zeros(n, np.int64)
-        bary = np.zeros((n, 3))
-        point = np.zeros((n, 3))
-        dist = np.zeros(n)
-        k = min(k, len(self.faces))
         for s in range(0, n, chunk):
-            q = pts[s : s + chunk]
-            f_out, b_out, p_out, d_out = self._query(q, k)
-            face[s : s + chunk], bary[s : s + chunk], point[s : s + chunk], dist[s : s + chunk] = f_out, b_out, p_out, d_out
+            _, face[s : s + chunk], _ = self._tree.squared_distance(self.vertices, self.faces, pts[s : s + chunk])
+            if progress is not None:
+                progress.update(min(1.0, (s + chunk) / n))
+        tri = self.vertices[self.faces[face]]
+        point, bary = closest_point_on_triangles(pts, tri[:, 0], tri[:, 1], tri[:, 2])
+        dist = np.linalg.norm(point - pts, axis=1)
         return face, bary, point, dist
-
-    def _query(self, q: np.ndarray, k: int):
-        _, cand = self._tree.query(q, k=k)
-        cand = cand.reshape(len(q), k)
-        f_out, b_out, p_out, d_out = self._best(q, cand)
-        # exactness: a face whose centroid is farther than d + max radius cannot be closer.
-        # Points whose k-th candidate does not rule that out get more candidates.
-        todo = np.arange(len(q))
-        kk = k
-        while kk < min(self.max_candidates, len(self.faces)):
-            dk = np.linalg.norm(self._centroids[cand[:, -1]] - q[todo], axis=1)
-            todo = todo[dk < d_out[todo] + self._max_radius]
-            if len(todo) == 0:
-                break
-            kk = min(kk * 4, self.max_candidates, len(self.faces))
-            _, cand = self._tree.query(q[todo], k=kk)
-            cand = cand.reshape(len(todo), kk)
-            f1, b1, p1, d1 = self._best(q[todo], cand)
-            better = d1 < d_out[todo]
-            t = todo[better]
-            f_out[t], b_out[t], p_out[t], d_out[t] = f1[better], b1[better], p1[better], d1[better]
-        return f_out, b_out, p_out, d_out
-
-    def _best(self, q: np.ndarray, cand: np.ndarray):
-        tri = self.vertices[self.faces[cand]]  # (p, k, 3, 3)
-        pt, bc = closest_point_on_triangles(q[:, None, :], tri[:, :, 0], tri[:, :, 1], tri[:, :, 2])
-        d = np.linalg.norm(pt - q[:, None, :], axis=2)
-        j = np.argmin(d, axis=1)
-        r = np.arange(len(q))
-        return cand[r, j], bc[r, j], pt[r, j], d[r, j]
 
 
 def closest_points(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray):

@@ -19,7 +19,7 @@ import torch
 from .operators import face_areas_normals, gradient_operator, jacobians as _jacobians
 
 
-class _Factor:
+class SparseFactor:
     """A Cholesky factor of an SPD sparse matrix, usable with torch tensors on ``device``."""
 
     def __init__(self, A: sp.spmatrix, device: torch.device) -> None:
@@ -51,6 +51,10 @@ class _Factor:
         with self._lock:
             return self._solve(b)
 
+    def solve_array(self, b: np.ndarray) -> np.ndarray:
+        """b : (n, k) float64 numpy -> (n, k) float64 numpy (a CPU factor)."""
+        return self.solve(torch.from_numpy(np.ascontiguousarray(b, dtype=np.float64))).cpu().numpy()
+
     def _solve(self, b: torch.Tensor) -> torch.Tensor:
         if self._chol is not None:
             if self.device.type == "cuda":
@@ -68,7 +72,7 @@ class _Factor:
 
 class _SolveFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, b: torch.Tensor, factor: _Factor) -> torch.Tensor:
+    def forward(ctx, b: torch.Tensor, factor: SparseFactor) -> torch.Tensor:
         ctx.factor = factor
         return factor.solve(b)
 
@@ -117,7 +121,7 @@ class PoissonSolver:
         vmass = np.maximum(vmass, 1e-12 * vmass.max())
         scale = float(L.diagonal().mean()) / float(vmass.mean())
         L = L + sp.diags(regularization * scale * vmass)
-        self._factor = _Factor(L, self.device)
+        self._factor = SparseFactor(L, self.device)
         # rhs operator G^T M as a torch sparse matrix (n, 3m)
         rhs = (G.T @ sp.diags(mass)).tocsr()
         if self.device.type == "cpu":

@@ -1,0 +1,190 @@
+"""How clean a fitted mesh is against the mesh it was fitted from (same topology).
+
+A triangle is *flipped* when its normal points against the rest triangle's normal carried by
+the local rotation (the best rotation of the surrounding two vertex rings, rest -> fitted): a
+bent arm is not a flip, a triangle turned over on the arm is. A *new fold* is a pair of
+edge-adjacent triangles whose normals make more than ``FOLD_ANGLE_DEG`` in the fitted mesh but
+not in the rest mesh: the two triangles lie (almost) on top of each other.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+# two adjacent triangles fold onto each other beyond this dihedral turn (120 deg: a crease sharper
+# than any a smooth body surface has at the template's resolution)
+FOLD_ANGLE_DEG = 120.0
+
+
+def _cross(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    p = vertices[faces]
+    return np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+
+
+def vertex_adjacency(faces: np.ndarray, n: int) -> sp.csr_matrix:
+    """(n, n) 0/1 adjacency of the mesh's edges (symmetric, no diagonal)."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
+    A = ((A + A.T) > 0).astype(np.float64)
+    A.setdiag(0)
+    A.eliminate_zeros()
+    return A.tocsr()
+
+
+def unique_edges(faces: np.ndarray) -> np.ndarray:
+    """(e, 2) int64: every edge once (smaller index first)."""
+    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    return np.unique(e, axis=0).astype(np.int64)
+
+
+def adjacent_face_pairs(faces: np.ndarray) -> np.ndarray:
+    """(p, 2) int64: pairs of faces sharing an edge (manifold or not: every pair on an edge)."""
+    m = len(faces)
+    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    fid = np.tile(np.arange(m), 3)
+    order = np.lexsort((e[:, 1], e[:, 0]))
+    e, fid = e[order], fid[order]
+    same = np.all(e[1:] == e[:-1], axis=1)
+    pairs = np.stack([fid[:-1][same], fid[1:][same]], axis=1)
+    return pairs[pairs[:, 0] != pairs[:, 1]].astype(np.int64)
+
+
+def rotations_from_covariances(C: np.ndarray, iterations: int = 7) -> np.ndarray:
+    """(k, 3, 3) rotations R maximising tr(R C) for cross-covariances C = sum r x^T (k, 3, 3).
+
+    R is the polar factor of C^T, found by determinant-scaled Newton iterations on the nine
+    entries as flat arrays (several times faster than a batched SVD); matrices whose polar factor
+    is a reflection, or that are near singular, take the SVD with the reflection removed (the
+    reference, see the tests).
+    """
+    C = np.asarray(C, np.float64)
+    k = len(C)
+    X = np.ascontiguousarray(np.transpose(C, (0, 2, 1)).reshape(k, 9).T)  # (9, k): rows of C^T
+    scale = np.maximum(np.abs(X).max(axis=0), 1e-300) if k else np.ones(0)
+    a, b, c, d, e, f, g, h, i = X / scale
+    det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+    ok = det > 1e-9
+    a, b, c, d, e, f, g, h, i = (v[ok] for v in (a, b, c, d, e, f, g, h, i))
+    for _ in range(iterations):
+        # cofactors (det * inverse-transpose)
+        A, B, Cc = e * i - f * h, f * g - d * i, d * h - e * g
+        D, E, F = c * h - b * i, a * i - c * g, b * g - a * h
+        G, H, I = b * f - c * e, c * d - a * f, a * e - b * d
+        det_ = a * A + b * B + c * Cc
+        s = np.abs(det_) ** (-1.0 / 3.0)  # determinant scaling: fast convergence from the start
+        t = 1.0 / (s * det_)
+        a, b, c = 0.5 * (s * a + t * A), 0.5 * (s * b + t * B), 0.5 * (s * c + t * Cc)
+        d, e, f = 0.5 * (s * d + t * D), 0.5 * (s * e + t * E), 0.5 * (s * f + t * F)
+        g, h, i = 0.5 * (s * g + t * G), 0.5 * (s * h + t * H), 0.5 * (s * i + t * I)
+    out = np.empty((k, 3, 3))
+    out[ok] = np.stack([a, b, c, d, e, f, g, h, i], axis=1).reshape(-1, 3, 3)
+    if (~ok).any():
+        out[~ok] = _rotations_svd(C[~ok])
+    return out
+
+
+def _rotations_svd(C: np.ndarray) -> np.ndarray:
+    U, _, Vt = np.linalg.svd(C)
+    d = np.sign(np.linalg.det(np.einsum("kij,kjl->kil", U, Vt)))
+    d[d == 0] = 1.0
+    Vt = Vt.copy()
+    Vt[:, 2] *= d[:, None]  # no reflections
+    return np.einsum("kji,klj->kil", Vt, U)  # V diag(1,1,d) U^T
+
+
+class OrientationCheck:
+    """Flips and folds of many shapes of one rest mesh (the neighbourhoods computed once).
+
+    rest : (n, 3) float; faces : (m, 3) int; rings : vertex rings of a triangle's local rotation
+    """
+
+    def __init__(self, rest: np.ndarray, faces: np.ndarray, rings: int = 2) -> None:
+        self.rest = np.asarray(rest, np.float64)
+        self.faces = np.asarray(faces, np.int64)
+        n = len(self.rest)
+        A = vertex_adjacency(self.faces, n) + sp.identity(n, format="csr")
+        N = A
+        for _ in range(rings - 1):
+            N = N @ A
+        N = (N > 0).astype(np.float64)
+        self._ring = (sp.diags(1.0 / np.asarray(N.sum(axis=1)).ravel()) @ N).tocsr()
+        self.ref = _cross(self.rest, self.faces)
+        ref_area = np.linalg.norm(self.ref, axis=1)
+        # degenerate rest triangles have no orientation to keep
+        self.oriented = ref_area > 1e-10 * max(float(ref_area.max(initial=0.0)), 1e-300)
+        self.pairs = adjacent_face_pairs(self.faces)
+        self._rest_folded = self._folded(self.rest)
+
+    def rotations(self, fitted: np.ndarray) -> np.ndarray:
+        """(m, 3, 3): per face, the best rotation of the rings around it, rest -> fitted."""
+        n = len(self.rest)
+        rm, xm = self._ring @ self.rest, self._ring @ fitted
+        outer = (self.rest[:, :, None] * fitted[:, None, :]).reshape(n, 9)
+        C = (self._ring @ outer).reshape(n, 3, 3) - rm[:, :, None] * xm[:, None, :]
+        return rotations_from_covariances(C[self.faces].sum(axis=1))
+
+    def flipped(self, fitted: np.ndarray) -> np.ndarray:
+        """(m,) bool: triangles facing against the rest triangle under the local rotation
+        (collapsed ones included; degenerate rest triangles never)."""
+        carried = np.einsum("kij,kj->ki", self.rotations(fitted), self.ref)
+        return self.oriented & ((_cross(fitted, self.faces) * carried).sum(axis=1) <= 0)
+
+    def _folded(self, v: np.ndarray) -> np.ndarray:
+        nrm = _cross(v, self.faces)
+        nrm = nrm / np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-300)
+        return (nrm[self.pairs[:, 0]] * nrm[self.pairs[:, 1]]).sum(axis=1) < np.cos(np.radians(FOLD_ANGLE_DEG))
+
+    def new_folds(self, fitted: np.ndarray) -> np.ndarray:
+        """(k, 2) int64: adjacent face pairs folded onto each other in ``fitted`` but not in the rest mesh."""
+        return self.pairs[self._folded(fitted) & ~self._rest_folded]
+
+
+def flipped_faces(rest: np.ndarray, fitted: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """One-shot :meth:`OrientationCheck.flipped`."""
+    return OrientationCheck(rest, faces).flipped(np.asarray(fitted, np.float64))
+
+
+def new_folds(rest: np.ndarray, fitted: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """One-shot :meth:`OrientationCheck.new_folds`."""
+    return OrientationCheck(rest, faces).new_folds(np.asarray(fitted, np.float64))
+
+
+def edge_stretch(rest: np.ndarray, fitted: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(e,) float: each edge's length ratio fitted / rest over the global ratio (1 = unchanged
+    apart from the overall scale); degenerate rest edges left out."""
+    e = unique_edges(faces)
+    lr = np.linalg.norm(rest[e[:, 0]] - rest[e[:, 1]], axis=1)
+    lf = np.linalg.norm(fitted[e[:, 0]] - fitted[e[:, 1]], axis=1)
+    ok = lr > 1e-12 * max(float(lr.max(initial=0.0)), 1e-300)
+    scale = np.sqrt(np.abs(_cross(fitted, faces)).sum() / max(np.abs(_cross(rest, faces)).sum(), 1e-300))
+    return lf[ok] / (lr[ok] * max(scale, 1e-300))
+
+
+def fit_quality(rest: np.ndarray, fitted: np.ndarray, faces: np.ndarray, distance: np.ndarray, diagonal: float,
+                supported: np.ndarray | None = None) -> dict:
+    """Summary of a fitted mesh: flipped faces and new folds (count and % of faces), edge stretch
+    (p1 / p99 of the length ratio) and the distance to the target (median / p99, % of ``diagonal``;
+    also over the ``supported`` vertices, where the target has the surface to lie on).
+
+    rest, fitted : (n, 3) float; faces : (m, 3) int; distance : (n,) float to the target surface
+    """
+    rest, fitted = np.asarray(rest, np.float64), np.asarray(fitted, np.float64)
+    faces = np.asarray(faces, np.int64)
+    m = len(faces)
+    check = OrientationCheck(rest, faces)
+    flips = int(check.flipped(fitted).sum())
+    folds = len(check.new_folds(fitted))
+    st = edge_stretch(rest, fitted, faces)
+    d = 100.0 * np.asarray(distance, np.float64) / diagonal
+    out = {
+        "faces": m, "flipped": flips, "flipped_pct": round(100.0 * flips / max(m, 1), 3),
+        "folds": folds, "folds_pct": round(100.0 * folds / max(m, 1), 3),
+        "stretch_p1": round(float(np.percentile(st, 1)), 3) if len(st) else None,
+        "stretch_p99": round(float(np.percentile(st, 99)), 3) if len(st) else None,
+        "dist_median_pct": round(float(np.median(d)), 4), "dist_p99_pct": round(float(np.percentile(d, 99)), 4),
+    }
+    if supported is not None and np.any(supported):
+        ds = d[np.asarray(supported, bool)]
+        out["supported_pct"] = round(100.0 * float(np.mean(supported)), 2)
+        out["dist_p99_supported_pct"] = round(float(np.percentile(ds, 99)), 4)
+    return out

@@ -1,0 +1,326 @@
+"""The fitted template: the registered source settled onto the target surface with its triangles
+kept the way the template has them (the last stage of a match).
+
+Projecting every registered vertex onto its closest target point flips and folds triangles
+wherever the registration is a little off or the target lacks the template's detail (fingers on
+a mitten hand). Instead the fit alternates (non-rigid ICP with an as-similar-as-possible prior):
+
+1. closest target point ``c_i`` of every vertex, with a weight ``a_i`` in [0, 1]: zero where the
+   target faces away from the vertex, where the closest point is on a target boundary (a hole:
+   no surface under the vertex) or the vertex is excluded;
+2. per vertex, the rotation and uniform scale that best carry its rest edges (the template's own
+   shape) onto the current ones;
+3. one sparse solve of ``sum_edges |x_i - x_j - T_ij (r_i - r_j)|^2 + mu sum_i a_i |x_i - c_i|^2``
+   with ``mu`` rising over the iterations, so the fit first keeps the template's shape and ends
+   on the target.
+
+After each solve, the vertices of triangles that flipped (against the rest triangle carried by
+the local rotation), folded onto a neighbour or collapsed are *released*: their data weight
+halves for good, and the template's shape carries them over the target instead. ``support``
+(the final data weight) says how much of the template lies on target surface.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..geometry import mesh_quality
+from ..geometry.operators import face_areas_normals
+
+
+@dataclass
+class SurfaceFitConfig:
+    """Schedule of the fit (the defaults hold for any mesh: the energies are scale-free)."""
+
+    iterations: int = 14
+    # data weight per vertex against one edge's shape term: starts where the template's shape
+    # rules (the registration's output is kept), ends where the fit sits on the target to a few
+    # thousandths of an edge length
+    mu_start: float = 0.3
+    mu_end: float = 300.0
+    # a target face turned more than 90 degrees from the vertex's normal is another side of the
+    # body (the other thigh, the back of a hand): no pull; full pull from 60 degrees on
+    normal_cos_zero: float = 0.0
+    normal_cos_full: float = 0.5
+    # a triangle shrunk below this fraction of its rest area (after the local scale) has collapsed
+    collapse_ratio: float = 0.02
+    inner_iterations: int = 4  # local + global steps per pull (one factor): tangles need several to relax
+    release_rings: int = 2  # the vertex rings around a bad triangle freed with it
+    release_hold: int = 3  # iterations a freed vertex stays free (it untangles, then is pulled again)
+    anchor: bool = False
+    slide: bool = True  # pull to the tangent plane at the closest point (see TargetSurface.pull)
+    settle_iterations: int = 4  # last steps at full pull, tangles freed for good
+    hug_halvings: int = 6  # the last projection's step halves this often before a vertex stays
+
+
+@dataclass
+class SurfaceFit:
+    """Result of :meth:`SurfaceFitter.fit`.
+
+    vertices : (n, 3) float64  the fitted template
+    support : (n,) float64 in [0, 1]  how much target surface carries each vertex (0: none under
+        it, or released to keep the template's shape)
+    flipped : int  triangles flipped against the rest mesh at the end
+    folds : int  new fold pairs at the end
+    no_surface : float  share of the (not excluded) vertices with no target surface under them
+        (the closest target point faces away or lies on a hole's rim)
+    """
+
+    vertices: np.ndarray
+    support: np.ndarray
+    flipped: int
+    folds: int
+    no_surface: float = 0.0
+
+
+class SurfaceFitter:
+    """Precomputed template side of the fit: edges, the shape operator, adjacency.
+
+    rest_vertices : (n, 3) float  the template in its own shape; faces : (m, 3) int
+    """
+
+    def __init__(self, rest_vertices: np.ndarray, faces: np.ndarray) -> None:
+        self.rest = np.asarray(rest_vertices, np.float64)
+        self.faces = np.asarray(faces, np.int64)
+        n = len(self.rest)
+        self.edges = mesh_quality.unique_edges(self.faces)
+        self.rest_edges = self.rest[self.edges[:, 0]] - self.rest[self.edges[:, 1]]
+        i, j = self.edges[:, 0], self.edges[:, 1]
+        A = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+        A = (A + A.T).tocsr()
+        self.degree = np.asarray(A.sum(axis=1)).ravel()
+        self.laplacian = (sp.diags(self.degree) - A).tocsr()
+        self.ring = ((A + sp.identity(n)) > 0).astype(np.float64).tocsr()
+        self.rest_edge_sq = np.bincount(i, (self.rest_edges ** 2).sum(1), n) + np.bincount(j, (self.rest_edges ** 2).sum(1), n)
+        self.check = mesh_quality.OrientationCheck(self.rest, self.faces)
+        self.rest_area, _ = face_areas_normals(self.rest, self.faces)
+
+    def _similarities(self, x: np.ndarray) -> np.ndarray:
+        """(n, 3, 3): per vertex, s R best carrying its rest edges onto the current ones."""
+        n = len(self.rest)
+        i, j = self.edges[:, 0], self.edges[:, 1]
+        cur = x[i] - x[j]
+        outer = (self.rest_edges[:, :, None] * cur[:, None, :]).reshape(-1, 9)
+        C = np.zeros((n, 9))
+        for c in range(9):
+            C[:, c] = np.bincount(i, outer[:, c], n) + np.bincount(j, outer[:, c], n)
+        # over the two rings around each vertex: a small tangle then turns the way its surroundings do
+        C = (self.ring @ C).reshape(n, 3, 3)
+        R = mesh_quality.rotations_from_covariances(C)
+        s = np.einsum("kij,kji->k", R, C) / np.maximum(self.ring @ self.rest_edge_sq, 1e-300)
+        return np.maximum(s, 0.0)[:, None, None] * R
+
+    def _shape_rhs(self, T: np.ndarray) -> np.ndarray:
+        n = len(self.rest)
+        i, j = self.edges[:, 0], self.edges[:, 1]
+        v = 0.5 * (np.einsum("kab,kb->ka", T[i], self.rest_edges) + np.einsum("kab,kb->ka", T[j], self.rest_edges))
+        b = np.zeros((n, 3))
+        for c in range(3):
+            b[:, c] = np.bincount(i, v[:, c], n) - np.bincount(j, v[:, c], n)
+        return b
+
+    def _bad_faces(self, x: np.ndarray, cfg: SurfaceFitConfig) -> np.ndarray:
+        """(m,) bool: triangles flipped, folded onto a neighbour or collapsed in ``x``."""
+        bad = self.check.flipped(x)
+        bad[self.check.new_folds(x).ravel()] = True
+        area, _ = face_areas_normals(x, self.faces)
+        scale2 = area.sum() / max(self.rest_area.sum(), 1e-300)
+        bad |= (area < cfg.collapse_ratio * scale2 * self.rest_area) & (self.rest_area > 0)
+        return bad
+
+    def _dilate(self, mask: np.ndarray, rings: int) -> np.ndarray:
+        for _ in range(rings):
+            mask = (self.ring @ mask.astype(np.float64)) > 0
+        return mask
+
+    def _step(self, x, target, weight_mask, mu, cfg, anchor=None):
+        """One pull, then ``cfg.inner_iterations`` local + global steps on one factor;
+        returns the new x and the data weights used."""
+        from ..geometry.poisson import SparseFactor
+        import torch
+
+        closest, w_surface = target.pull(x, _vertex_normals(x, self.faces), cfg, plane=cfg.slide)
+        if anchor is not None:
+            closest = anchor
+        weight = weight_mask * w_surface
+        eps = 1e-6  # keeps the system definite where no vertex has data (a released part)
+        data = (mu * weight + eps)[:, None] * np.where(weight[:, None] > 0, closest, x)
+        factor = SparseFactor(self.laplacian + sp.diags(mu * weight + eps), torch.device("cpu"))
+        for _ in range(cfg.inner_iterations):
+            x = factor.solve_array(self._shape_rhs(self._similarities(x)) + data)
+        return x, weight
+
+    def fit(self, start: np.ndarray, target, fixed_weight: np.ndarray | None = None,
+            config: SurfaceFitConfig | None = None, progress=None) -> SurfaceFit:
+        """Settle ``start`` (n, 3) (the registered template) onto ``target`` (a :class:`TargetSurface`).
+
+        fixed_weight : optional (n,) float in [0, 1]  multiplies every vertex's data weight
+            (0 on excluded vertices: they follow their surroundings)
+        progress : anything with ``update(fraction)`` (checks cancellation)
+        """
+        cfg = config or SurfaceFitConfig()
+        n = len(self.rest)
+        x = np.asarray(start, np.float64).copy()
+        fixed = np.ones(n) if fixed_weight is None else np.clip(np.asarray(fixed_weight, np.float64), 0.0, 1.0)
+        anchor = target.pull(x, _vertex_normals(x, self.faces), cfg)[0] if cfg.anchor else None
+        free_until = np.zeros(n, int)  # a vertex of a tangle has no data term until this iteration
+        times_freed = np.zeros(n, int)
+        mus = np.geomspace(cfg.mu_start, cfg.mu_end, cfg.iterations)
+        weight = np.zeros(n)
+        for it, mu in enumerate(mus):
+            bad = self._bad_faces(x, cfg)
+            if bad.any():  # tangles are freed for a while: the template's shape untangles them
+                tangled = self._dilate(np.isin(np.arange(n), self.faces[bad]), cfg.release_rings)
+                newly = tangled & (free_until <= it)
+                times_freed[newly] += 1
+                # a vertex freed again and again is detail the target lacks: it stays free longer
+                free_until[newly] = it + cfg.release_hold * 2 ** (times_freed[newly] - 1)
+            free = free_until > it
+            x, weight = self._step(x, target, fixed * ~free, mu, cfg, anchor)
+            if progress is not None:
+                progress.update((it + 1) / (len(mus) + cfg.settle_iterations))
+        # settle: what is still tangled at full pull stays free for good
+        free = free_until > len(mus)
+        for it in range(cfg.settle_iterations):
+            bad = self._bad_faces(x, cfg)
+            if not bad.any():
+                break
+            free |= self._dilate(np.isin(np.arange(n), self.faces[bad]), cfg.release_rings)
+            x, weight = self._step(x, target, fixed * ~free, mus[-1], cfg, anchor)
+            if progress is not None:
+                progress.update((len(mus) + it + 1) / (len(mus) + cfg.settle_iterations))
+        x = self._replace_tangles(x, cfg)
+        x, support, w_surface = self._hug(x, target, fixed, weight, cfg)
+        flipped = int(self.check.flipped(x).sum())
+        folds = len(self.check.new_folds(x))
+        counted = fixed > 0
+        no_surface = float(np.mean(w_surface[counted] == 0)) if counted.any() else 0.0
+        return SurfaceFit(vertices=x, support=support, flipped=flipped, folds=folds, no_surface=no_surface)
+
+    def _replace_tangles(self, x: np.ndarray, cfg: SurfaceFitConfig) -> np.ndarray:
+        """Tangles the shape steps could not undo (a crumpled pocket held by its rim) take the
+        template's own shape, placed by the similarity that best carries the ring around each
+        onto where that ring is now; kept only where that leaves fewer bad triangles. A second
+        round takes wider patches around what is left."""
+        from scipy.sparse.csgraph import connected_components
+
+        from ..geometry.align import umeyama
+
+        n = len(self.rest)
+        for rings in (cfg.release_rings, 2 * cfg.release_rings):
+            bad = self._bad_faces(x, cfg)
+            if not bad.any():
+                break
+            tangled = self._dilate(np.isin(np.arange(n), self.faces[bad]), rings)
+            _, label = connected_components(self.ring[tangled][:, tangled], directed=False)
+            comp = np.full(n, -1)
+            comp[tangled] = label
+            trial = x.copy()
+            for c in range(label.max() + 1):
+                inside = comp == c
+                rim = self._dilate(inside, 1) & ~inside
+                if rim.sum() >= 3:
+                    R, t, scale = umeyama(self.rest[rim], x[rim], scale_bounds=(0.0, np.inf))
+                    trial[inside] = scale * self.rest[inside] @ R.T + t
+            # per patch (the faces with a vertex in it): keep the template's shape where it is cleaner
+            face_comp = comp[self.faces].max(axis=1)
+            m = label.max() + 2
+            before = np.bincount(face_comp[bad] + 1, minlength=m)
+            after = np.bincount(face_comp[self._bad_faces(trial, cfg)] + 1, minlength=m)
+            keep = np.nonzero(after[1:] < before[1:])[0]
+            take = np.isin(comp, keep)
+            x = np.where(take[:, None], trial, x)
+        return x
+
+    def _guarded(self, x: np.ndarray, x_new: np.ndarray, bad_before: np.ndarray, cfg: SurfaceFitConfig):
+        """Move from ``x`` towards ``x_new`` (both (n, 3)) as far as no triangle that is fine in
+        ``x`` turns bad: the step halves on the vertices of such a triangle a few times,
+        then they stay (``cfg.hug_halvings``). Returns the new positions and the step (n,) in [0, 1] each vertex made."""
+        alpha = np.ones(len(x))
+        for k in range(cfg.hug_halvings + len(self.faces)):
+            y = x + alpha[:, None] * (x_new - x)
+            new_bad = self._bad_faces(y, cfg) & ~bad_before
+            if not new_bad.any():
+                break
+            verts = np.unique(self.faces[new_bad])
+            verts = verts[alpha[verts] > 0]
+            if len(verts) == 0:  # only vertices already back where they were: nothing left to undo
+                break
+            alpha[verts] = 0.5 * alpha[verts] if k < cfg.hug_halvings else 0.0
+        return y, alpha
+
+    def _hug(self, x, target, fixed, weight, cfg):
+        """Last step: every vertex with surface under it moves onto its closest target point, but
+        only as far as no triangle turns bad (the step halves on the vertices of a triangle that
+        would; after ``cfg.hug_halvings`` halvings they stay). Returns x and the support (n,)."""
+        closest, w_surface = target.pull(x, _vertex_normals(x, self.faces), cfg)
+        movable = (fixed > 0) & (w_surface > 0)
+        y, alpha = self._guarded(x, np.where(movable[:, None], closest, x), self._bad_faces(x, cfg), cfg)
+        # support: on the surface (data weight, or hugged all the way) and facing it
+        support = np.maximum(np.minimum(weight, 1.0), np.where(alpha == 1.0, w_surface, 0.0)) * fixed
+        return y, support, w_surface
+
+
+class TargetSurface:
+    """The target side of the fit: closest points, face normals and boundary edges.
+
+    query : engine.geometry.closest.SurfaceQuery of the target; vertices (nt, 3), faces (mt, 3)
+    """
+
+    def __init__(self, query, vertices: np.ndarray, faces: np.ndarray) -> None:
+        self.query = query
+        self.vertices = np.asarray(vertices, np.float64)
+        self.faces = np.asarray(faces, np.int64)
+        _, self.normals = face_areas_normals(self.vertices, self.faces)
+        # per face and corner k: is the edge opposite corner k on the boundary (used by one face)?
+        e = np.sort(np.stack([self.faces[:, [1, 2]], self.faces[:, [2, 0]], self.faces[:, [0, 1]]], axis=1), axis=2)
+        flat = e.reshape(-1, 2)
+        _, inv, counts = np.unique(flat, axis=0, return_inverse=True, return_counts=True)
+        self.boundary_opposite = (counts[inv.ravel()] == 1).reshape(-1, 3)
+        self.boundary_vertex = np.zeros(len(self.vertices), bool)
+        self.boundary_vertex[flat[counts[inv.ravel()] == 1].ravel()] = True
+
+    def pull(self, x: np.ndarray, normals: np.ndarray, cfg: SurfaceFitConfig, plane: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Where each vertex of ``x`` (n, 3) is pulled to, and the pull's weight (n,) in [0, 1]: the
+        normal agreement, zero where the closest point lies on a boundary edge off to the side (a hole).
+
+        plane : pull to the tangent plane of the closest point (the foot of ``x`` on it) instead of
+            the point itself: the vertex may slide along the surface, so vertices do not crowd
+            onto the same spot (a crease, a thin part the fit reaches from the side)
+        """
+        face, bary, point, dist = self.query.closest(x)
+        cos = np.einsum("ij,ij->i", normals, self.normals[face])
+        w = np.clip((cos - cfg.normal_cos_zero) / (cfg.normal_cos_full - cfg.normal_cos_zero), 0.0, 1.0)
+        # on the rim: on a boundary edge, or at a boundary vertex (whichever face the query names)
+        on_rim = ((bary < 1e-9) & self.boundary_opposite[face]).any(axis=1)
+        corner = np.argmax(bary, axis=1)
+        at_vertex = bary[np.arange(len(face)), corner] > 1.0 - 1e-9
+        on_rim |= at_vertex & self.boundary_vertex[self.faces[face, corner]]
+        off = x - point
+        along = np.abs(np.einsum("ij,ij->i", off, self.normals[face])) >= 0.9 * np.maximum(dist, 1e-300)
+        w[on_rim & ~along & (dist > 0)] = 0.0
+        if plane:
+            nrm = self.normals[face]
+            point = x + nrm * np.einsum("ij,ij->i", point - x, nrm)[:, None]
+        return point, w
+
+
+def _vertex_normals(x: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    p = x[faces]
+    fn = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    vn = np.zeros_like(x)
+    for k in range(3):
+        np.add.at(vn, faces[:, k], fn)
+    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-300)
+
+
+def fit_surface(rest_vertices, faces, start, target_vertices, target_faces, fixed_weight=None,
+                config: SurfaceFitConfig | None = None) -> SurfaceFit:
+    """One-shot :class:`SurfaceFitter` fit of ``start`` (the template registered near the target)."""
+    from ..geometry.closest import SurfaceQuery
+
+    tv, tf = np.asarray(target_vertices, np.float64), np.asarray(target_faces, np.int64)
+    target = TargetSurface(SurfaceQuery(tv, tf), tv, tf)
+    return SurfaceFitter(rest_vertices, faces).fit(start, target, fixed_weight, config)

@@ -1,0 +1,137 @@
+"""The fitted source (engine.register.surface_fit) and the mesh-quality measures it is judged by
+(engine.geometry.mesh_quality): flips, folds, holes, excluded regions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from engine.geometry.closest import SurfaceQuery
+from engine.geometry.mesh_quality import OrientationCheck, edge_stretch, fit_quality
+from engine.register.surface_fit import fit_surface
+
+
+def _grid(n: int, lo: float, hi: float):
+    xs = np.linspace(lo, hi, n)
+    X, Y = np.meshgrid(xs, xs, indexing="ij")
+    v = np.stack([X.ravel(), Y.ravel(), np.zeros(n * n)], 1)
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    return v, np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+
+
+def _projected(vertices, tv, tf):
+    return SurfaceQuery(tv, tf).closest(vertices)[2]
+
+
+def test_orientation_check_ignores_rigid_motion_and_bending_and_finds_a_turned_triangle():
+    s = trimesh.creation.icosphere(subdivisions=2)
+    v, f = s.vertices, s.faces
+    check = OrientationCheck(v, f)
+    R = trimesh.transformations.rotation_matrix(2.0, [1, 2, 3])[:3, :3]
+    moved = 3.0 * v @ R.T + 5.0
+    assert not check.flipped(moved).any() and len(check.new_folds(moved)) == 0
+    # a smooth bend (a twist about the z axis growing with height) is no flip
+    ang = 1.2 * v[:, 2]
+    bent = np.stack([np.cos(ang) * v[:, 0] - np.sin(ang) * v[:, 1], np.sin(ang) * v[:, 0] + np.cos(ang) * v[:, 1], v[:, 2]], 1)
+    assert not check.flipped(bent).any()
+    # one corner moved across the opposite edge turns the triangle over (and only triangles at it)
+    a, b, c = f[0]
+    turned = v.copy()
+    turned[a] = v[b] + v[c] - v[a]
+    flips = check.flipped(turned)
+    assert flips[0] and set(np.nonzero(flips)[0]) <= set(np.nonzero((f == a).any(axis=1))[0])
+    assert len(check.new_folds(turned)) > 0
+
+
+def test_fast_rotations_match_the_svd_reference_including_reflections_and_singular_ones():
+    from engine.geometry.mesh_quality import _rotations_svd, rotations_from_covariances
+
+    rng = np.random.default_rng(3)
+    C = rng.normal(size=(500, 3, 3))  # about half have a reflection as polar factor
+    C[:20, :, 2] *= 1e-6  # near singular
+    C[20:25] = 0.0
+    R = rotations_from_covariances(C)
+    np.testing.assert_allclose(R[25:], _rotations_svd(C[25:]), atol=1e-9)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.einsum("kji,kjl->kil", R, R), np.broadcast_to(np.eye(3), R.shape), atol=1e-9)
+
+
+def test_edge_stretch_is_one_under_uniform_scaling():
+    v, f = _grid(6, 0, 1)
+    np.testing.assert_allclose(edge_stretch(v, 2.5 * v, f), 1.0)
+
+
+def test_a_template_with_a_leaning_fin_fitted_onto_a_smooth_blob_keeps_every_triangles_orientation():
+    """Detail the target lacks (an overhanging fin) is kept in the template's shape; projecting
+    every vertex instead folds it onto the blob."""
+    s = trimesh.creation.icosphere(subdivisions=4)
+    v, f = s.vertices.copy(), s.faces
+    fin = (np.abs(v[:, 2]) < 0.06) & (v[:, 0] > 0.2)
+    h = np.where(fin, 0.25, 0.0)
+    v = v * (1 + h)[:, None]
+    v[:, 2] += h  # the fin leans over one side
+    t = trimesh.creation.icosphere(subdivisions=3)
+    tv, tf = t.vertices * np.array([1.1, 0.95, 1.0]), t.faces
+    check = OrientationCheck(v, f)
+    naive = _projected(v, tv, tf)
+    assert len(check.new_folds(naive)) > 20
+    r = fit_surface(v, f, v, tv, tf)
+    assert r.flipped == 0 and not check.flipped(r.vertices).any()
+    assert len(check.new_folds(r.vertices)) <= 2
+    d = SurfaceQuery(tv, tf).closest(r.vertices)[3]
+    off = r.support < 0.5
+    assert off.mean() < 0.1 and np.percentile(d[~off], 99) < 1e-3
+    assert np.median(d[fin]) > 0.05  # the fin stands off the blob
+
+
+def test_a_target_with_a_concave_crease_does_not_fold_the_fit():
+    """A sheet reaching a valley from inside: projection crowds it onto the crease line."""
+    v, f = _grid(30, -0.8, 0.8)
+    v[:, 2] = -0.1
+    tv, tf = _grid(41, -1.0, 1.0)
+    tv[:, 2] = 0.5 * np.abs(tv[:, 0])
+    check = OrientationCheck(v, f)
+    naive = _projected(v, tv, tf)
+    assert check.flipped(naive).sum() > 10
+    r = fit_surface(v, f, v, tv, tf)
+    assert r.flipped == 0 and r.folds == 0
+    assert SurfaceQuery(tv, tf).closest(r.vertices)[3].max() < 1e-3
+    assert r.support.min() > 0.5
+
+
+def test_a_hole_in_the_target_is_bridged_flat_and_reported():
+    tv, tf = _grid(41, -1.0, 1.0)
+    tf = tf[~np.all(np.linalg.norm(tv[tf][:, :, :2], axis=2) < 0.35, axis=1)]
+    v, f = _grid(25, -0.8, 0.8)
+    v[:, 2] = 0.05
+    r = fit_surface(v, f, v.copy(), tv, tf)
+    over = np.linalg.norm(v[:, :2], axis=1) < 0.25
+    assert r.flipped == 0 and r.folds == 0
+    np.testing.assert_allclose(r.vertices[:, 2], 0.0, atol=1e-3)  # flat across the hole too
+    assert r.support[over].max() == 0.0
+    assert 0.05 < r.no_surface < 0.2
+    # vertices over the hole stay spread (no crowding onto its rim)
+    assert np.linalg.norm(r.vertices[over, :2] - v[over, :2], axis=1).max() < 0.02
+
+
+def test_excluded_vertices_follow_their_surroundings():
+    v, f = _grid(21, -1.0, 1.0)
+    tv, tf = _grid(31, -1.5, 1.5)
+    tv[:, 2] = 0.3 + 0.2 * tv[:, 0]  # a tilted plane above the sheet
+    excluded = np.linalg.norm(v[:, :2], axis=1) < 0.4
+    r = fit_surface(v, f, v.copy(), tv, tf, fixed_weight=(~excluded).astype(float))
+    plane = 0.3 + 0.2 * r.vertices[:, 0]
+    assert np.abs(r.vertices[excluded, 2] - plane[excluded]).max() < 0.02
+    assert r.flipped == 0 and r.support[excluded].max() == 0.0
+
+
+def test_fit_quality_counts_against_the_projection():
+    v, f = _grid(30, -0.8, 0.8)
+    v[:, 2] = -0.1
+    tv, tf = _grid(41, -1.0, 1.0)
+    tv[:, 2] = 0.5 * np.abs(tv[:, 0])
+    naive = _projected(v, tv, tf)
+    q = fit_quality(v, naive, f, np.zeros(len(v)), 2.0, supported=np.ones(len(v), bool))
+    assert q["flipped"] > 0 and q["flipped_pct"] == pytest.approx(100 * q["flipped"] / len(f), abs=1e-3)
+    assert q["dist_p99_pct"] == 0.0 and q["supported_pct"] == 100.0
