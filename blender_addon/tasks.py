@@ -261,9 +261,10 @@ class _MappedTask(Task):
         check_pair(self.source, self.target)
         face, bary = _stored_map(self.target, self.source)
         src_tris, src_loops, _ = mesh_io.read_triangles(self.source.data)
-        tgt_tris, tgt_loops, _ = mesh_io.read_triangles(self.target.data)
+        tgt_tris, tgt_loops, tgt_polys = mesh_io.read_triangles(self.target.data)
         _check_faces("sw_source_face", face, len(src_tris))
         self.src_tris, self.src_loops, self.tgt_tris, self.tgt_loops = src_tris, src_loops, tgt_tris, tgt_loops
+        self.tgt_polys = tgt_polys
         self.signature = (_mesh_signature(self.source), _mesh_signature(self.target))
         return {"src_faces": src_tris, "tgt_faces": tgt_tris, "tgt_to_src_face": face, "tgt_to_src_bary": bary}
 
@@ -296,6 +297,8 @@ class TransferUVTask(_MappedTask):
         arrays = self._common()
         self.src_uv_name, arrays["src_corner_uv"] = read_corner_uv(self.source.data, self.src_loops, self.uv_name)
         arrays["src_vertices"] = mesh_io.basis_positions(self.source)
+        # the triangles of one polygon share its corners: they are laid out in one chart
+        arrays["tgt_tri_to_poly"] = np.asarray(self.tgt_polys, np.int64)
         return self.cmd, {}, arrays
 
     def apply(self, data, arrays):

@@ -204,6 +204,7 @@ class Handlers:
         c = "transfer_uvs"
         progress("transfer_uvs", 0.0)
         src_vertices = arrays.get("src_vertices")
+        polys = arrays.get("tgt_tri_to_poly")  # the target polygon of every triangle: one chart per polygon
         res = uv.transfer_uvs(
             _array(arrays, "src_faces", np.int64, 2, 3, c),
             _array(arrays, "src_corner_uv", np.float32, 3, 2, c),
@@ -211,6 +212,7 @@ class Handlers:
             _array(arrays, "tgt_to_src_face", np.int64, 1, None, c),
             _array(arrays, "tgt_to_src_bary", np.float32, 2, 3, c),
             src_vertices=None if src_vertices is None else np.asarray(src_vertices, np.float64),
+            tgt_tri_to_poly=None if polys is None else _array(arrays, "tgt_tri_to_poly", np.int64, 1, None, c),
         )
         progress("transfer_uvs", 1.0)
         return {"seam_faces": int(len(res.seam_faces))}, {
