@@ -90,6 +90,11 @@ class MatchConfig:
     w_keypoints: float = _f(1.0, 0.0)
     keypoint_release_start: float = _f(0.4, 0.0, 1.0)
     keypoint_release_end: float = _f(0.8, 0.0, 1.0)
+    # --- working size: larger meshes are matched on copies decimated to this many vertices (the
+    # alignment, descriptors, guidance and registration; the surface fit and the maps then run at
+    # full resolution). 6000: above the 5k-vertex benchmark meshes, whose accuracy it keeps, and
+    # where a registration step still takes milliseconds; 0: never decimate
+    working_vertices: int = _f(6000, 0, 10_000_000)
     # --- the fitted source (engine.register.surface_fit): settle the registered source onto the
     # target without flipping or folding its triangles (False: project every vertex, as the
     # rigid baseline does); pulls onto the target, each with several shape-preserving steps

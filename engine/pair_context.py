@@ -19,19 +19,18 @@ import numpy as np
 from .arrays import unit_rows
 from .config import MatchConfig
 from .geometry.main_part import SpectralPart
-from .mesh import PreparedMesh
+from .mesh import Mesh
 from .progress import Progress
 
 
 class MeshContext:
-    """One prepared mesh and its derived data.
+    """One clean, normalised mesh (a prepared mesh's, or its working copy) and its derived data.
 
     k : eigenpairs of the main part's Laplacian (``MatchConfig.spectral_k``)
     """
 
-    def __init__(self, prepared: PreparedMesh, k: int) -> None:
-        self.prepared = prepared
-        self.mesh = prepared.mesh
+    def __init__(self, mesh: Mesh, k: int) -> None:
+        self.mesh = mesh
         self.k = int(k)
 
     @cached_property
@@ -110,7 +109,11 @@ class MeshContext:
 class PairContext:
     """Everything one match shares between its stages.
 
-    source, target : MeshContext (clean, normalised meshes)
+    source, target : MeshContext (clean, normalised meshes: the working copies when the meshes are
+        large; every stage up to the registration runs on them)
+    full_source, full_target : MeshContext of the whole meshes (the surface fit and the final
+        maps run on them; the same objects when no copy was decimated)
+    source_copy, target_copy : engine.geometry.working_copy.WorkingCopy
     config : the match settings; device : where the registration runs ("cpu", "cuda")
     feature_device : where 2D features run (may be "mps")
     progress : the match's Progress (stages, cancellation)
@@ -123,6 +126,10 @@ class PairContext:
 
     source: MeshContext
     target: MeshContext
+    full_source: MeshContext
+    full_target: MeshContext
+    source_copy: object
+    target_copy: object
     config: MatchConfig
     device: str
     feature_device: str
@@ -130,6 +137,7 @@ class PairContext:
     landmarks: np.ndarray | None = None
     exclude: np.ndarray | None = None
     keypoints: object = None
+    full_exclude: np.ndarray | None = None  # the exclusion on the whole source
     notices: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
 

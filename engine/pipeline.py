@@ -85,8 +85,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     prog.stage("prepare")
     src, tgt = as_prepared(source, "source"), as_prepared(target, "target")
     k = cfg.spectral_k if method == "full" else 30
-    ctx = PairContext(MeshContext(src, k), MeshContext(tgt, k), cfg, solver_device(dev_t), str(dev_t), prog,
-                      landmarks=parse_landmarks(landmarks, src, tgt), exclude=parse_exclude(exclude, src))
+    ctx = _pair_context(src, tgt, k, cfg, dev_t, prog, parse_landmarks(landmarks, src, tgt), parse_exclude(exclude, src))
     feat_mode = choose_feature_mode(features, ctx.notices, cfg.feature_config()) if method == "full" else "none"
     _lap(ctx, "prepare", t0)
 
@@ -103,11 +102,11 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     _lap(ctx, "align", t)
 
     fit, n_fits = _fit_alignments(ctx, alignments, method, feat_mode)
-    surface = _fit_surface(ctx, fit) if method == "full" and cfg.surface_fit else None
+    verdict = match_verdict(ctx.keypoints, fit.maps.p_st, ctx.T.vertices, fit.score, cfg.retry_score) if method == "full" else None
+    surface = _to_full(ctx, fit, method)
 
     t = time.perf_counter()
-    conf = final_maps.confidence(fit.deformed, ctx.S.faces, ctx.T, fit.maps, ctx.exclude)
-    verdict = match_verdict(ctx.keypoints, fit.maps.p_st, ctx.T.vertices, fit.score, cfg.retry_score) if method == "full" else None
+    conf = final_maps.confidence(fit.deformed, ctx.full_source.mesh.faces, ctx.full_target.mesh, fit.maps, ctx.full_exclude)
     arrays = final_maps.to_caller(src, tgt, fit.maps, conf)
     _lap(ctx, "project", t)
     meta = {
@@ -127,6 +126,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
         "keypoints": ctx.keypoints.meta(),  # whether body keypoints guided the match, which pairs, their confidences
         "verdict": verdict,  # good / check / wrong, with its reason
         "surface_fit": surface,  # flipped / folded triangles left, share of the source with no target surface under it
+        "working_vertices": [ctx.S.n_vertices, ctx.T.n_vertices],  # sizes the stages up to the registration ran at
         "source_report": src.report, "target_report": tgt.report, "notices": ctx.notices,
         "source_vertices": int(len(src.orig_vertices)), "target_vertices": int(len(tgt.orig_vertices)),
     }
@@ -217,23 +217,64 @@ def _fit(ctx: PairContext, rigid, method: str, feat_mode: str, scorer) -> Fit:
     return fit
 
 
+def _pair_context(src, tgt, k: int, cfg: MatchConfig, dev_t, prog: Progress, landmarks, exclude) -> PairContext:
+    """The pair context on working copies of the meshes (decimated when larger than
+    ``cfg.working_vertices``); landmarks and the exclusion carried onto them."""
+    from .geometry.working_copy import WorkingCopy
+
+    copies = WorkingCopy(src.mesh, cfg.working_vertices), WorkingCopy(tgt.mesh, cfg.working_vertices)
+    work = [MeshContext(c.mesh, k) if c.decimated else None for c in copies]
+    full = [MeshContext(p.mesh, k) for p in (src, tgt)]
+    if landmarks is not None:
+        landmarks = np.stack([copies[0].to_working(landmarks[:, 0]), copies[1].to_working(landmarks[:, 1])], axis=1)
+    ctx = PairContext(work[0] or full[0], work[1] or full[1], full[0], full[1], copies[0], copies[1], cfg,
+                      solver_device(dev_t), str(dev_t), prog, landmarks=landmarks,
+                      exclude=None if exclude is None else copies[0].mask_to_working(exclude), full_exclude=exclude)
+    for role, c in zip(("source", "target"), copies):
+        if c.decimated:
+            ctx.notices.append(f"{role}: {c.full.n_vertices} vertices, matched on a {c.mesh.n_vertices}-vertex working copy "
+                               "and fitted at full resolution (config working_vertices)")
+    return ctx
+
+
+def _to_full(ctx: PairContext, fit: Fit, method: str) -> dict | None:
+    """The fit on the whole meshes: the working copy's deformation carried to every source vertex
+    and, for a registration, settled onto the whole target by the surface fit (without it, and
+    for the rigid baseline, projected). Returns the surface fit's meta (None without one)."""
+    S, T = ctx.full_source, ctx.full_target
+    decimated = ctx.source_copy.decimated or ctx.target_copy.decimated
+    if method == "full" and ctx.config.surface_fit:
+        return _fit_surface(ctx, fit)
+    if decimated:
+        t = time.perf_counter()
+        prog = ctx.progress
+        prog.stage("project")
+        fit.deformed = ctx.source_copy.carry(fit.deformed)
+        fit.maps = final_maps.project(fit.deformed, S.mesh.faces, T.surface, T.mesh.vertices, prog)
+        _lap(ctx, "project", t)
+    return None
+
+
 def _fit_surface(ctx: PairContext, fit: Fit) -> dict:
     """Settle the registered source onto the target without flipping or folding its triangles
-    (engine.register.surface_fit); ``fit`` takes the fitted source and its maps. Returns the meta."""
+    (engine.register.surface_fit), on the whole meshes; ``fit`` takes the fitted source and its
+    maps. Returns the meta."""
     from .progress import SubProgress
     from .register.surface_fit import SurfaceFitConfig, SurfaceFitter
 
     t = time.perf_counter()
     ctx.progress.stage("fit surface")
-    fixed = None if ctx.exclude is None else (~ctx.exclude).astype(np.float64)
-    res = SurfaceFitter(ctx.S.vertices, ctx.S.faces).fit(
-        fit.deformed, ctx.target.fit_target, fixed, SurfaceFitConfig(iterations=ctx.config.surface_fit_iterations),
+    S, T = ctx.full_source.mesh, ctx.full_target.mesh
+    start = ctx.source_copy.carry(fit.deformed)
+    fixed = None if ctx.full_exclude is None else (~ctx.full_exclude).astype(np.float64)
+    res = SurfaceFitter(S.vertices, S.faces).fit(
+        start, ctx.full_target.fit_target, fixed, SurfaceFitConfig(iterations=ctx.config.surface_fit_iterations),
         progress=SubProgress(ctx.progress, 0.0, 0.9))
     fit.deformed = res.vertices
-    fit.maps = final_maps.project(res.vertices, ctx.S.faces, ctx.target.surface, ctx.T.vertices, fitted=True,
+    fit.maps = final_maps.project(res.vertices, S.faces, ctx.full_target.surface, T.vertices, fitted=True,
                                   support=res.support)
     _lap(ctx, "fit surface", t)
-    m = len(ctx.S.faces)
+    m = len(S.faces)
     unsupported = float(np.mean(res.support < 0.5))
     if res.no_surface > 0.05:
         ctx.notices.append(f"{100 * res.no_surface:.0f} % of the source has no target surface under it "

@@ -49,7 +49,6 @@ class SurfaceFitConfig:
     inner_iterations: int = 4  # local + global steps per pull (one factor): tangles need several to relax
     release_rings: int = 2  # the vertex rings around a bad triangle freed with it
     release_hold: int = 3  # iterations a freed vertex stays free (it untangles, then is pulled again)
-    anchor: bool = False
     slide: bool = True  # pull to the tangent plane at the closest point (see TargetSurface.pull)
     settle_iterations: int = 4  # last steps at full pull, tangles freed for good
     hug_halvings: int = 6  # the last projection's step halves this often before a vertex stays
@@ -65,7 +64,7 @@ class SurfaceFit:
     flipped : int  triangles flipped against the rest mesh at the end
     folds : int  new fold pairs at the end
     no_surface : float  share of the (not excluded) vertices with no target surface under them
-        (the closest target point faces away or lies on a hole's rim)
+        (the closest target point lies on a hole's rim, off to the side)
     """
 
     vertices: np.ndarray
@@ -135,15 +134,13 @@ class SurfaceFitter:
             mask = (self.ring @ mask.astype(np.float64)) > 0
         return mask
 
-    def _step(self, x, target, weight_mask, mu, cfg, anchor=None):
+    def _step(self, x, target, weight_mask, mu, cfg):
         """One pull, then ``cfg.inner_iterations`` local + global steps on one factor;
         returns the new x and the data weights used."""
         from ..geometry.poisson import SparseFactor
         import torch
 
-        closest, w_surface = target.pull(x, _vertex_normals(x, self.faces), cfg, plane=cfg.slide)
-        if anchor is not None:
-            closest = anchor
+        closest, w_surface, _ = target.pull(x, _vertex_normals(x, self.faces), cfg, plane=cfg.slide)
         weight = weight_mask * w_surface
         eps = 1e-6  # keeps the system definite where no vertex has data (a released part)
         data = (mu * weight + eps)[:, None] * np.where(weight[:, None] > 0, closest, x)
@@ -164,7 +161,6 @@ class SurfaceFitter:
         n = len(self.rest)
         x = np.asarray(start, np.float64).copy()
         fixed = np.ones(n) if fixed_weight is None else np.clip(np.asarray(fixed_weight, np.float64), 0.0, 1.0)
-        anchor = target.pull(x, _vertex_normals(x, self.faces), cfg)[0] if cfg.anchor else None
         free_until = np.zeros(n, int)  # a vertex of a tangle has no data term until this iteration
         times_freed = np.zeros(n, int)
         mus = np.geomspace(cfg.mu_start, cfg.mu_end, cfg.iterations)
@@ -178,7 +174,7 @@ class SurfaceFitter:
                 # a vertex freed again and again is detail the target lacks: it stays free longer
                 free_until[newly] = it + cfg.release_hold * 2 ** (times_freed[newly] - 1)
             free = free_until > it
-            x, weight = self._step(x, target, fixed * ~free, mu, cfg, anchor)
+            x, weight = self._step(x, target, fixed * ~free, mu, cfg)
             if progress is not None:
                 progress.update((it + 1) / (len(mus) + cfg.settle_iterations))
         # settle: what is still tangled at full pull stays free for good
@@ -188,15 +184,15 @@ class SurfaceFitter:
             if not bad.any():
                 break
             free |= self._dilate(np.isin(np.arange(n), self.faces[bad]), cfg.release_rings)
-            x, weight = self._step(x, target, fixed * ~free, mus[-1], cfg, anchor)
+            x, weight = self._step(x, target, fixed * ~free, mus[-1], cfg)
             if progress is not None:
                 progress.update((len(mus) + it + 1) / (len(mus) + cfg.settle_iterations))
         x = self._replace_tangles(x, cfg)
-        x, support, w_surface = self._hug(x, target, fixed, weight, cfg)
+        x, support, off_rim = self._hug(x, target, fixed, weight, cfg)
         flipped = int(self.check.flipped(x).sum())
         folds = len(self.check.new_folds(x))
         counted = fixed > 0
-        no_surface = float(np.mean(w_surface[counted] == 0)) if counted.any() else 0.0
+        no_surface = float(np.mean(off_rim[counted])) if counted.any() else 0.0
         return SurfaceFit(vertices=x, support=support, flipped=flipped, folds=folds, no_surface=no_surface)
 
     def _replace_tangles(self, x: np.ndarray, cfg: SurfaceFitConfig) -> np.ndarray:
@@ -255,12 +251,12 @@ class SurfaceFitter:
         """Last step: every vertex with surface under it moves onto its closest target point, but
         only as far as no triangle turns bad (the step halves on the vertices of a triangle that
         would; after ``cfg.hug_halvings`` halvings they stay). Returns x and the support (n,)."""
-        closest, w_surface = target.pull(x, _vertex_normals(x, self.faces), cfg)
+        closest, w_surface, off_rim = target.pull(x, _vertex_normals(x, self.faces), cfg)
         movable = (fixed > 0) & (w_surface > 0)
         y, alpha = self._guarded(x, np.where(movable[:, None], closest, x), self._bad_faces(x, cfg), cfg)
         # support: on the surface (data weight, or hugged all the way) and facing it
         support = np.maximum(np.minimum(weight, 1.0), np.where(alpha == 1.0, w_surface, 0.0)) * fixed
-        return y, support, w_surface
+        return y, support, off_rim
 
 
 class TargetSurface:
@@ -282,9 +278,10 @@ class TargetSurface:
         self.boundary_vertex = np.zeros(len(self.vertices), bool)
         self.boundary_vertex[flat[counts[inv.ravel()] == 1].ravel()] = True
 
-    def pull(self, x: np.ndarray, normals: np.ndarray, cfg: SurfaceFitConfig, plane: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Where each vertex of ``x`` (n, 3) is pulled to, and the pull's weight (n,) in [0, 1]: the
-        normal agreement, zero where the closest point lies on a boundary edge off to the side (a hole).
+    def pull(self, x: np.ndarray, normals: np.ndarray, cfg: SurfaceFitConfig, plane: bool = False):
+        """Where each vertex of ``x`` (n, 3) is pulled to, the pull's weight (n,) in [0, 1] (the
+        normal agreement; zero where the closest point lies on a boundary edge off to the side),
+        and that last case (n,) bool: a hole under the vertex.
 
         plane : pull to the tangent plane of the closest point (the foot of ``x`` on it) instead of
             the point itself: the vertex may slide along the surface, so vertices do not crowd
@@ -300,11 +297,12 @@ class TargetSurface:
         on_rim |= at_vertex & self.boundary_vertex[self.faces[face, corner]]
         off = x - point
         along = np.abs(np.einsum("ij,ij->i", off, self.normals[face])) >= 0.9 * np.maximum(dist, 1e-300)
-        w[on_rim & ~along & (dist > 0)] = 0.0
+        off_rim = on_rim & ~along & (dist > 0)
+        w[off_rim] = 0.0
         if plane:
             nrm = self.normals[face]
             point = x + nrm * np.einsum("ij,ij->i", point - x, nrm)[:, None]
-        return point, w
+        return point, w, off_rim
 
 
 def _vertex_normals(x: np.ndarray, faces: np.ndarray) -> np.ndarray:

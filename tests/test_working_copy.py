@@ -1,0 +1,80 @@
+"""Working copies (engine.geometry.working_copy): large meshes are matched on a decimated copy
+and the deformation is carried back to every full vertex."""
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+
+import engine
+from engine.geometry.working_copy import WorkingCopy
+from engine.mesh import Mesh
+
+
+def _sphere_mesh(subdivisions: int = 5) -> Mesh:
+    s = trimesh.creation.icosphere(subdivisions=subdivisions)
+    v = s.vertices * np.array([1.0, 0.7, 0.5])
+    return Mesh(v, s.faces, "ellipsoid")
+
+
+def test_a_small_mesh_is_its_own_working_copy():
+    m = _sphere_mesh(2)
+    c = WorkingCopy(m, 6000)
+    assert not c.decimated and c.mesh is m
+    np.testing.assert_array_equal(c.carry(m.vertices + 1.0), m.vertices + 1.0)
+    np.testing.assert_array_equal(c.to_working([3, 5]), [3, 5])
+
+
+def test_carrying_a_similarity_moves_every_full_vertex_by_it():
+    m = _sphere_mesh(5)  # 10242 vertices
+    c = WorkingCopy(m, 1000)
+    assert c.decimated and 800 <= c.mesh.n_vertices <= 1100
+    # the identity carries the full mesh onto itself
+    np.testing.assert_allclose(c.carry(c.mesh.vertices), m.vertices, atol=1e-9)
+    R = trimesh.transformations.rotation_matrix(1.1, [1, -2, 0.5])[:3, :3]
+    moved = 2.5 * c.mesh.vertices @ R.T + [3.0, -1.0, 0.5]
+    np.testing.assert_allclose(c.carry(moved), 2.5 * m.vertices @ R.T + [3.0, -1.0, 0.5], atol=1e-8)
+
+
+def test_the_working_copy_of_a_flat_subdivided_mesh_has_no_slivers_and_stays_closed():
+    """Decimating a midpoint-subdivided mesh leaves triangles on collinear vertices; they are
+    collapsed (not dropped: that would cut slits)."""
+    s = trimesh.creation.icosphere(subdivisions=3)
+    v, f = trimesh.remesh.subdivide(s.vertices, s.faces)
+    v, f = trimesh.remesh.subdivide(v, f)  # 10242 vertices, flat within each original triangle
+    c = WorkingCopy(Mesh(v, f), 1500)
+    w = c.mesh
+    p = w.vertices[w.faces]
+    quality = 4 * np.sqrt(3) * w.face_areas / (np.linalg.norm(p[:, [1, 2, 0]] - p, axis=2) ** 2).sum(axis=1)
+    assert quality.min() > 0.02
+    assert trimesh.Trimesh(w.vertices, w.faces, process=False).is_watertight
+    assert w.non_manifold_edge_count == 0
+
+
+def test_indices_and_masks_go_to_the_nearest_working_vertex():
+    m = _sphere_mesh(4)
+    c = WorkingCopy(m, 500)
+    top = int(np.argmax(m.vertices[:, 2]))
+    w = c.to_working([top])[0]
+    assert np.linalg.norm(c.mesh.vertices[w] - m.vertices[top]) < 0.15
+    mask = m.vertices[:, 0] > 0.5
+    wm = c.mask_to_working(mask)
+    assert wm.shape == (c.mesh.n_vertices,) and wm.any()
+    assert np.all(c.mesh.vertices[wm, 0] > 0.4)
+
+
+def test_a_match_on_working_copies_returns_full_resolution_results_as_accurate(small_pair):
+    src = (small_pair.source_vertices, small_pair.source_faces)
+    tgt = (small_pair.target_vertices, small_pair.target_faces)
+    kw = dict(quality="fast", features="geometric")
+    direct = engine.match(src, tgt, **kw)
+    coarse = engine.match(src, tgt, config={"working_vertices": 350}, **kw)
+    ns, nt = len(small_pair.source_vertices), len(small_pair.target_vertices)
+    assert coarse.meta["working_vertices"][0] < ns and coarse.meta["working_vertices"][1] < nt
+    assert coarse.fitted_vertices.shape == (ns, 3) and coarse.tgt_to_src_face.shape == (nt,)
+    diag = np.linalg.norm(small_pair.target_vertices.max(0) - small_pair.target_vertices.min(0))
+
+    def median_error(r):
+        return np.median(np.linalg.norm(r.fitted_vertices - small_pair.gt_src_to_tgt, axis=1)) / diag
+
+    assert median_error(coarse) < max(1.5 * median_error(direct), 0.03), (median_error(coarse), median_error(direct))
+    assert coarse.meta["surface_fit"]["flipped_pct"] < 0.5
