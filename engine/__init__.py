@@ -7,6 +7,12 @@
 
 numpy in, numpy out; torch inside. See ``engine.pipeline.match`` for options.
 """
+import os as _os
+
+# idle OpenMP workers sleep instead of spinning (a busy machine otherwise multiplies the time of
+# every small torch operation); takes effect when engine is imported before torch (engine.threads)
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .correspondence import Correspondence
 from .errors import BackendUnavailable, Cancelled, InputError, StableWrapError
 from .mesh import Mesh, PreparedMesh, load_mesh, prepare_mesh

@@ -175,6 +175,9 @@ def cmd_match(args: argparse.Namespace) -> int:
 
     from .pipeline import match
     from .progress import CancelToken
+    from .threads import set_threads
+
+    set_threads(args.threads)
 
     token = CancelToken()
     options = dict(
@@ -225,6 +228,8 @@ def _add_match(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--keypoints", choices=("auto", "on", "off"), default="auto",
                    help="body keypoints (MediaPipe pose on renders) orient and guide humanoid pairs; "
                         "auto: when both meshes show a body (default)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="at most N threads for torch and BLAS (leave cores to other programs; default: all)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar even on a terminal")
     p.set_defaults(func=cmd_match)
     return p

@@ -206,12 +206,17 @@ def _json_default(o):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.worker", description="StableWrap engine worker (JSON lines + .npz payloads)")
     parser.add_argument("--connect", metavar="HOST:PORT", help="talk over a TCP socket instead of stdin/stdout")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("STABLEWRAP_THREADS", "0")) or None, metavar="N",
+                        help="at most N threads for torch and BLAS (Blender keeps the other cores); default: all")
     parser.add_argument("--match-impl", metavar="MODULE:FUNCTION", default=os.environ.get("STABLEWRAP_MATCH_IMPL") or None,
                         help="use another matcher with engine.match's signature (testing, research)")
     ns = parser.parse_args(argv)
 
     try:
         match_impl = _resolve(ns.match_impl) if ns.match_impl else None
+        from .threads import set_threads
+
+        set_threads(ns.threads)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..mesh import Mesh
+from ..optim import Adam
 from ..progress import Progress
 
 
@@ -107,7 +108,7 @@ def distill_from_samples(
     corners = torch.as_tensor(mesh.faces[face_ids], device=dev)
     b = torch.as_tensor(bary, device=dev)
     model = FeatureMLP(feats.shape[1], st.layers, st.width, st.n_freqs).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=st.lr)
+    opt = Adam(model.parameters(), lr=st.lr)
     s = len(face_ids)
     for step in range(st.steps):
         idx = torch.randint(0, s, (min(st.batch, s),), generator=gen).to(dev)

@@ -18,6 +18,7 @@ from scipy.spatial import cKDTree
 
 from ..geometry.poisson import PoissonSolver
 from ..mesh import Mesh
+from ..optim import Adam
 from ..progress import Progress
 from ..render.raster import vertex_normals_torch
 from ..correspond.guidance_source import GuidanceSource
@@ -115,7 +116,7 @@ class Registration:
         m = source.n_faces
         self.A = torch.eye(3, dtype=torch.float64, device=dev).repeat(m, 1, 1).requires_grad_(True)
         self.T = torch.zeros(self.solver.n_components, 3, dtype=torch.float64, device=dev, requires_grad=True)
-        self.opt = torch.optim.Adam([self.A, self.T], lr=cfg.lr)
+        self.opt = Adam([self.A, self.T], lr=cfg.lr)
 
         self.tgt_v = torch.as_tensor(target.vertices, device=dev)
         self.tgt_n = torch.as_tensor(target.vertex_normals, device=dev)
