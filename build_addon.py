@@ -170,6 +170,9 @@ def write_zip(path: str, entries: list[tuple[str, bytes]]) -> None:
         with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w") as zf:
             for name, data in sorted(entries, key=lambda e: e[0]):
                 zf.writestr(_zip_entry(name), data, compresslevel=9)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private (0600): a build output is readable like any file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -108,7 +108,8 @@ def check_mesh_object(obj, role: str) -> None:
     if obj is None:
         raise MeshDataError(f"no {role} object set")
     if obj.type != "MESH":
-        raise MeshDataError(f"{role} '{obj.name}' is a {obj.type.lower()}, not a mesh")
+        kind = obj.type.lower()
+        raise MeshDataError(f"{role} '{obj.name}' is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not a mesh")
     if len(obj.data.polygons) == 0:
         raise MeshDataError(f"{role} '{obj.name}' has no faces (a point cloud or edges only); a surface is needed")
 

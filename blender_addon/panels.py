@@ -141,8 +141,38 @@ class STABLEWRAP_PT_image_pick(bpy.types.Panel):
             layout.label(text=s.last_report, icon="INFO")
 
 
+class STABLEWRAP_MT_object(bpy.types.Menu):
+    """StableWrap in the 3D viewport's Object menu (and so in F3 search)."""
+
+    bl_idname = "STABLEWRAP_MT_object"
+    bl_label = "StableWrap"
+
+    def draw(self, context):
+        layout = self.layout
+        for op, icon in (("stablewrap.match", "MOD_SHRINKWRAP"), ("stablewrap.landmarks_detect", "ARMATURE_DATA"),
+                         ("stablewrap.transfer_uvs", "UV"), ("stablewrap.bake_texture", "TEXTURE"),
+                         ("stablewrap.transfer_weights", "GROUP_VERTEX"), ("stablewrap.make_morph", "SHAPEKEY_DATA"),
+                         ("stablewrap.match_part", "MOD_MASK"), ("stablewrap.clear", "TRASH")):
+            layout.operator(op, icon=icon)
+
+
+def _object_menu(self, context):
+    self.layout.separator()
+    self.layout.menu(STABLEWRAP_MT_object.bl_idname)
+
+
 classes = (STABLEWRAP_UL_landmarks, STABLEWRAP_PT_main, STABLEWRAP_PT_landmarks, STABLEWRAP_PT_transfer,
-           STABLEWRAP_PT_parts, STABLEWRAP_PT_image_pick)
+           STABLEWRAP_PT_parts, STABLEWRAP_PT_image_pick, STABLEWRAP_MT_object)
 
 
-register, unregister = bpy.utils.register_classes_factory(classes)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
+def register() -> None:
+    _register_classes()
+    bpy.types.VIEW3D_MT_object.append(_object_menu)
+
+
+def unregister() -> None:
+    bpy.types.VIEW3D_MT_object.remove(_object_menu)
+    _unregister_classes()

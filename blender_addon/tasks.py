@@ -317,6 +317,9 @@ class TransferUVTask(_MappedTask):
         return f"UV map '{self.new_name}' written on '{self.target.name}' from '{self.src_uv_name}'" + (f" ({seams} triangles across seams)" if seams else "")
 
 
+GROUP_SUFFIX = ".sw"  # a transferred group whose name the artist's own group already has
+
+
 class TransferWeightsTask(_MappedTask):
     """Copies every vertex group of the source onto the target."""
 
@@ -338,11 +341,25 @@ class TransferWeightsTask(_MappedTask):
     def apply(self, data, arrays):
         vals = _check_length("values", arrays.get("values"), (len(self.target.data.vertices), len(self.names)))
         self._still_same()
+        created = [g for g in self.target.stablewrap.created_groups.split("\t") if g]
+        kept = []
         with EditModeGuard(self.target):
+            written = []
             for i, name in enumerate(self.names):
-                mesh_io.write_vertex_group(self.target, name, vals[:, i])
-            self.target.stablewrap.created_groups = "\t".join(self.names)
-        return f"{len(self.names)} vertex groups transferred to '{self.target.name}'"
+                out = name
+                # the artist's own group of that name stays as it is: the transfer gets a suffixed one
+                while out in self.target.vertex_groups and out not in created:
+                    out += GROUP_SUFFIX
+                if out != name:
+                    kept.append(name)
+                mesh_io.write_vertex_group(self.target, out, vals[:, i])
+                written.append(out)
+            self.target.stablewrap.created_groups = "\t".join(dict.fromkeys(created + written))
+        msg = f"{len(self.names)} vertex group{'s' if len(self.names) != 1 else ''} transferred to '{self.target.name}'"
+        if kept:
+            msg += (f"; {len(kept)} of its own groups kept as they were, the transfer written as "
+                    f"'{kept[0]}{GROUP_SUFFIX}'" + (" etc." if len(kept) > 1 else ""))
+        return msg
 
 
 class BakeTextureTask(_MappedTask):
@@ -437,7 +454,7 @@ def clear_results(source, target) -> list[str]:
                 if vg is not None:
                     obj.vertex_groups.remove(vg)
             if groups:
-                removed.append(f"{obj.name}: {len(groups)} vertex groups")
+                removed.append(f"{obj.name}: {len(groups)} vertex group{'s' if len(groups) != 1 else ''}")
                 obj.stablewrap.created_groups = ""
             obj.stablewrap.matched_with = None
     return removed

@@ -64,6 +64,9 @@ def built_zip(tmp_path_factory):
 
 
 def test_zip_contents(built_zip):
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(built_zip).st_mode & 0o777 == 0o666 & ~umask  # readable like any build output, not 0600
     with zipfile.ZipFile(built_zip) as zf:
         names = zf.namelist()
         assert names == sorted(names)

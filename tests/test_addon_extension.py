@@ -438,6 +438,46 @@ def test_transfer_weights_copies_all_vertex_groups(sw, pair):
     assert 0.2 < in_left.mean() < 0.8
 
 
+def test_the_operators_are_in_the_object_menu(sw):
+    menu = bpy.types.STABLEWRAP_MT_object
+    assert any(getattr(f, "__name__", "") == "_object_menu" for f in bpy.types.VIEW3D_MT_object._dyn_ui_initialize())
+
+    class Collect:
+        def __init__(self):
+            self.ops = []
+
+        def operator(self, op, **kw):
+            self.ops.append(op)
+
+    c = Collect()
+    menu.draw(type("M", (), {"layout": c})(), bpy.context)
+    assert {"stablewrap.match", "stablewrap.transfer_uvs", "stablewrap.transfer_weights", "stablewrap.clear"} <= set(c.ops)
+    for op in c.ops:  # every entry is a registered operator
+        mod, name = op.split(".")
+        assert hasattr(getattr(bpy.ops, mod), name), op
+
+
+def test_transfer_weights_leaves_the_artists_groups_of_the_same_name_alone(sw, pair):
+    pytest.importorskip("engine.transfer.attributes")
+    src, tgt = pair
+    g = src.vertex_groups.new(name="Spine")
+    g.add(list(range(len(src.data.vertices))), 1.0, "REPLACE")
+    own = tgt.vertex_groups.new(name="Spine")
+    own.add([0, 1, 2], 0.3, "REPLACE")
+    bpy.ops.stablewrap.match(source=src.name, target=tgt.name)
+    assert bpy.ops.stablewrap.transfer_weights(source=src.name, target=tgt.name) == {"FINISHED"}
+    assert [g.name for g in tgt.vertex_groups] == ["Spine", "Spine.sw"]
+    gi = tgt.vertex_groups["Spine"].index
+    mine = {v.index: e.weight for v in tgt.data.vertices for e in v.groups if e.group == gi}
+    assert mine == pytest.approx({0: 0.3, 1: 0.3, 2: 0.3})
+    # a second transfer rewrites its own group, not the artist's
+    assert bpy.ops.stablewrap.transfer_weights(source=src.name, target=tgt.name) == {"FINISHED"}
+    assert [g.name for g in tgt.vertex_groups] == ["Spine", "Spine.sw"]
+    # Clear Results removes only what StableWrap made
+    assert bpy.ops.stablewrap.clear(source=src.name, target=tgt.name) == {"FINISHED"}
+    assert [g.name for g in tgt.vertex_groups] == ["Spine"]
+
+
 def test_make_morph_creates_keys_and_drivers(sw, pair):
     pytest.importorskip("engine.transfer.morph")
     src, tgt = pair
