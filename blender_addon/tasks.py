@@ -233,8 +233,16 @@ class MatchTask(Task):
         meta = data.get("meta") or {}
         secs = meta.get("worker_seconds")
         conf = float(np.mean(out["confidence"])) if len(out["confidence"]) else 0.0
-        return (f"Matched '{self.source.name}' to '{self.target.name}'"
-                + (f" in {secs:.1f} s" if isinstance(secs, (int, float)) else "") + f", mean confidence {conf:.2f}")
+        msg = (f"Matched '{self.source.name}' to '{self.target.name}'"
+               + (f" in {secs:.1f} s" if isinstance(secs, (int, float)) else "") + f", mean confidence {conf:.2f}")
+        # what the engine decided on its own (parts left out, working copies, a suspect fit) is said too
+        verdict = (meta.get("verdict") or {}).get("verdict") if isinstance(meta.get("verdict"), dict) else None
+        if verdict in ("check", "wrong"):
+            msg += f"; the result looks {'wrong' if verdict == 'wrong' else 'doubtful'}: {meta['verdict'].get('reason', '')}"
+        parts = meta.get("target_parts") or {}
+        if parts.get("left_out"):
+            msg += f"; {parts['left_out']} small or detached target parts left out"
+        return msg
 
 
 def _stored_map(target, source) -> tuple[np.ndarray, np.ndarray]:

@@ -138,6 +138,9 @@ class PairContext:
     exclude: np.ndarray | None = None
     keypoints: object = None
     full_exclude: np.ndarray | None = None  # the exclusion on the whole source
+    target_vertices_all: np.ndarray | None = None  # (nt, 3) the clean target, every part (maps back to all)
+    target_body_faces: np.ndarray | None = None  # full_target's faces -> clean target faces (None: all kept)
+    target_parts: dict | None = None  # parts of the target and what was left out
     notices: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
 

@@ -107,6 +107,8 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
 
     t = time.perf_counter()
     conf = final_maps.confidence(fit.deformed, ctx.full_source.mesh.faces, ctx.full_target.mesh, fit.maps, ctx.full_exclude)
+    if ctx.target_body_faces is not None:  # body faces -> the target's clean faces
+        fit.maps.f_st = ctx.target_body_faces[fit.maps.f_st]
     arrays = final_maps.to_caller(src, tgt, fit.maps, conf)
     _lap(ctx, "project", t)
     meta = {
@@ -127,6 +129,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
         "verdict": verdict,  # good / check / wrong, with its reason
         "surface_fit": surface,  # flipped / folded triangles left, share of the source with no target surface under it
         "working_vertices": [ctx.S.n_vertices, ctx.T.n_vertices],  # sizes the stages up to the registration ran at
+        "target_parts": ctx.target_parts,  # parts of the target, how many were left out of the match and their area
         "source_report": src.report, "target_report": tgt.report, "notices": ctx.notices,
         "source_vertices": int(len(src.orig_vertices)), "target_vertices": int(len(tgt.orig_vertices)),
     }
@@ -219,17 +222,39 @@ def _fit(ctx: PairContext, rigid, method: str, feat_mode: str, scorer) -> Fit:
 
 def _pair_context(src, tgt, k: int, cfg: MatchConfig, dev_t, prog: Progress, landmarks, exclude) -> PairContext:
     """The pair context on working copies of the meshes (decimated when larger than
-    ``cfg.working_vertices``); landmarks and the exclusion carried onto them."""
+    ``cfg.working_vertices``) and of the target's body (small or detached parts left out,
+    engine.geometry.body_parts); landmarks and the exclusion carried onto them."""
+    from .geometry.body_parts import body_parts
     from .geometry.working_copy import WorkingCopy
 
-    copies = WorkingCopy(src.mesh, cfg.working_vertices), WorkingCopy(tgt.mesh, cfg.working_vertices)
+    body = body_parts(tgt.mesh)
+    target_mesh, body_faces = tgt.mesh, None
+    if body.left_out:  # the match wraps the body; the left-out parts still get the map back
+        body_faces = np.nonzero(body.faces)[0]
+        used = np.unique(tgt.mesh.faces[body_faces])
+        remap = np.full(tgt.mesh.n_vertices, -1, np.int64)
+        remap[used] = np.arange(len(used))
+        target_mesh = Mesh(tgt.mesh.vertices[used], remap[tgt.mesh.faces[body_faces]], tgt.mesh.name)
+        if landmarks is not None:  # landmarks on a left-out part go to the nearest body vertex
+            from scipy.spatial import cKDTree
+
+            lt = remap[landmarks[:, 1]]
+            off = lt < 0
+            lt[off] = cKDTree(target_mesh.vertices).query(tgt.mesh.vertices[landmarks[off, 1]])[1]
+            landmarks = np.stack([landmarks[:, 0], lt], axis=1)
+    copies = WorkingCopy(src.mesh, cfg.working_vertices), WorkingCopy(target_mesh, cfg.working_vertices)
     work = [MeshContext(c.mesh, k) if c.decimated else None for c in copies]
-    full = [MeshContext(p.mesh, k) for p in (src, tgt)]
+    full = [MeshContext(src.mesh, k), MeshContext(target_mesh, k)]
     if landmarks is not None:
         landmarks = np.stack([copies[0].to_working(landmarks[:, 0]), copies[1].to_working(landmarks[:, 1])], axis=1)
     ctx = PairContext(work[0] or full[0], work[1] or full[1], full[0], full[1], copies[0], copies[1], cfg,
                       solver_device(dev_t), str(dev_t), prog, landmarks=landmarks,
-                      exclude=None if exclude is None else copies[0].mask_to_working(exclude), full_exclude=exclude)
+                      exclude=None if exclude is None else copies[0].mask_to_working(exclude), full_exclude=exclude,
+                      target_vertices_all=tgt.mesh.vertices, target_body_faces=body_faces,
+                      target_parts={"parts": body.parts, "left_out": body.left_out,
+                                    "left_out_area_pct": round(100 * body.left_out_area, 2)})
+    if body.notice("target"):
+        ctx.notices.append(body.notice("target"))
     for role, c in zip(("source", "target"), copies):
         if c.decimated:
             ctx.notices.append(f"{role}: {c.full.n_vertices} vertices, matched on a {c.mesh.n_vertices}-vertex working copy "
@@ -242,15 +267,14 @@ def _to_full(ctx: PairContext, fit: Fit, method: str) -> dict | None:
     and, for a registration, settled onto the whole target by the surface fit (without it, and
     for the rigid baseline, projected). Returns the surface fit's meta (None without one)."""
     S, T = ctx.full_source, ctx.full_target
-    decimated = ctx.source_copy.decimated or ctx.target_copy.decimated
     if method == "full" and ctx.config.surface_fit:
         return _fit_surface(ctx, fit)
-    if decimated:
+    if ctx.source_copy.decimated or ctx.target_copy.decimated or ctx.target_body_faces is not None:
         t = time.perf_counter()
         prog = ctx.progress
         prog.stage("project")
         fit.deformed = ctx.source_copy.carry(fit.deformed)
-        fit.maps = final_maps.project(fit.deformed, S.mesh.faces, T.surface, T.mesh.vertices, prog)
+        fit.maps = final_maps.project(fit.deformed, S.mesh.faces, T.surface, ctx.target_vertices_all, prog)
         _lap(ctx, "project", t)
     return None
 
@@ -271,7 +295,7 @@ def _fit_surface(ctx: PairContext, fit: Fit) -> dict:
         start, ctx.full_target.fit_target, fixed, SurfaceFitConfig(iterations=ctx.config.surface_fit_iterations),
         progress=SubProgress(ctx.progress, 0.0, 0.9))
     fit.deformed = res.vertices
-    fit.maps = final_maps.project(res.vertices, S.faces, ctx.full_target.surface, T.vertices, fitted=True,
+    fit.maps = final_maps.project(res.vertices, S.faces, ctx.full_target.surface, ctx.target_vertices_all, fitted=True,
                                   support=res.support)
     _lap(ctx, "fit surface", t)
     m = len(S.faces)

@@ -438,6 +438,20 @@ def test_transfer_weights_copies_all_vertex_groups(sw, pair):
     assert 0.2 < in_left.mean() < 0.8
 
 
+def test_the_match_report_says_what_the_engine_decided(sw):
+    use_matcher(sw, "doubtful_parts_match")
+    empty_scene()
+    src, tgt = suzanne_pair(remesh=None, bend=0.0)
+    try:
+        assert bpy.ops.stablewrap.match(source=src.name, target=tgt.name) == {"FINISHED"}
+        report = bpy.context.scene.stablewrap.last_report
+        assert "2 small or detached target parts left out" in report
+        assert "doubtful: keypoints disagree" in report
+    finally:
+        use_matcher(sw, "nearest_vertex_match")
+        empty_scene()
+
+
 def test_the_operators_are_in_the_object_menu(sw):
     menu = bpy.types.STABLEWRAP_MT_object
     assert any(getattr(f, "__name__", "") == "_object_menu" for f in bpy.types.VIEW3D_MT_object._dyn_ui_initialize())

@@ -101,3 +101,11 @@ def chatty_match(source, target, **options):
     sys.stdout.flush()
     os.write(1, b"raw bytes on fd 1\n")
     return nearest_vertex_match(source, target, **options)
+
+
+def doubtful_parts_match(source, target, **options):
+    """The nearest-vertex match, reporting left-out target parts and a doubtful verdict."""
+    corr = nearest_vertex_match(source, target, **options)
+    corr.meta.update({"target_parts": {"parts": 5, "left_out": 2, "left_out_area_pct": 1.5},
+                      "verdict": {"verdict": "check", "reason": "keypoints disagree (median 0.2 of sqrt(area))"}})
+    return corr

@@ -1,7 +1,21 @@
 """Closest points on a triangle surface for batches of query points."""
 from __future__ import annotations
 
+import atexit
+import weakref
+
 import numpy as np
+
+# libigl's trees are nanobind objects: one still alive when the interpreter shuts down (a match
+# cancelled with Ctrl-C leaves its context to the last collection) prints "nanobind: leaked ..."
+# lines; the trees are dropped before that
+_QUERIES: "weakref.WeakSet[SurfaceQuery]" = weakref.WeakSet()
+
+
+@atexit.register
+def _drop_trees() -> None:
+    for q in list(_QUERIES):
+        q._tree = None
 
 
 def closest_point_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray):
@@ -74,6 +88,7 @@ class SurfaceQuery:
         self.faces = np.ascontiguousarray(faces, np.int64)
         self._tree = igl.AABB()
         self._tree.init(self.vertices, self.faces)
+        _QUERIES.add(self)
 
     def closest(self, points: np.ndarray, chunk: int = 200000, progress=None):
         """Closest surface point of every query point.
@@ -88,6 +103,8 @@ class SurfaceQuery:
         face : (p,) int64, bary : (p, 3) float64, point : (p, 3) float64, distance : (p,) float64
         """
         pts = np.ascontiguousarray(np.asarray(points, np.float64).reshape(-1, 3))
+        if self._tree is None:  # dropped at interpreter exit
+            raise RuntimeError("closest-point query used after interpreter shutdown began")
         n = len(pts)
         face = np.zeros(n, np.int64)
         for s in range(0, n, chunk):

@@ -1,0 +1,75 @@
+"""Which parts of a many-part mesh a match wraps: the body, not the loose pieces around it.
+
+Real characters come in dozens of pieces (eyes, teeth, joint spheres, props beside a hand).
+Matched whole, a detached piece near a hand pulls the source's hand onto it. The body is the
+largest connected part by area, grown by every part that touches it (within ``gap`` of the
+bounding-box diagonal: parts split at seams) or reaches into it (a vertex inside it by the
+winding number: overlapping parts, eyes in their sockets), plus every large part (``min_area``
+of the largest); what is left, small detached pieces (a prop beside a hand, a cube by a foot),
+is left out of the match and reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..mesh import Mesh
+
+# a detached part this large (fraction of the largest part's area) is kept: a forearm split off
+# the torso is ~5 %; a prop, an eye or a tooth is less
+MIN_AREA = 0.02
+# parts split at seams touch (gap 0); 1 % of the diagonal absorbs seams that do not weld and
+# parts modelled a little apart (2 cm on a body)
+GAP = 0.01
+
+
+@dataclass
+class BodyParts:
+    """faces : (m,) bool  faces of the kept parts; left_out : number of parts left out;
+    left_out_area : their share of the total area"""
+
+    faces: np.ndarray
+    parts: int
+    left_out: int
+    left_out_area: float
+
+    def notice(self, role: str) -> str | None:
+        if self.left_out == 0:
+            return None
+        return (f"{role}: {self.left_out} of its {self.parts} parts left out of the match ({100 * self.left_out_area:.1f} % "
+                "of its area: small detached pieces such as props); they still get the map back")
+
+
+def body_parts(mesh: Mesh, min_area: float = MIN_AREA, gap: float = GAP) -> BodyParts:
+    """The parts of ``mesh`` a match should wrap (see the module docstring)."""
+    import igl
+
+    from .closest import SurfaceQuery
+
+    comp = mesh.components  # per vertex
+    n_parts = int(comp.max()) + 1 if len(comp) else 0
+    face_comp = comp[mesh.faces[:, 0]]
+    if n_parts <= 1:
+        return BodyParts(np.ones(mesh.n_faces, bool), n_parts, 0, 0.0)
+    area = np.bincount(face_comp, mesh.face_areas, n_parts)
+    largest = int(np.argmax(area))
+    big = area >= min_area * area[largest]
+    tol = gap * mesh.bbox_diagonal
+    keep = np.zeros(n_parts, bool)
+    keep[largest] = True
+    grown = True
+    while grown:  # grow the body by every part that touches it or reaches into it
+        grown = False
+        body_faces = np.ascontiguousarray(mesh.faces[keep[face_comp]], np.int64)
+        surface = SurfaceQuery(mesh.vertices, body_faces)
+        for c in np.nonzero(~keep)[0]:
+            pts = np.ascontiguousarray(mesh.vertices[comp == c], np.float64)
+            near = surface.closest(pts)[3].min() <= tol
+            if near or np.abs(igl.fast_winding_number(surface.vertices, body_faces, pts)).max() > 0.5:
+                keep[c] = True
+                grown = True
+    keep |= big  # a large detached part (a raised arm modelled apart, a second shoe) stays in the match
+    faces = keep[face_comp]
+    total = float(area.sum())
+    return BodyParts(faces, n_parts, int((~keep).sum()), float(area[~keep].sum() / total) if total > 0 else 0.0)
