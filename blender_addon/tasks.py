@@ -96,6 +96,15 @@ def read_pair(task, use_evaluated: bool) -> dict:
             "tgt_vertices": tgt.world_vertices(), "tgt_faces": tgt.triangles}
 
 
+def topology_key(triangles: np.ndarray) -> str:
+    """A short key of a triangle list (count and a hash of the indices): a stored map is only
+    valid for the source topology it was made with."""
+    import hashlib
+
+    tris = np.ascontiguousarray(triangles, np.int64)
+    return f"{len(tris)}:{hashlib.sha1(tris.tobytes()).hexdigest()[:16]}"
+
+
 def _mesh_signature(obj) -> tuple:
     return (obj.name, len(obj.data.vertices), len(obj.data.polygons), len(obj.data.loops))
 
@@ -230,6 +239,7 @@ class MatchTask(Task):
                 self.source.stablewrap.created_basis = True
             self.source.stablewrap.matched_with = self.target
             self.target.stablewrap.matched_with = self.source
+            self.target.stablewrap.source_topology = topology_key(self.src.triangles)
         meta = data.get("meta") or {}
         secs = meta.get("worker_seconds")
         conf = float(np.mean(out["confidence"])) if len(out["confidence"]) else 0.0
@@ -270,6 +280,9 @@ class _MappedTask(Task):
         face, bary = _stored_map(self.target, self.source)
         src_tris, src_loops, _ = mesh_io.read_triangles(self.source.data)
         tgt_tris, tgt_loops, tgt_polys = mesh_io.read_triangles(self.target.data)
+        stored = self.target.stablewrap.source_topology
+        if stored and stored != topology_key(src_tris):
+            raise TaskError(f"'{self.source.name}' changed since Match (its faces are not the ones matched): run Match again")
         _check_faces("sw_source_face", face, len(src_tris))
         self.src_tris, self.src_loops, self.tgt_tris, self.tgt_loops = src_tris, src_loops, tgt_tris, tgt_loops
         self.tgt_polys = tgt_polys

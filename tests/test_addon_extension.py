@@ -398,6 +398,23 @@ def test_transfer_uvs_keeps_quads_across_a_seam_in_one_island(sw):
         empty_scene()
 
 
+def test_a_transfer_after_the_source_topology_changed_asks_for_a_new_match(sw, pair):
+    import bmesh
+
+    src, tgt = pair
+    assert bpy.ops.stablewrap.match(source=src.name, target=tgt.name) == {"FINISHED"}
+    bm = bmesh.new()
+    bm.from_mesh(src.data)
+    quads = [f for f in bm.faces if len(f.verts) == 4][:10]
+    bmesh.ops.triangulate(bm, faces=quads)  # same triangle count, other triangles
+    bm.to_mesh(src.data)
+    bm.free()
+    before = snapshot(tgt)
+    with pytest.raises(RuntimeError, match="changed since Match"):
+        bpy.ops.stablewrap.transfer_uvs(source=src.name, target=tgt.name)
+    assert_unchanged(before, tgt)
+
+
 def test_transfer_uvs_needs_a_match(sw, pair):
     src, tgt = pair
     with pytest.raises(RuntimeError, match="run Match first"):
