@@ -224,6 +224,7 @@ def _pair_context(src, tgt, k: int, cfg: MatchConfig, dev_t, prog: Progress, lan
     """The pair context on working copies of the meshes (decimated when larger than
     ``cfg.working_vertices``) and of the target's body (small or detached parts left out,
     engine.geometry.body_parts); landmarks and the exclusion carried onto them."""
+    from .arrays import compact
     from .geometry.body_parts import body_parts
     from .geometry.working_copy import WorkingCopy
 
@@ -231,10 +232,8 @@ def _pair_context(src, tgt, k: int, cfg: MatchConfig, dev_t, prog: Progress, lan
     target_mesh, body_faces = tgt.mesh, None
     if body.left_out:  # the match wraps the body; the left-out parts still get the map back
         body_faces = np.nonzero(body.faces)[0]
-        used = np.unique(tgt.mesh.faces[body_faces])
-        remap = np.full(tgt.mesh.n_vertices, -1, np.int64)
-        remap[used] = np.arange(len(used))
-        target_mesh = Mesh(tgt.mesh.vertices[used], remap[tgt.mesh.faces[body_faces]], tgt.mesh.name)
+        v, f, remap = compact(tgt.mesh.vertices, tgt.mesh.faces[body_faces])
+        target_mesh = Mesh(v, f, tgt.mesh.name)
         if landmarks is not None:  # landmarks on a left-out part go to the nearest body vertex
             from scipy.spatial import cKDTree
 
@@ -266,7 +265,6 @@ def _to_full(ctx: PairContext, fit: Fit, method: str) -> dict | None:
     """The fit on the whole meshes: the working copy's deformation carried to every source vertex
     and, for a registration, settled onto the whole target by the surface fit (without it, and
     for the rigid baseline, projected). Returns the surface fit's meta (None without one)."""
-    S, T = ctx.full_source, ctx.full_target
     if method == "full" and ctx.config.surface_fit:
         return _fit_surface(ctx, fit)
     if ctx.source_copy.decimated or ctx.target_copy.decimated or ctx.target_body_faces is not None:
@@ -274,7 +272,8 @@ def _to_full(ctx: PairContext, fit: Fit, method: str) -> dict | None:
         prog = ctx.progress
         prog.stage("project")
         fit.deformed = ctx.source_copy.carry(fit.deformed)
-        fit.maps = final_maps.project(fit.deformed, S.mesh.faces, T.surface, ctx.target_vertices_all, prog)
+        fit.maps = final_maps.project(fit.deformed, ctx.full_source.mesh.faces, ctx.full_target.surface,
+                                      ctx.target_vertices_all, prog)
         _lap(ctx, "project", t)
     return None
 
@@ -288,7 +287,7 @@ def _fit_surface(ctx: PairContext, fit: Fit) -> dict:
 
     t = time.perf_counter()
     ctx.progress.stage("fit surface")
-    S, T = ctx.full_source.mesh, ctx.full_target.mesh
+    S = ctx.full_source.mesh
     start = ctx.source_copy.carry(fit.deformed)
     fixed = None if ctx.full_exclude is None else (~ctx.full_exclude).astype(np.float64)
     res = SurfaceFitter(S.vertices, S.faces).fit(

@@ -11,30 +11,22 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..mesh import Mesh
+
 # two adjacent triangles fold onto each other beyond this dihedral turn (120 deg: a crease sharper
 # than any a smooth body surface has at the template's resolution)
 FOLD_ANGLE_DEG = 120.0
 
 
 def _cross(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    p = vertices[faces]
-    return np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    return Mesh(vertices, faces).face_cross
 
 
-def vertex_adjacency(faces: np.ndarray, n: int) -> sp.csr_matrix:
-    """(n, n) 0/1 adjacency of the mesh's edges (symmetric, no diagonal)."""
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
-    A = ((A + A.T) > 0).astype(np.float64)
-    A.setdiag(0)
-    A.eliminate_zeros()
-    return A.tocsr()
-
-
-def unique_edges(faces: np.ndarray) -> np.ndarray:
-    """(e, 2) int64: every edge once (smaller index first)."""
-    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    return np.unique(e, axis=0).astype(np.int64)
+def vertex_adjacency(edges: np.ndarray, n: int) -> sp.csr_matrix:
+    """(n, n) 0/1 adjacency of unique edges (e, 2) (``Mesh.edges``): symmetric, no diagonal."""
+    e = edges[edges[:, 0] != edges[:, 1]]
+    ones = np.ones(len(e))
+    return sp.coo_matrix((np.r_[ones, ones], (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n)).tocsr()
 
 
 def adjacent_face_pairs(faces: np.ndarray) -> np.ndarray:
@@ -102,7 +94,7 @@ class OrientationCheck:
         self.rest = np.asarray(rest, np.float64)
         self.faces = np.asarray(faces, np.int64)
         n = len(self.rest)
-        A = vertex_adjacency(self.faces, n) + sp.identity(n, format="csr")
+        A = vertex_adjacency(Mesh(self.rest, self.faces).edges, n) + sp.identity(n, format="csr")
         N = A
         for _ in range(rings - 1):
             N = N @ A
@@ -152,11 +144,12 @@ def new_folds(rest: np.ndarray, fitted: np.ndarray, faces: np.ndarray) -> np.nda
 def edge_stretch(rest: np.ndarray, fitted: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(e,) float: each edge's length ratio fitted / rest over the global ratio (1 = unchanged
     apart from the overall scale); degenerate rest edges left out."""
-    e = unique_edges(faces)
+    mesh = Mesh(rest, faces)
+    e = mesh.edges
     lr = np.linalg.norm(rest[e[:, 0]] - rest[e[:, 1]], axis=1)
     lf = np.linalg.norm(fitted[e[:, 0]] - fitted[e[:, 1]], axis=1)
     ok = lr > 1e-12 * max(float(lr.max(initial=0.0)), 1e-300)
-    scale = np.sqrt(np.abs(_cross(fitted, faces)).sum() / max(np.abs(_cross(rest, faces)).sum(), 1e-300))
+    scale = np.sqrt(Mesh(fitted, faces).area / max(mesh.area, 1e-300))  # the overall (area) scale
     return lf[ok] / (lr[ok] * max(scale, 1e-300))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import compact
 from ..mesh import Mesh
 
 
@@ -107,11 +108,4 @@ def _collapse_degenerate(vertices: np.ndarray, faces: np.ndarray, rounds: int = 
             target[target == j] = i
         f = target[f]
     f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
-    return _drop_unused(v, f)
-
-
-def _drop_unused(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    used = np.unique(faces)
-    remap = np.full(len(vertices), -1, np.int64)
-    remap[used] = np.arange(len(used))
-    return vertices[used], remap[faces]
+    return compact(v, f)[:2]

@@ -5,7 +5,8 @@ Projecting every registered vertex onto its closest target point flips and folds
 wherever the registration is a little off or the target lacks the template's detail (fingers on
 a mitten hand). Instead the fit alternates (non-rigid ICP with an as-similar-as-possible prior):
 
-1. closest target point ``c_i`` of every vertex, with a weight ``a_i`` in [0, 1]: zero where the
+1. the foot ``c_i`` of every vertex on the tangent plane of its closest target point (the fit
+   slides along the surface instead of crowding onto it), with a weight ``a_i`` in [0, 1]: zero where the
    target faces away from the vertex, where the closest point is on a target boundary (a hole:
    no surface under the vertex) or the vertex is excluded;
 2. per vertex, the rotation and uniform scale that best carry its rest edges (the template's own
@@ -28,6 +29,7 @@ import scipy.sparse as sp
 
 from ..geometry import mesh_quality
 from ..geometry.operators import face_areas_normals
+from ..mesh import Mesh
 
 
 @dataclass
@@ -49,7 +51,6 @@ class SurfaceFitConfig:
     inner_iterations: int = 4  # local + global steps per pull (one factor): tangles need several to relax
     release_rings: int = 2  # the vertex rings around a bad triangle freed with it
     release_hold: int = 3  # iterations a freed vertex stays free (it untangles, then is pulled again)
-    slide: bool = True  # pull to the tangent plane at the closest point (see TargetSurface.pull)
     settle_iterations: int = 4  # last steps at full pull, tangles freed for good
     hug_halvings: int = 6  # the last projection's step halves this often before a vertex stays
 
@@ -84,14 +85,12 @@ class SurfaceFitter:
         self.rest = np.asarray(rest_vertices, np.float64)
         self.faces = np.asarray(faces, np.int64)
         n = len(self.rest)
-        self.edges = mesh_quality.unique_edges(self.faces)
+        self.edges = Mesh(self.rest, self.faces).edges
         self.rest_edges = self.rest[self.edges[:, 0]] - self.rest[self.edges[:, 1]]
         i, j = self.edges[:, 0], self.edges[:, 1]
-        A = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
-        A = (A + A.T).tocsr()
-        self.degree = np.asarray(A.sum(axis=1)).ravel()
-        self.laplacian = (sp.diags(self.degree) - A).tocsr()
-        self.ring = ((A + sp.identity(n)) > 0).astype(np.float64).tocsr()
+        A = mesh_quality.vertex_adjacency(self.edges, n)
+        self.laplacian = (sp.diags(np.asarray(A.sum(axis=1)).ravel()) - A).tocsr()
+        self.ring = (A + sp.identity(n)).tocsr()
         self.rest_edge_sq = np.bincount(i, (self.rest_edges ** 2).sum(1), n) + np.bincount(j, (self.rest_edges ** 2).sum(1), n)
         self.check = mesh_quality.OrientationCheck(self.rest, self.faces)
         self.rest_area, _ = face_areas_normals(self.rest, self.faces)
@@ -140,7 +139,7 @@ class SurfaceFitter:
         from ..geometry.poisson import SparseFactor
         import torch
 
-        closest, w_surface, _ = target.pull(x, _vertex_normals(x, self.faces), cfg, plane=cfg.slide)
+        closest, w_surface, _ = target.pull(x, Mesh(x, self.faces).vertex_normals, cfg, plane=True)
         weight = weight_mask * w_surface
         eps = 1e-6  # keeps the system definite where no vertex has data (a released part)
         data = (mu * weight + eps)[:, None] * np.where(weight[:, None] > 0, closest, x)
@@ -251,7 +250,7 @@ class SurfaceFitter:
         """Last step: every vertex with surface under it moves onto its closest target point, but
         only as far as no triangle turns bad (the step halves on the vertices of a triangle that
         would; after ``cfg.hug_halvings`` halvings they stay). Returns x and the support (n,)."""
-        closest, w_surface, off_rim = target.pull(x, _vertex_normals(x, self.faces), cfg)
+        closest, w_surface, off_rim = target.pull(x, Mesh(x, self.faces).vertex_normals, cfg)
         movable = (fixed > 0) & (w_surface > 0)
         y, alpha = self._guarded(x, np.where(movable[:, None], closest, x), self._bad_faces(x, cfg), cfg)
         # support: on the surface (data weight, or hugged all the way) and facing it
@@ -303,15 +302,6 @@ class TargetSurface:
             nrm = self.normals[face]
             point = x + nrm * np.einsum("ij,ij->i", point - x, nrm)[:, None]
         return point, w, off_rim
-
-
-def _vertex_normals(x: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    p = x[faces]
-    fn = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
-    vn = np.zeros_like(x)
-    for k in range(3):
-        np.add.at(vn, faces[:, k], fn)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-300)
 
 
 def fit_surface(rest_vertices, faces, start, target_vertices, target_faces, fixed_weight=None,
