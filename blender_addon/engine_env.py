@@ -74,6 +74,8 @@ def client(start: bool = True) -> Optional[WorkerClient]:
     """The shared worker client, (re)started when its Python changed or it died."""
     global _client
     python = resolve_python()
+    if _client is not None:
+        _client.settle_cancels()  # a job cancelled a moment ago: its worker must be free (or gone)
     if _client is not None and (not _client.alive or _client.python != python):
         _client.stop()
         _client = None

@@ -132,12 +132,16 @@ class _JobOperator:
             return not state.cancel
 
         state.running, state.cancel, state.label = True, False, self.bl_label
+        task = None
         try:
-            message = api.run_task(self.make_task(context), progress=progress)
+            task = self.make_task(context)
+            message = api.run_task(task, progress=progress)
         except StableWrapAddonError as exc:
             return self._fail(context, str(exc), _level(exc))
         finally:
             state.running, state.cancel, state.stage, state.progress = False, False, "", 0.0
+        if getattr(task, "start_note", ""):
+            self.report({"WARNING"}, f"{self.bl_label}: {task.start_note}")
         return self._done(context, message)
 
     def invoke(self, context, event):
@@ -156,6 +160,10 @@ class _JobOperator:
             return self._fail(context, str(exc))
         state.running, state.cancel, state.label = True, False, self.bl_label
         state.stage, state.progress = "starting engine", 0.0
+        note = getattr(self._task, "start_note", "")
+        if note:  # said before the wait, not after it
+            context.scene.stablewrap.last_report = f"{self.bl_label}: {note}"
+            self.report({"WARNING"}, f"{self.bl_label}: {note}")
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
         if add_handler:

@@ -62,6 +62,8 @@ class STABLEWRAP_PG_object(bpy.types.PropertyGroup):
                                    description="Vertex groups written by Transfer Weights (tab-separated)")
     matched_with: PointerProperty(type=bpy.types.Object, name="Matched with",
                                   description="The other object of the last match")
+    bake_material: StringProperty(default="", options={"HIDDEN"},
+                                  description="The material Bake Texture made to show its image on this object")
     source_topology: StringProperty(default="", options={"HIDDEN"},
                                     description="On a matched target: the source's triangles at Match time (a hash)")
 

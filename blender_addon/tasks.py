@@ -166,6 +166,11 @@ class Task:
         raise NotImplementedError
 
 
+# meshes from this size on are matched on decimated working copies at a cost the artist should
+# know before waiting (the engine's notice threshold, engine.pipeline.LARGE_MESH_VERTICES)
+LARGE_MESH_VERTICES = 50_000
+
+
 class MatchTask(Task):
     """Dense correspondence; writes maps, confidence, colours and the fit shape key."""
 
@@ -196,6 +201,12 @@ class MatchTask(Task):
             if exclude.all():
                 raise TaskError(f"exclusion group '{self.exclude_group}' covers the whole source; nothing left to match")
             arrays["exclude"] = exclude
+        big = [(role, len(arrays[key])) for role, key in (("source", "src_vertices"), ("target", "tgt_vertices"))
+               if len(arrays[key]) >= LARGE_MESH_VERTICES]
+        if big:
+            what = " and ".join(f"{role} {n:,}" for role, n in big)
+            self.start_note = (f"large mesh ({what} vertices): matched on decimated working copies, then fitted and "
+                               "projected at full resolution; this takes a minute or more (Esc cancels)")
         args = {"features": self.features, "quality": self.quality}
         if self.method:
             args["method"] = self.method
@@ -410,6 +421,7 @@ class BakeTextureTask(_MappedTask):
         if tgt_layer is None:
             raise TaskError(f"target '{self.target.name}' has no UV map to bake into: Transfer UVs or unwrap it first")
         _, arrays["tgt_corner_uv"] = read_corner_uv(self.target.data, self.tgt_loops, tgt_layer.name)
+        self.tgt_uv_name, self.src_is_float = tgt_layer.name, bool(image.is_float)
         arrays["src_image"] = px.reshape(h, w, 4)[::-1]  # Blender stores rows bottom-up; the engine top-down
         arrays["src_vertices"] = mesh_io.basis_positions(self.source)
         return self.cmd, {"size": [self.resolution, self.resolution], "padding": 16}, arrays
@@ -427,14 +439,71 @@ class BakeTextureTask(_MappedTask):
             img = np.concatenate([img, np.ones((h, w, 1), np.float32)], axis=2)
         name = f"{self.target.name}{IMAGE_SUFFIX}"
         out = bpy.data.images.get(name)
-        if out is not None and tuple(out.size) != (w, h):
+        if out is not None and (tuple(out.size) != (w, h) or out.is_float != self.src_is_float):
             bpy.data.images.remove(out)
             out = None
-        if out is None:
-            out = bpy.data.images.new(name, width=w, height=h, alpha=True, float_buffer=True)
+        if out is None:  # 8-bit like the source unless the source is a float (HDR) image
+            out = bpy.data.images.new(name, width=w, height=h, alpha=True, float_buffer=self.src_is_float)
         out.pixels.foreach_set(np.ascontiguousarray(img, np.float32).reshape(-1))
         out.update()
-        return f"Baked '{self.image_name}' into image '{name}' ({w}x{h})"
+        # packed into the .blend: the pixels survive save / reopen and undo / redo (a generated
+        # image's pixels are not stored otherwise)
+        out.file_format = "OPEN_EXR" if out.is_float else "PNG"
+        out.pack()
+        shown = show_bake(self.target, out, self.tgt_uv_name)
+        return f"Baked '{self.image_name}' into image '{name}' ({w}x{h}, packed in the .blend); {shown}"
+
+
+def show_bake(target, image, uv_name: str) -> str:
+    """A material on ``target`` that shows the baked ``image`` through the UV map ``uv_name``
+    (the image's user, so that it is saved); returns a short description for the report.
+
+    A target without materials gets it on every face; a target with its own keeps them and
+    gets one more slot, which the artist assigns where wanted."""
+    name = f"{target.name}{IMAGE_SUFFIX}"
+    mat = bpy.data.materials.get(name) or bpy.data.materials.new(name)
+    if mat.node_tree is None:  # Blender < 5 creates materials without nodes
+        mat.use_nodes = True
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    nodes.clear()
+    out = nodes.new("ShaderNodeOutputMaterial")
+    bsdf = nodes.new("ShaderNodeBsdfPrincipled")
+    tex = nodes.new("ShaderNodeTexImage")
+    uv = nodes.new("ShaderNodeUVMap")
+    tex.image, uv.uv_map = image, uv_name
+    out.location, bsdf.location, tex.location, uv.location = (300, 0), (0, 0), (-350, 0), (-600, 0)
+    links.new(uv.outputs["UV"], tex.inputs["Vector"])
+    links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+    links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
+    mats = target.data.materials
+    if mat.name in [m.name for m in mats if m is not None]:
+        return f"shown by material '{mat.name}'"
+    had = len(mats)
+    mats.append(mat)
+    target.stablewrap.bake_material = mat.name
+    if had == 0:
+        return f"shown by the new material '{mat.name}'"
+    return f"material '{mat.name}' added as slot {had + 1}: assign it to faces to see the bake"
+
+
+def remove_bake(target) -> list[str]:
+    """Remove the bake material, its slot and the baked image StableWrap made for ``target``."""
+    removed = []
+    name = target.stablewrap.bake_material
+    mat = bpy.data.materials.get(name) if name else None
+    if mat is not None:
+        mats = target.data.materials
+        for i in range(len(mats) - 1, -1, -1):
+            if mats[i] is not None and mats[i].name == name:
+                mats.pop(index=i)
+        bpy.data.materials.remove(mat)
+        removed.append(f"{target.name}: material {name}")
+    target.stablewrap.bake_material = ""
+    image = bpy.data.images.get(f"{target.name}{IMAGE_SUFFIX}")
+    if image is not None:
+        bpy.data.images.remove(image)
+        removed.append(f"{target.name}: image {target.name}{IMAGE_SUFFIX}")
+    return removed
 
 
 def find_image(obj):
@@ -478,6 +547,7 @@ def clear_results(source, target) -> list[str]:
                 removed.append(f"{obj.name}: {len(groups)} vertex group{'s' if len(groups) != 1 else ''}")
                 obj.stablewrap.created_groups = ""
             obj.stablewrap.matched_with = None
+        removed += remove_bake(obj)
     return removed
 
 

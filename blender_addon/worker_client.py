@@ -24,6 +24,10 @@ from typing import Callable, Optional
 import numpy as np
 
 READY_TIMEOUT_S = 120.0
+# a cancelled job whose worker has not answered within this long is stuck inside a step that
+# cannot check the cancel (a long library call): the worker is stopped (the next job starts a
+# fresh one) rather than the next job waiting behind it
+CANCEL_GRACE_S = 2.5
 
 
 class StableWrapAddonError(Exception):
@@ -45,11 +49,13 @@ class WorkerError(StableWrapAddonError):
 class Job:
     """One request in flight. ``stage``/``fraction`` follow the streamed progress."""
 
-    def __init__(self, client: "WorkerClient", jid: str, cmd: str, output: Optional[str]) -> None:
+    def __init__(self, client: "WorkerClient", jid: str, cmd: str, output: Optional[str],
+                 input_path: Optional[str] = None) -> None:
         self.client = client
         self.id = jid
         self.cmd = cmd
         self.output_path = output
+        self.input_path = input_path
         self.stage = "starting"
         self.fraction = 0.0
         self.done = False
@@ -107,7 +113,11 @@ class Job:
         try:
             self.client.send({"id": self.client.next_id(), "cmd": "cancel", "target": self.id})
         except WorkerError:
-            pass  # dead worker: pump() fails the job
+            return  # dead worker: pump() fails the job
+        self.client._cancel_deadlines[self.id] = time.monotonic() + CANCEL_GRACE_S
+        timer = threading.Timer(CANCEL_GRACE_S, self.client._stop_if_stuck, args=(self.id,))
+        timer.daemon = True
+        timer.start()
 
 
 class WorkerClient:
@@ -132,6 +142,9 @@ class WorkerClient:
         self._ids = itertools.count(1)
         self._send_lock = threading.Lock()
         self._dead: Optional[WorkerError] = None
+        self._finished: set = set()  # ids of jobs the worker answered (seen by the reader thread)
+        self._stopped_stuck = False  # the worker was stopped because a cancelled job did not end
+        self._cancel_deadlines: dict = {}  # job id -> when a cancelled job must have ended
         self.info: dict = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -181,6 +194,8 @@ class WorkerClient:
                 except (ValueError, UnicodeDecodeError):
                     continue
                 if isinstance(msg, dict):
+                    if msg.get("type") in ("result", "error"):
+                        self._finished.add(str(msg.get("id")))
                     self._messages.put(msg)
         except (OSError, ValueError):
             pass  # stream closed under us by kill()
@@ -201,17 +216,46 @@ class WorkerClient:
         rows = [r.strip() for r in text.splitlines() if r.strip()]
         return " | ".join(rows[-lines:])
 
+    def settle_cancels(self) -> None:
+        """Before a new job: wait (at most until their deadlines) for cancelled jobs to end, and stop
+        the worker if one does not, so that the new job never queues behind a stuck one."""
+        for jid, deadline in list(self._cancel_deadlines.items()):
+            while jid not in self._finished and self.alive and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self._stop_if_stuck(jid)
+            self._cancel_deadlines.pop(jid, None)
+
+    def _stop_if_stuck(self, jid: str) -> None:
+        """(Timer thread) stop the worker when the cancelled job ``jid`` has still not ended."""
+        proc = self.proc
+        if jid in self._finished or proc is None or proc.poll() is not None:
+            return
+        self._stopped_stuck = True
+        try:
+            proc.kill()  # the reader thread sees the end of the stream; pump() fails what was running
+            proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
     def _on_dead(self) -> None:
         code = self.proc.wait(timeout=5) if self.proc is not None else None
         tail = self.stderr_tail(1)
-        if not self.info:
+        if self._stopped_stuck:
+            self._dead = WorkerError("WorkerStopped", "engine worker stopped after a cancel it could not answer "
+                                                      "in time; the next job starts a fresh one")
+        elif not self.info:
             self._dead = WorkerError("WorkerStartFailed", f"engine worker failed to start (exit code {code}){': ' + tail if tail else ''}")
         else:
             self._dead = WorkerError("WorkerDied", f"engine worker stopped unexpectedly (exit code {code}){': ' + tail if tail else ''}")
         for job in self._jobs.values():
             if not job.done:
-                job.error, job.done = self._dead, True
+                cancelled = job.cancel_requested
+                job.error = WorkerError("Cancelled", "cancelled") if cancelled else self._dead
+                job.done = True
         self._jobs.clear()
+        if self.tmpdir:  # nothing in it is read any more (results are loaded when they arrive)
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
 
     def pump(self, block: bool = False, timeout: float = 0.1) -> None:
         """Dispatch the replies that arrived to their jobs."""
@@ -245,16 +289,20 @@ class WorkerClient:
                 job.cancel()
         elif kind == "result":
             job.data = msg.get("data") or {}
+            job.arrays  # loaded now: the request folder may go with the worker
             job.done = True
             job.fraction = 1.0
             self._jobs.pop(job.id, None)
+            if job.input_path:
+                _unlink(job.input_path)
         elif kind == "error":
             err = msg.get("error") or {}
             job.error = WorkerError(str(err.get("type", "Error")), str(err.get("message", "unknown error")))
             job.done = True
             self._jobs.pop(job.id, None)
-            if job.output_path:
-                _unlink(job.output_path)
+            for path in (job.output_path, job.input_path):
+                if path:
+                    _unlink(path)
 
     def next_id(self) -> str:
         return str(next(self._ids))
@@ -288,7 +336,7 @@ class WorkerClient:
             inp = os.path.join(self.tmpdir, f"in-{jid}.npz")
             np.savez(inp, **arrays)
         out = os.path.join(self.tmpdir, f"out-{jid}.npz")
-        job = Job(self, jid, cmd, out)
+        job = Job(self, jid, cmd, out, inp)
         self._jobs[jid] = job
         try:
             self.send({"id": jid, "cmd": cmd, "args": args or {}, "input": inp, "output": out})

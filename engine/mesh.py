@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from .arrays import unique_rows
 from .errors import InputError
 
 from .mesh_files import SUPPORTED_EXTENSIONS, load_mesh_file  # noqa: F401 (re-exported)
@@ -103,7 +104,7 @@ class Mesh:
         """(e, 2) int64 unique undirected edges, sorted per row."""
         e = np.concatenate([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]])
         e.sort(axis=1)
-        return np.unique(e, axis=0)
+        return unique_rows(e)
 
     @cached_property
     def adjacency(self) -> sp.csr_matrix:
@@ -132,7 +133,7 @@ class Mesh:
     def non_manifold_edge_count(self) -> int:
         e = np.concatenate([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]])
         e.sort(axis=1)
-        _, counts = np.unique(e, axis=0, return_counts=True)
+        _, counts = unique_rows(e, return_counts=True)
         return int((counts > 2).sum())
 
 
@@ -246,7 +247,7 @@ def _weld(v: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
         q = v
     else:
         q = np.round(v / tol).astype(np.int64)
-    _, first, inverse = np.unique(q, axis=0, return_index=True, return_inverse=True)
+    _, first, inverse = unique_rows(q, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
@@ -315,7 +316,7 @@ def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None
     tri_ids = np.nonzero(keep)[0]
     # duplicate faces (same vertex set)
     key = np.sort(ctris[tri_ids], axis=1)
-    _, first = np.unique(key, axis=0, return_index=True)
+    _, first = unique_rows(key, return_index=True)
     first.sort()
     report["duplicate_faces_dropped"] = int(len(tri_ids) - len(first))
     tri_ids = tri_ids[first]

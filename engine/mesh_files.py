@@ -75,6 +75,36 @@ def _read_off(path: str) -> tuple[np.ndarray, list[list[int]]]:
     return v, polys
 
 
+# glTF mesh compressions the loader cannot decode, and what to tell the artist
+_GLTF_COMPRESSIONS = {"KHR_draco_mesh_compression": "Draco", "EXT_meshopt_compression": "meshopt",
+                      "KHR_meshopt_compression": "meshopt"}
+
+
+def _check_gltf_compression(path: str, base: str) -> None:
+    """One line instead of the loader's failure when a glTF file uses mesh compression."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+            if head[:4] == b"glTF" and len(head) == 20:  # binary: 12-byte header, then the JSON chunk
+                length, kind = struct.unpack("<II", head[12:20])
+                doc = json.loads(fh.read(length)) if kind == 0x4E4F534A else {}
+            else:
+                fh.seek(0)
+                doc = json.loads(fh.read())
+    except (ValueError, struct.error):
+        return  # not readable as glTF JSON: the loader says what is wrong
+    if not isinstance(doc, dict):
+        return
+    used = set(doc.get("extensionsRequired") or []) | set(doc.get("extensionsUsed") or [])
+    for ext, name in _GLTF_COMPRESSIONS.items():
+        if ext in used:
+            raise InputError(f"{base}: {name}-compressed glTF is not supported; export it again without mesh "
+                             f"compression (Blender: File > Export > glTF, uncheck Compression)")
+
+
 def load_mesh_file(path: str | os.PathLike) -> tuple[np.ndarray, list[list[int]] | np.ndarray, np.ndarray | None]:
     """Read a mesh file as it is (no cleaning).
 
@@ -100,6 +130,8 @@ def load_mesh_file(path: str | os.PathLike) -> tuple[np.ndarray, list[list[int]]
         if ext == ".off":
             v, polys = _read_off(path)
             return v, polys, None
+        if ext in (".glb", ".gltf"):
+            _check_gltf_compression(path, base)
         import trimesh
 
         loaded = trimesh.load(path, process=False)

@@ -121,7 +121,8 @@ class PairContext:
     exclude : (ns,) bool clean source vertices without data term, or None
     keypoints : engine.correspond.keypoint_pairs.PairKeypoints
     notices : one-line messages for the caller (fallbacks taken)
-    timings : seconds per stage
+    timings : seconds per stage; cpu_timings : CPU seconds per stage (every thread);
+    stage_peak_mb : the process's peak resident memory at the end of each stage (MiB)
     """
 
     source: MeshContext
@@ -143,6 +144,8 @@ class PairContext:
     target_parts: dict | None = None  # parts of the target and what was left out
     notices: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    cpu_timings: dict = field(default_factory=dict)
+    stage_peak_mb: dict = field(default_factory=dict)
 
     @property
     def S(self):

@@ -28,6 +28,9 @@ from .mesh import Mesh, as_prepared
 from .pair_context import MeshContext, PairContext
 from .progress import CancelToken, Progress, ProgressCallback
 
+# a mesh this large is worth a notice that it was matched on a decimated working copy (smaller
+# ones are too, routinely: meta "working_vertices" says so)
+LARGE_MESH_VERTICES = 50_000
 STAGES = (("prepare", 1), ("keypoints", 2), ("align", 2), ("features", 3), ("initial map", 2), ("part features", 1),
           ("register", 10), ("project", 1), ("fit surface", 2))
 
@@ -80,23 +83,30 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     cfg = load_config(config, quality)
     dev_t = resolve_device(device)
     prog = Progress(progress, cancel, STAGES)
-    t0 = time.perf_counter()
+    t0 = _clock()
 
     prog.stage("prepare")
-    src, tgt = as_prepared(source, "source"), as_prepared(target, "target")
+    src = as_prepared(source, "source")
+    prog.update(0.2)
+    tgt = as_prepared(target, "target")
+    if cfg.memory_check:
+        from .memory import check_match_memory
+
+        check_match_memory(src.mesh.n_vertices, tgt.mesh.n_vertices)
+    prog.update(0.4)
     k = cfg.spectral_k if method == "full" else 30
     ctx = _pair_context(src, tgt, k, cfg, dev_t, prog, parse_landmarks(landmarks, src, tgt), parse_exclude(exclude, src))
     feat_mode = choose_feature_mode(features, ctx.notices, cfg.feature_config()) if method == "full" else "none"
     _lap(ctx, "prepare", t0)
 
-    t = time.perf_counter()
+    t = _clock()
     prog.stage("keypoints")
     ctx.keypoints = detect_pair(ctx.S, ctx.T, keypoints if method == "full" else "off", progress=prog)
     if not ctx.keypoints.used and keypoints == "auto" and method == "full":
         ctx.notices.append(ctx.keypoints.reason)
     _lap(ctx, "keypoints", t)
 
-    t = time.perf_counter()
+    t = _clock()
     prog.stage("align")
     alignments = _align(ctx)
     _lap(ctx, "align", t)
@@ -105,7 +115,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     verdict = match_verdict(ctx.keypoints, fit.maps.p_st, ctx.T.vertices, fit.score, cfg.retry_score) if method == "full" else None
     surface = _to_full(ctx, fit, method)
 
-    t = time.perf_counter()
+    t = _clock()
     conf = final_maps.confidence(fit.deformed, ctx.full_source.mesh.faces, ctx.full_target.mesh, fit.maps, ctx.full_exclude)
     if ctx.target_body_faces is not None:  # body faces -> the target's clean faces
         fit.maps.f_st = ctx.target_body_faces[fit.maps.f_st]
@@ -115,7 +125,9 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
         "version": __version__, "device": ctx.device, "method": method, "features": feat_mode,
         "guidance": fit.guidance, "quality": quality,
         "seconds": {key: round(v, 3) for key, v in ctx.timings.items()},
-        "total_seconds": round(time.perf_counter() - t0, 3),
+        "cpu_seconds": {key: round(v, 3) for key, v in ctx.cpu_timings.items()},
+        "stage_peak_rss_mb": ctx.stage_peak_mb,  # the process's peak memory at the end of each stage
+        "total_seconds": round(time.perf_counter() - t0[0], 3),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if ctx.device.startswith("cuda") else None,
         "rigid": {"rotation": fit.rigid.rotation.tolist(), "scale": fit.rigid.scale, "kind": fit.rigid.kind,
@@ -137,8 +149,17 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     return Correspondence(meta=meta, **arrays)
 
 
-def _lap(ctx: PairContext, stage: str, since: float) -> None:
-    ctx.timings[stage] = ctx.timings.get(stage, 0.0) + time.perf_counter() - since
+def _clock() -> tuple[float, float]:
+    """(wall, CPU) seconds now; CPU counts every thread of the process."""
+    return time.perf_counter(), time.process_time()
+
+
+def _lap(ctx: PairContext, stage: str, since: tuple[float, float]) -> None:
+    """Add the wall and CPU time since ``since`` (a _clock()) to ``stage``; note the peak memory so far."""
+    wall, cpu = _clock()
+    ctx.timings[stage] = ctx.timings.get(stage, 0.0) + wall - since[0]
+    ctx.cpu_timings[stage] = ctx.cpu_timings.get(stage, 0.0) + cpu - since[1]
+    ctx.stage_peak_mb[stage] = round(_peak_rss_mb(), 1)
 
 
 def _align(ctx: PairContext) -> list:
@@ -189,11 +210,11 @@ def _fit(ctx: PairContext, rigid, method: str, feat_mode: str, scorer) -> Fit:
     deformed, guidance, scores = aligned, None, None
     if method == "full":
         S_al = Mesh(aligned, ctx.S.faces, ctx.S.name)
-        t = time.perf_counter()
+        t = _clock()
         prog.stage("features")
         guidances = make_guidances(ctx, S_al, feat_mode, rigid)
         _lap(ctx, "features+initial map", t)
-        t = time.perf_counter()
+        t = _clock()
         prog.stage("register")
         candidates, solver = [], None
         for g in guidances:
@@ -210,7 +231,7 @@ def _fit(ctx: PairContext, rigid, method: str, feat_mode: str, scorer) -> Fit:
             scores = {c.name: round(c.score, 4) for c in candidates if c.score is not None}
         deformed, guidance = winner.run.result().vertices, winner.name
         _lap(ctx, "register", t)
-    t = time.perf_counter()
+    t = _clock()
     prog.stage("project")
     maps = final_maps.project(deformed, ctx.S.faces, ctx.target.surface, ctx.T.vertices, prog)
     fit = Fit(rigid, deformed, maps, guidance, schedule_scores=scores)
@@ -241,7 +262,9 @@ def _pair_context(src, tgt, k: int, cfg: MatchConfig, dev_t, prog: Progress, lan
             off = lt < 0
             lt[off] = cKDTree(target_mesh.vertices).query(tgt.mesh.vertices[landmarks[off, 1]])[1]
             landmarks = np.stack([landmarks[:, 0], lt], axis=1)
+    prog.update(0.5)
     copies = WorkingCopy(src.mesh, cfg.working_vertices), WorkingCopy(target_mesh, cfg.working_vertices)
+    prog.update(0.9)
     work = [MeshContext(c.mesh, k) if c.decimated else None for c in copies]
     full = [MeshContext(src.mesh, k), MeshContext(target_mesh, k)]
     if landmarks is not None:
@@ -255,7 +278,7 @@ def _pair_context(src, tgt, k: int, cfg: MatchConfig, dev_t, prog: Progress, lan
     if body.notice("target"):
         ctx.notices.append(body.notice("target"))
     for role, c in zip(("source", "target"), copies):
-        if c.decimated:
+        if c.decimated and c.full.n_vertices >= LARGE_MESH_VERTICES:
             ctx.notices.append(f"{role}: {c.full.n_vertices} vertices, matched on a {c.mesh.n_vertices}-vertex working copy "
                                "and fitted at full resolution (config working_vertices)")
     return ctx
@@ -268,7 +291,7 @@ def _to_full(ctx: PairContext, fit: Fit, method: str) -> dict | None:
     if method == "full" and ctx.config.surface_fit:
         return _fit_surface(ctx, fit)
     if ctx.source_copy.decimated or ctx.target_copy.decimated or ctx.target_body_faces is not None:
-        t = time.perf_counter()
+        t = _clock()
         prog = ctx.progress
         prog.stage("project")
         fit.deformed = ctx.source_copy.carry(fit.deformed)
@@ -285,14 +308,16 @@ def _fit_surface(ctx: PairContext, fit: Fit) -> dict:
     from .progress import SubProgress
     from .register.surface_fit import SurfaceFitConfig, SurfaceFitter
 
-    t = time.perf_counter()
+    t = _clock()
     ctx.progress.stage("fit surface")
     S = ctx.full_source.mesh
     start = ctx.source_copy.carry(fit.deformed)
     fixed = None if ctx.full_exclude is None else (~ctx.full_exclude).astype(np.float64)
+    target = ctx.full_target.fit_target  # seconds on a 300k-vertex target: its own progress step
+    ctx.progress.update(0.05)
     res = SurfaceFitter(S.vertices, S.faces).fit(
-        start, ctx.full_target.fit_target, fixed, SurfaceFitConfig(iterations=ctx.config.surface_fit_iterations),
-        progress=SubProgress(ctx.progress, 0.0, 0.9))
+        start, target, fixed, SurfaceFitConfig(iterations=ctx.config.surface_fit_iterations),
+        progress=SubProgress(ctx.progress, 0.05, 0.85))
     fit.deformed = res.vertices
     fit.maps = final_maps.project(res.vertices, S.faces, ctx.full_target.surface, ctx.target_vertices_all, fitted=True,
                                   support=res.support)

@@ -10,6 +10,7 @@ worker's setting in Blender).
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 from .errors import InputError
 
@@ -35,3 +36,26 @@ def set_threads(n: int | None) -> int:
     except ImportError:  # BLAS keeps its pools; torch's cap still applies
         _limits = None
     return n
+
+
+@contextmanager
+def single_torch_thread(enabled: bool = True):
+    """Run the block with torch on one intra-op thread, then restore the count.
+
+    For loops of many small tensor operations (a registration on a working-size mesh: each op
+    tens of microseconds): handing such work to a second thread costs as much as it saves
+    when the machine is quiet and several times more when it is busy. The count is the calling
+    thread's (OpenMP keeps it per thread), so raced registrations in Python threads each set
+    and restore their own; blocks nest. ``enabled=False`` leaves the count alone.
+    """
+    if not enabled:
+        yield
+        return
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

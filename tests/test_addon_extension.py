@@ -602,6 +602,80 @@ def test_bake_texture_creates_an_image_in_the_target_layout(sw, pair):
     assert np.median(high[high > 0]) > np.median(low[low > 0])
 
 
+def _pixels(image):
+    got = np.empty(image.size[0] * image.size[1] * 4, np.float32)
+    image.pixels.foreach_get(got)
+    return got
+
+
+def test_bake_survives_save_reopen_undo_redo_and_clear_removes_it(sw, pair, tmp_path):
+    pytest.importorskip("engine.transfer.texture")
+    src, tgt = pair
+    for leftover in [i for i in bpy.data.images if i.name.startswith("Target StableWrap bake")]:
+        bpy.data.images.remove(leftover)  # an earlier test's bake
+    img = bpy.data.images.new("src_tex", 16, 16, alpha=True)  # an 8-bit texture, as most are
+    px = np.random.default_rng(0).random((16 * 16, 4)).astype(np.float32).clip(0.2, 1.0)
+    px[:, 3] = 1.0
+    img.pixels.foreach_set(px.reshape(-1))
+    img.pack()
+    mat = bpy.data.materials.new("src_mat")
+    if mat.node_tree is None:
+        mat.use_nodes = True
+    mat.node_tree.nodes.new("ShaderNodeTexImage").image = img
+    src.data.materials.append(mat)
+    bpy.ops.stablewrap.match(source=src.name, target=tgt.name)
+    bpy.ops.stablewrap.transfer_uvs(source=src.name, target=tgt.name)
+    bpy.context.scene.stablewrap.bake_resolution = 32
+    bpy.ops.ed.undo_push(message="before bake")
+    assert bpy.ops.stablewrap.bake_texture("EXEC_DEFAULT", True, source=src.name, target=tgt.name) == {"FINISHED"}
+    out = bpy.data.images["Target StableWrap bake"]
+    baked = _pixels(out)
+    assert out.packed_file is not None and not out.is_float and baked[3::4].max() == 1.0
+    # shown on the target (its only material: the remeshed target had none), through the transferred UVs
+    tmat = tgt.data.materials[0]
+    assert tmat.name == "Target StableWrap bake" and out.users >= 1
+    tex = [n for n in tmat.node_tree.nodes if n.type == "TEX_IMAGE"][0]
+    uvn = [n for n in tmat.node_tree.nodes if n.type == "UVMAP"][0]
+    assert tex.image == out and uvn.uv_map == tgt.data.uv_layers.active.name
+    # undo removes the bake; redo brings back the same pixels
+    bpy.ops.ed.undo()
+    assert "Target StableWrap bake" not in bpy.data.images and not bpy.data.objects["Target"].data.materials
+    bpy.ops.ed.redo()
+    np.testing.assert_allclose(_pixels(bpy.data.images["Target StableWrap bake"]), baked, atol=1.5 / 255)
+    # save, reopen: the image is there with its pixels
+    path = str(tmp_path / "baked.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+    bpy.ops.wm.open_mainfile(filepath=path)
+    reopened = bpy.data.images["Target StableWrap bake"]
+    np.testing.assert_allclose(_pixels(reopened), baked, atol=1.5 / 255)
+    assert bpy.data.objects["Target"].data.materials[0].name == "Target StableWrap bake"
+    # Clear Results removes the image, the material and its slot
+    assert bpy.ops.stablewrap.clear(source="Source", target="Target") == {"FINISHED"}
+    assert "Target StableWrap bake" not in bpy.data.images and "Target StableWrap bake" not in bpy.data.materials
+    assert len(bpy.data.objects["Target"].data.materials) == 0
+
+
+def test_bake_onto_a_target_with_materials_adds_a_slot_and_keeps_theirs(sw, pair):
+    pytest.importorskip("engine.transfer.texture")
+    src, tgt = pair
+    img = bpy.data.images.new("src_tex", 8, 8, alpha=True)
+    mat = bpy.data.materials.new("src_mat")
+    if mat.node_tree is None:
+        mat.use_nodes = True
+    mat.node_tree.nodes.new("ShaderNodeTexImage").image = img
+    src.data.materials.append(mat)
+    own = bpy.data.materials.new("artist skin")
+    tgt.data.materials.append(own)
+    bpy.ops.stablewrap.match(source=src.name, target=tgt.name)
+    bpy.ops.stablewrap.transfer_uvs(source=src.name, target=tgt.name)
+    bpy.context.scene.stablewrap.bake_resolution = 16
+    assert bpy.ops.stablewrap.bake_texture(source=src.name, target=tgt.name) == {"FINISHED"}
+    assert [m.name for m in tgt.data.materials] == ["artist skin", "Target StableWrap bake"]
+    assert {p.material_index for p in tgt.data.polygons} == {0}  # the artist's assignment stays
+    bpy.ops.stablewrap.clear(source=src.name, target=tgt.name)
+    assert [m.name for m in tgt.data.materials] == ["artist skin"]
+
+
 def test_poll_explains_why_buttons_are_unavailable(sw, pair):
     src, tgt = pair
     ops = sw.operators

@@ -94,3 +94,17 @@ def test_modal_cancel_leaves_the_scene_unchanged(sw, how):
     assert err.value.type == "Cancelled"
     assert_unchanged(before_s, src)
     assert_unchanged(before_t, tgt)
+
+
+def test_a_large_mesh_is_announced_before_the_wait(sw):
+    src, tgt = suzanne_pair()
+    small = sw.tasks.MatchTask(src, tgt)
+    small.prepare()
+    assert not getattr(small, "start_note", "")
+    bpy.ops.mesh.primitive_grid_add(x_subdivisions=229, y_subdivisions=229, size=2.0)
+    grid = bpy.context.object
+    task = sw.tasks.MatchTask(src, grid)
+    task.prepare()
+    n = len(grid.data.vertices)
+    assert n >= sw.tasks.LARGE_MESH_VERTICES
+    assert task.start_note.startswith(f"large mesh (target {n:,} vertices): matched on decimated working copies")

@@ -42,7 +42,7 @@ def test_values_convert_and_the_callers_dict_is_not_mutated():
     assert cfg.w_chamfer == 2.0 and isinstance(cfg.w_chamfer, float)
     assert cfg.race_in_threads is False and cfg.semantic == {"views": 4} and cfg.semantic is not data["semantic"]
     assert cfg.spectral_k == 60  # the fast preset under the overrides
-    assert load_config(None, "best").reg_steps == 600
+    assert load_config(None, "best").reg_steps == 300 and load_config(None, "best").working_vertices == 6000
     given = MatchConfig(reg_steps=7)
     assert load_config(given) is given
     with pytest.raises(InputError, match="quality: unknown preset 'ultra'"):

@@ -129,3 +129,29 @@ def test_clean_mesh_keeps_the_caller_vertex_order_and_points_back_to_referenced_
     np.testing.assert_array_equal(pm.mesh.faces, m.faces)
     # the unreferenced vertex maps to its nearest clean vertex but is never a clean vertex's origin
     assert pm.orig_to_clean[-1] >= 0 and len(v) - 1 not in pm.clean_to_orig
+
+
+@pytest.mark.parametrize("ext", [".glb", ".gltf"])
+def test_compressed_gltf_says_so_in_one_line(tmp_path, ext):
+    """A Draco-compressed glTF (common for game characters) gets one line saying how to export it,
+    not the loader's failure; an uncompressed one still loads."""
+    import json
+    import struct
+
+    s = trimesh.creation.box()
+    plain = tmp_path / f"plain{ext}"
+    s.export(plain)
+    assert load_mesh(plain).mesh.n_faces == 12
+    doc = {"asset": {"version": "2.0"}, "extensionsUsed": ["KHR_draco_mesh_compression"],
+           "extensionsRequired": ["KHR_draco_mesh_compression"], "meshes": []}
+    path = tmp_path / f"draco{ext}"
+    if ext == ".gltf":
+        path.write_text(json.dumps(doc))
+    else:
+        body = json.dumps(doc).encode()
+        body += b" " * (-len(body) % 4)
+        path.write_bytes(b"glTF" + struct.pack("<II", 2, 20 + len(body)) + struct.pack("<II", len(body), 0x4E4F534A) + body)
+    with pytest.raises(InputError) as e:
+        load_mesh(path)
+    msg = str(e.value)
+    assert msg.startswith(f"draco{ext}: Draco-compressed glTF is not supported") and "\n" not in msg

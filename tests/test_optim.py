@@ -60,3 +60,27 @@ def test_importing_engine_first_makes_idle_openmp_workers_sleep():
                          capture_output=True, text=True, timeout=120, env={k: v for k, v in __import__("os").environ.items()
                                                                              if k != "OMP_WAIT_POLICY"})
     assert out.stdout.strip() == "PASSIVE"
+
+
+def test_single_torch_thread_nests_and_restores_the_count():
+    from engine.threads import single_torch_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with single_torch_thread():
+            assert torch.get_num_threads() == 1
+            with single_torch_thread():
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        try:
+            with single_torch_thread():
+                raise KeyError("stop")
+        except KeyError:
+            pass
+        assert torch.get_num_threads() == 2  # restored on the way out of an error (a cancel) too
+        with single_torch_thread(enabled=False):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -79,6 +79,14 @@ def slow_match(source, target, *, progress=None, cancel=None, **options):
     return nearest_vertex_match(source, target, **options)
 
 
+def stuck_match(source, target, *, progress=None, cancel=None, **options):
+    """Reports one progress step, then sits for 60 s in a call that never checks the cancel."""
+    if progress is not None:
+        progress("align", 0.05)
+    time.sleep(60.0)
+    return nearest_vertex_match(source, target, **options)
+
+
 def failing_match(source, target, **options):
     raise InputError("target: mesh has no faces (a point cloud?); a surface mesh is needed")
 

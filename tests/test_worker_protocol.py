@@ -175,6 +175,52 @@ def test_cancel_stops_a_running_job_and_the_next_job_runs():
         client.stop()
 
 
+def _wait_for_stage(job, stage, limit=30.0):
+    t0 = time.monotonic()
+    while job.stage != stage and time.monotonic() - t0 < limit:
+        job.poll()
+        time.sleep(0.01)
+    assert job.stage == stage and not job.done
+
+
+def test_a_cancel_the_worker_cannot_answer_stops_the_worker_and_leaves_no_files():
+    client = _client("stuck_match")
+    try:
+        job = client.submit("match", {}, _match_arrays())
+        _wait_for_stage(job, "align")
+        folder = client.tmpdir
+        job.cancel()
+        t1 = time.monotonic()
+        with pytest.raises(wc.WorkerError) as err:
+            job.wait(timeout=20)
+        assert err.value.type == "Cancelled" and time.monotonic() - t1 < wc.CANCEL_GRACE_S + 2
+        assert not client.alive  # the next job gets a fresh worker instead of queueing behind this one
+        assert not os.path.exists(folder)  # the request folder went with it
+    finally:
+        client.stop()
+
+
+def test_a_new_job_right_after_a_stuck_cancel_does_not_queue_behind_it():
+    client = _client("stuck_match")
+    try:
+        job = client.submit("match", {}, _match_arrays())
+        _wait_for_stage(job, "align")
+        job.cancel()
+        t1 = time.monotonic()
+        client.settle_cancels()  # what the add-on calls before sending the next job
+        assert time.monotonic() - t1 < wc.CANCEL_GRACE_S + 2 and not client.alive
+    finally:
+        client.stop()
+
+
+def test_finished_jobs_leave_no_request_files(fake_worker):
+    for _ in range(3):
+        fake_worker.call("match", {}, _match_arrays(), timeout=60)
+    with pytest.raises(wc.WorkerError):
+        fake_worker.call("match", {}, {"src_vertices": np.zeros((0, 3), np.float32)}, timeout=60)
+    assert not [f for f in os.listdir(fake_worker.tmpdir) if f.endswith(".npz")]
+
+
 def test_progress_callback_returning_false_cancels():
     client = _client("slow_match")
     try:

@@ -27,6 +27,13 @@ rows:
   The reserved key "_call": "package.module:function" benchmarks another
   function with engine.match's signature.
 
+size sweep:
+  --scale 5k,20k,80k,320k subdivides the first selected pair (--only N picks it)
+  to each size (--scale-side target|source|both) and runs every row at every
+  size: seconds, CPU seconds and peak memory per stage, the error on the
+  original target, and the growth exponent; scale.md and scale.png in --out
+  (default bench_out/SET_scale/).
+
 outputs (in --out, default bench_out/SET/):
   results.md            the table, per-stage timings, failures
   pairs.csv             one line per (pair, row)
@@ -59,6 +66,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch/OpenMP threads per match (default: library default)")
     p.add_argument("--out", default=None, help="output folder (default bench_out/SET)")
     p.add_argument("--cache", default=None, help="geodesic cache folder (default ~/.cache/stablewrap/bench; about 50 MB per 5k-vertex target; '' disables it)")
+    p.add_argument("--scale", default=None, metavar="SIZES",
+                   help="size sweep instead of the set: the first selected pair subdivided to each size, e.g. "
+                        "5k,20k,80k,320k; per-stage seconds, CPU seconds, peak memory and the growth exponent")
+    p.add_argument("--scale-side", default="target", choices=("target", "source", "both"),
+                   help="which mesh the size sweep subdivides (default target)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-pair progress lines")
 
 
@@ -111,7 +123,12 @@ def run(args: argparse.Namespace) -> int:
         pairs = load_pairs(data, args.set_name, args.pairs, only=only, split=args.split)
         modes = [m for m in args.features.split(",") if m.strip()] if args.features else []
         variants = build_variants(modes, args.variant, baseline=not args.no_baseline)
-        out = Path(args.out) if args.out else Path("bench_out") / args.set_name
+        out = Path(args.out) if args.out else Path("bench_out") / (args.set_name + ("_scale" if args.scale else ""))
+        sizes = None
+        if args.scale:
+            from .scale import parse_sizes
+
+            sizes = parse_sizes(args.scale)
         if out.exists() and not out.is_dir():
             raise InputError(f"--out {out}: exists and is not a folder")
     except InputError as exc:
@@ -119,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     log = None if args.quiet else _log
+    if sizes is not None:
+        return _run_scale(args, pairs[0], sizes, variants, out, log)
     if log:
         log(f"{args.set_name}: {len(pairs)} pairs x {len(variants)} rows ({', '.join(v.name for v in variants)})")
     t0 = time.perf_counter()
@@ -152,6 +171,48 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if log:
         log("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0 if any(r.ok for r in runs) else 1
+
+
+def _run_scale(args: argparse.Namespace, pair, sizes: list[int], variants: list, out: Path, log) -> int:
+    """The size sweep (engine.bench.scale): table on stdout, scale.md and scale.png in ``out``."""
+    from ..fileio import atomic_path
+    from .scale import plot_png, report_markdown, run_scale
+
+    if log:
+        log(f"size sweep of {pair.label} ({args.scale_side} subdivided to {', '.join(map(str, sizes))}): "
+            f"{len(variants)} rows ({', '.join(v.name for v in variants)})")
+    t0 = time.perf_counter()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        runs = run_scale(pair, sizes, variants, args.scale_side, out, device=args.device, timeout=args.timeout,
+                         threads=args.threads, cache_dir=args.cache, log=log)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write the subdivided meshes under {out} ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    header = {
+        "pair": f"{args.set_name} pair {pair.index + 1} ({pair.label}), {args.scale_side} subdivided",
+        "rows": "; ".join(f"{v.name} = {v.options}" for v in variants),
+        "device": args.device, "threads": args.threads or "library default",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "total seconds": f"{time.perf_counter() - t0:.0f}",
+        "command": "python -m engine.bench " + shlex.join(list(getattr(args, "argv", []) or [])),
+    }
+    text = report_markdown(runs, args.scale_side, header)
+    print(text)
+    try:
+        for name, data in (("scale.md", text.encode()), ("scale.png", plot_png(runs, args.scale_side, pair.label))):
+            with atomic_path(out / name, Path(name).suffix) as tmp, open(tmp, "wb") as fh:
+                fh.write(data)
+    except OSError as exc:
+        print(f"error: cannot write results to {out} ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    if log:
+        log(f"wrote {out / 'scale.md'}, {out / 'scale.png'}")
     return 0 if any(r.ok for r in runs) else 1
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
+from ..arrays import unique_rows
 from ..errors import InputError
 from ..mesh import Mesh, PreparedMesh, load_mesh
 
@@ -189,7 +190,7 @@ class SetParts:
 
 def _majority(vertices: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     key = np.stack([vertices, labels], 1)
-    pairs, counts = np.unique(key, axis=0, return_counts=True)
+    pairs, counts = unique_rows(key, return_counts=True)
     order = np.lexsort((-counts, pairs[:, 0]))
     pairs = pairs[order]
     first = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]

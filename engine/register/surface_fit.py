@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ..arrays import unique_rows
 from ..geometry import mesh_quality
 from ..geometry.operators import face_areas_normals
 from ..mesh import Mesh
@@ -272,7 +273,7 @@ class TargetSurface:
         # per face and corner k: is the edge opposite corner k on the boundary (used by one face)?
         e = np.sort(np.stack([self.faces[:, [1, 2]], self.faces[:, [2, 0]], self.faces[:, [0, 1]]], axis=1), axis=2)
         flat = e.reshape(-1, 2)
-        _, inv, counts = np.unique(flat, axis=0, return_inverse=True, return_counts=True)
+        _, inv, counts = unique_rows(flat, return_inverse=True, return_counts=True)
         self.boundary_opposite = (counts[inv.ravel()] == 1).reshape(-1, 3)
         self.boundary_vertex = np.zeros(len(self.vertices), bool)
         self.boundary_vertex[flat[counts[inv.ravel()] == 1].ravel()] = True

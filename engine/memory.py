@@ -1,0 +1,86 @@
+"""Will a match fit in memory? Checked before the work starts, so that a mesh too large for the
+machine stops with one line naming the size that would fit, not a swap storm or a killed process.
+
+The estimate is linear in the vertex counts (the stages up to the registration run on working
+copies of bounded size; the full meshes carry the surface fit and the maps). Its coefficients
+are peak resident memory measured with ``python -m engine.bench --scale`` (README, "Meshes at
+their real size"), rounded up.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InputError
+
+# a match process at the working size: Python, torch, the working copies and their solvers
+# (measured 0.40-0.73 GB at 5k -> 5k, rounded up)
+BASE_BYTES = 800 * 2**20
+# per full-resolution vertex: the target's clean copy, search tree and surface-fit arrays
+# (measured 2.9 KB at 5k -> 320k); the source's: the surface fit's sparse factors and per-vertex
+# frames (measured 6.6 KB at 80k -> 5k)
+TARGET_BYTES_PER_VERTEX = 4 * 1024
+SOURCE_BYTES_PER_VERTEX = 10 * 1024
+
+
+def available_bytes() -> int | None:
+    """Memory this process can still take: the kernel's MemAvailable, capped by a cgroup limit;
+    None where neither can be read (the check is then skipped)."""
+    free = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        return None
+    try:  # cgroup v2 (containers, CI runners)
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as fh:
+            limit = fh.read().strip()
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as fh:
+            used = int(fh.read().strip())
+        if limit != "max":
+            free = min(free, int(limit) - used) if free is not None else int(limit) - used
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak memory a match of meshes this size needs, in bytes."""
+
+    n_source: int
+    n_target: int
+
+    @property
+    def bytes(self) -> int:
+        return BASE_BYTES + SOURCE_BYTES_PER_VERTEX * self.n_source + TARGET_BYTES_PER_VERTEX * self.n_target
+
+    def largest_fitting(self, free: int, role: str) -> int:
+        """Vertices ``role`` ("source" / "target") could have, the other mesh as it is, within ``free`` bytes."""
+        if role == "source":
+            room = free - BASE_BYTES - TARGET_BYTES_PER_VERTEX * self.n_target
+            return max(0, room // SOURCE_BYTES_PER_VERTEX)
+        room = free - BASE_BYTES - SOURCE_BYTES_PER_VERTEX * self.n_source
+        return max(0, room // TARGET_BYTES_PER_VERTEX)
+
+
+def _gb(b: float) -> str:
+    return f"{b / 2**30:.1f} GB"
+
+
+def check_match_memory(n_source: int, n_target: int, free: int | None = None) -> MemoryEstimate:
+    """Raise InputError (one line) when a match of meshes this size would not fit in ``free``
+    bytes (default: what the machine has now); returns the estimate."""
+    est = MemoryEstimate(int(n_source), int(n_target))
+    free = available_bytes() if free is None else free
+    if free is None or est.bytes <= free:
+        return est
+    role = "target" if TARGET_BYTES_PER_VERTEX * n_target >= SOURCE_BYTES_PER_VERTEX * n_source else "source"
+    n = n_target if role == "target" else n_source
+    fit = est.largest_fitting(free, role)
+    advice = f"decimate the {role} to about {fit:,} vertices or close other programs" if fit >= 1000 else "close other programs"
+    raise InputError(f"{role}: {n:,} vertices: the match needs about {_gb(est.bytes)} and {_gb(free)} is free; "
+                     f"{advice} (config memory_check=false skips this check)")
+
