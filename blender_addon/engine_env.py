@@ -20,6 +20,17 @@ from .worker_client import WorkerClient, WorkerError
 
 ENV_VAR = "STABLEWRAP_ENGINE_PYTHON"
 PACKAGE = __package__
+# the project's pinned torch (pyproject / scripts/dev), installed before the engine wheel so that
+# no dependency pulls in another build; the CPU build where no NVIDIA GPU is present
+TORCH_PIN = "torch==2.13.0"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# a finished managed environment holds this file (written after the last install step): a folder
+# without it is a set-up that did not finish, never used as the engine
+READY_STAMP = "stablewrap-env-ready.json"
+# approximate downloads (GB) shown before the set-up starts: PyTorch's CPU and CUDA builds, the
+# engine's other dependencies (numpy, scipy, trimesh, libigl, mediapipe, opencv...) and the
+# semantic-feature extras (transformers, diffusers)
+DOWNLOAD_GB = {"torch_cpu": 0.2, "torch_cuda": 5.7, "engine": 0.35, "features": 0.1}
 
 _client: Optional[WorkerClient] = None
 
@@ -64,6 +75,56 @@ def resolve_python(prefs=None) -> str:
     return env_python(managed_env_dir(prefs))
 
 
+def env_ready(env_dir: str) -> bool:
+    """True when the managed environment's set-up finished (its stamp is there)."""
+    return os.path.isfile(os.path.join(env_dir, READY_STAMP))
+
+
+def _adopt_unstamped(python: str, env_dir: str) -> bool:
+    """True when the managed environment is ready: stamped, or (made before stamps existed) its
+    Python imports the engine, which then earns it the stamp."""
+    if env_ready(env_dir):
+        return True
+    try:
+        ok = subprocess.run([python, "-c", "import engine"], capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if ok:
+        try:
+            with open(os.path.join(env_dir, READY_STAMP), "w", encoding="utf-8") as fh:
+                fh.write("{}")
+        except OSError:
+            pass
+    return ok
+
+
+def has_nvidia_gpu() -> bool:
+    """An NVIDIA driver on this machine (then the CUDA build of torch is worth its download)."""
+    import shutil
+
+    return bool(shutil.which("nvidia-smi")) or os.path.exists("/proc/driver/nvidia/version")
+
+
+def torch_build(gpu: Optional[bool] = None) -> str:
+    """"cuda" or "cpu": the PyTorch build the managed environment gets on this machine."""
+    if sys.platform == "darwin":
+        return "cpu"  # macOS wheels are CPU (+ MPS) builds
+    return "cuda" if (has_nvidia_gpu() if gpu is None else gpu) else "cpu"
+
+
+def download_estimate(extras: str, gpu: Optional[bool] = None) -> str:
+    """One line for the preferences: about how much the set-up downloads, and why."""
+    build = torch_build(gpu)
+    gb = DOWNLOAD_GB["torch_" + build] + DOWNLOAD_GB["engine"] + (DOWNLOAD_GB["features"] if extras else 0.0)
+    why = "NVIDIA GPU found: PyTorch with CUDA" if build == "cuda" else "no NVIDIA GPU: PyTorch's CPU build"
+    return f"Downloads about {gb:.1f} GB ({why})"
+
+
+def online_access_allowed() -> bool:
+    """Blender's "Allow Online Access" (Blender 4.2+; older versions have no such setting)."""
+    return bool(getattr(bpy.app, "online_access", True))
+
+
 def bundled_engine_wheel() -> Optional[str]:
     """The engine wheel shipped in the extension's ``wheels/`` folder (not installed into Blender)."""
     found = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "wheels", "stablewrap_engine-*.whl")))
@@ -80,6 +141,11 @@ def client(start: bool = True) -> Optional[WorkerClient]:
         _client.stop()
         _client = None
     if _client is None and start:
+        prefs = get_prefs()
+        if (not os.environ.get(ENV_VAR, "").strip() and prefs is not None and prefs.python_mode == "MANAGED"
+                and os.path.isfile(python) and not _adopt_unstamped(python, managed_env_dir(prefs))):
+            raise WorkerError("EngineNotReady", f"the engine environment in {managed_env_dir(prefs)} did not finish "
+                                                "its set-up: create it again in the StableWrap preferences")
         if not python:
             raise WorkerError("EngineNotConfigured",
                               "no engine set up: open Preferences > Add-ons > StableWrap and create the engine environment "
@@ -102,8 +168,10 @@ def stop_worker() -> bool:
     return was_alive
 
 
-def install_commands(env_dir: str, extras: str, wheel: Optional[str], pip_args: tuple = ()) -> list[list[str]]:
-    """The commands that create the managed environment: a venv, then pip install of the engine wheel.
+def install_commands(env_dir: str, extras: str, wheel: Optional[str], pip_args: tuple = (),
+                     gpu: Optional[bool] = None) -> list[list[str]]:
+    """The commands that create the managed environment: a venv, the pinned torch (the CPU build
+    where no NVIDIA GPU is present: ``gpu`` None detects), then pip install of the engine wheel.
 
     The wheel's folder is a ``--find-links`` source, so a studio without
     internet can drop every dependency's wheel next to it and pass
@@ -113,18 +181,28 @@ def install_commands(env_dir: str, extras: str, wheel: Optional[str], pip_args: 
     if wheel is None:
         raise WorkerError("NoEngineWheel", "this build of the extension bundles no engine wheel; point to an existing Python with the engine instead")
     spec = wheel + (f"[{extras}]" if extras else "")
+    pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "--find-links", os.path.dirname(wheel), *pip_args]
+    offline = "--no-index" in pip_args
+    torch_index = ["--index-url", TORCH_CPU_INDEX] if torch_build(gpu) == "cpu" and sys.platform != "darwin" and not offline else []
     return [
         [sys.executable, "-m", "venv", env_dir],
-        [py, "-m", "pip", "install", "--disable-pip-version-check", "--find-links", os.path.dirname(wheel), *pip_args, spec],
+        pip + torch_index + [TORCH_PIN],
+        pip + [spec],
     ]
 
 
 class EnvInstaller:
     """Runs :func:`install_commands` one after the other without blocking (poll ``step()``)."""
 
-    def __init__(self, env_dir: str, extras: str = "", wheel: Optional[str] = None, pip_args: tuple = ()) -> None:
+    def __init__(self, env_dir: str, extras: str = "", wheel: Optional[str] = None, pip_args: tuple = (),
+                 gpu: Optional[bool] = None) -> None:
         self.env_dir = env_dir
-        self.commands = install_commands(env_dir, extras, wheel or bundled_engine_wheel(), tuple(pip_args))
+        if "--no-index" not in pip_args and not online_access_allowed():
+            raise WorkerError("Offline", "Blender's online access is off (Preferences > System > Network): the engine "
+                                         "set-up downloads PyTorch; allow it, or point to an existing Python with the engine")
+        self.commands = install_commands(env_dir, extras, wheel or bundled_engine_wheel(), tuple(pip_args), gpu)
+        self.existed = os.path.exists(env_dir)
+        _unlink_quiet(os.path.join(env_dir, READY_STAMP))  # not ready until this set-up finishes
         parent = os.path.dirname(os.path.abspath(env_dir))
         try:
             os.makedirs(parent, exist_ok=True)
@@ -149,24 +227,49 @@ class EnvInstaller:
             if code != 0:
                 step = " ".join(os.path.basename(c) for c in self.commands[self.index][:4])
                 self.error = f"'{step}' failed (exit code {code}): {_last_line(self.log_path)} (log: {self.log_path})"
-                self.done = True
+                self._abandon()
                 return True
         self.index += 1
         if self.index >= len(self.commands):
-            self.done = True
+            self._mark_ready()
             return True
         with open(self.log_path, "ab") as log:
             try:
                 self.proc = subprocess.Popen(self.commands[self.index], stdout=log, stderr=subprocess.STDOUT)
             except OSError as exc:
                 self.error = f"cannot run {self.commands[self.index][0]} ({exc.strerror or exc})"
-                self.done = True
+                self._abandon()
                 return True
         return False
+
+    def _mark_ready(self) -> None:
+        import json
+
+        try:
+            with open(os.path.join(self.env_dir, READY_STAMP), "w", encoding="utf-8") as fh:
+                json.dump({"torch": TORCH_PIN, "commands": [c[3:] for c in self.commands[1:]]}, fh)
+        except OSError as exc:
+            self.error = f"cannot finish the environment in {self.env_dir} ({exc.strerror or exc})"
+        self.done = True
+
+    def _abandon(self) -> None:
+        """A failed set-up leaves no half-built environment that would later fail as the engine."""
+        if not self.existed:
+            import shutil
+
+            shutil.rmtree(self.env_dir, ignore_errors=True)
+        self.done = True
 
     @property
     def fraction(self) -> float:
         return max(0.0, self.index) / len(self.commands)
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _last_line(path: str) -> str:

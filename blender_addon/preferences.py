@@ -10,6 +10,10 @@ from . import engine_env
 from .worker_client import WorkerError
 
 
+# the preferences' "Install" choice -> the engine wheel's extras
+EXTRAS = {"core": "", "features": "features", "features_cuda": "features,cuda"}
+
+
 class STABLEWRAP_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
@@ -59,8 +63,14 @@ class STABLEWRAP_AP_preferences(bpy.types.AddonPreferences):
             row = layout.row()
             row.operator("stablewrap.create_env", icon="CONSOLE",
                          text="Re-create Environment" if os.path.isfile(py) else "Create Environment")
-            if not os.path.isfile(py):
-                layout.label(text="Not created yet: downloads PyTorch (several GB with CUDA).", icon="ERROR")
+            extras = EXTRAS[self.extras]
+            if not engine_env.env_ready(engine_env.managed_env_dir(self)):
+                layout.label(text="Not created yet" if not os.path.isfile(py) else "Set-up did not finish: create it again",
+                             icon="ERROR")
+            layout.label(text=engine_env.download_estimate(extras), icon="INFO")
+            if not engine_env.online_access_allowed():
+                layout.label(text="Blender's online access is off (Preferences > System > Network): "
+                                  "the set-up cannot download", icon="ERROR")
         else:
             layout.prop(self, "python_path")
         layout.prop(self, "device")
@@ -132,7 +142,7 @@ class STABLEWRAP_OT_create_env(bpy.types.Operator):
         prefs = engine_env.get_prefs()
         engine_env.stop_worker()
         env_dir = engine_env.managed_env_dir(prefs)
-        extras = {"core": "", "features": "features", "features_cuda": "features,cuda"}[prefs.extras if prefs is not None else "features"]
+        extras = EXTRAS[prefs.extras if prefs is not None else "features"]
         self._installer = engine_env.EnvInstaller(env_dir, extras)
 
     def execute(self, context):  # blocking (scripts, --background)

@@ -10,14 +10,14 @@ import pytest
 from tests.test_addon_support import enable_extension
 
 
-def _tiny_wheel(folder) -> str:
+def _tiny_wheel(folder, project: str = "stablewrap_engine", version: str = "0.0.1", module: str = "engine_probe") -> str:
     """A minimal valid wheel named like the engine's (so no network and no build are needed)."""
-    name = "stablewrap_engine-0.0.1-py3-none-any.whl"
+    name = f"{project}-{version}-py3-none-any.whl"
     path = os.path.join(folder, name)
-    dist = "stablewrap_engine-0.0.1.dist-info"
+    dist = f"{project}-{version}.dist-info"
     files = {
-        "engine_probe/__init__.py": "VALUE = 42\n",
-        f"{dist}/METADATA": "Metadata-Version: 2.1\nName: stablewrap-engine\nVersion: 0.0.1\n",
+        f"{module}/__init__.py": "VALUE = 42\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {project.replace('_', '-')}\nVersion: {version}\n",
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     files[f"{dist}/RECORD"] = "".join(f"{k},,\n" for k in files) + f"{dist}/RECORD,,\n"
@@ -38,12 +38,16 @@ def _run(installer, timeout=180):
 def test_installer_creates_a_venv_with_the_engine_wheel(tmp_path):
     env_mod = enable_extension().engine_env
     wheel = _tiny_wheel(str(tmp_path))
+    _tiny_wheel(str(tmp_path), "torch", "2.13.0", "torch")  # the pinned torch, from the offline wheel folder
     env_dir = str(tmp_path / "env")
     inst = env_mod.EnvInstaller(env_dir, extras="", wheel=wheel, pip_args=("--no-index", "--no-deps"))
-    assert [c[1:3] for c in inst.commands] == [["-m", "venv"], ["-m", "pip"]]
+    assert [c[1:3] for c in inst.commands] == [["-m", "venv"], ["-m", "pip"], ["-m", "pip"]]
+    assert inst.commands[1][-1] == env_mod.TORCH_PIN and "--index-url" not in inst.commands[1]  # offline: no index
     assert inst.step() is False  # returns at once: the UI polls it from a timer
+    assert not env_mod.env_ready(env_dir)
     _run(inst)
     assert inst.error is None, inst.error
+    assert env_mod.env_ready(env_dir)  # stamped only now
     py = env_mod.env_python(env_dir)
     assert os.path.isfile(py)
     import subprocess
@@ -61,6 +65,47 @@ def test_installer_reports_a_failing_step(tmp_path):
     _run(inst)
     assert inst.error and "venv" in inst.error and "failed (exit code" in inst.error and "log:" in inst.error
     assert inst.index == 0  # stopped at the failing step
+
+
+def test_a_failed_set_up_leaves_no_half_built_environment(tmp_path):
+    env_mod = enable_extension().engine_env
+    wheel = _tiny_wheel(str(tmp_path))  # no torch wheel beside it: the offline torch step fails
+    env_dir = str(tmp_path / "env")
+    inst = env_mod.EnvInstaller(env_dir, wheel=wheel, pip_args=("--no-index",))
+    _run(inst)
+    assert inst.error and inst.index == 1 and "torch" in open(inst.log_path).read()
+    assert not os.path.exists(env_dir) and not env_mod.env_ready(env_dir)
+
+
+def test_torch_build_and_download_follow_the_gpu():
+    env_mod = enable_extension().engine_env
+    import sys
+
+    cpu = env_mod.install_commands("/x/env", "", "/w/stablewrap_engine-1.0-py3-none-any.whl", gpu=False)
+    cuda = env_mod.install_commands("/x/env", "", "/w/stablewrap_engine-1.0-py3-none-any.whl", gpu=True)
+    assert cpu[1][-1] == cuda[1][-1] == env_mod.TORCH_PIN
+    if sys.platform != "darwin":
+        assert cpu[1][-3:-1] == ["--index-url", env_mod.TORCH_CPU_INDEX] and "--index-url" not in cuda[1]
+    assert env_mod.download_estimate("", gpu=False).startswith("Downloads about 0.6 GB (no NVIDIA GPU")
+    if sys.platform != "darwin":
+        assert env_mod.download_estimate("features", gpu=True).startswith("Downloads about 6.")
+
+
+def test_torch_pin_is_the_projects():
+    env_mod = enable_extension().engine_env
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "scripts", "dev")) as fh:
+        assert f'TORCH_PIN="{env_mod.TORCH_PIN}"' in fh.read()
+
+
+def test_offline_blender_refuses_in_one_line(tmp_path, monkeypatch):
+    env_mod = enable_extension().engine_env
+    monkeypatch.setattr(env_mod, "online_access_allowed", lambda: False)
+    wheel = _tiny_wheel(str(tmp_path))
+    with pytest.raises(env_mod.WorkerError, match="online access is off") as e:
+        env_mod.EnvInstaller(str(tmp_path / "env"), wheel=wheel)
+    assert "\n" not in str(e.value) and not (tmp_path / "env").exists()
+    env_mod.EnvInstaller(str(tmp_path / "env"), wheel=wheel, pip_args=("--no-index",))  # a local wheel folder is fine
 
 
 def test_no_bundled_wheel_is_a_clear_error(tmp_path):
