@@ -24,13 +24,16 @@ PACKAGE = __package__
 # no dependency pulls in another build; the CPU build where no NVIDIA GPU is present
 TORCH_PIN = "torch==2.13.0"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# the body keypoint model (engine.features.keypoints): mediapipe without its declared
+# dependencies (jax, opencv-contrib...), whose run-time needs the engine's "keypoints" extra brings
+MEDIAPIPE_PIN = "mediapipe==0.10.14"
 # a finished managed environment holds this file (written after the last install step): a folder
 # without it is a set-up that did not finish, never used as the engine
 READY_STAMP = "stablewrap-env-ready.json"
 # approximate downloads (GB) shown before the set-up starts: PyTorch's CPU and CUDA builds, the
-# engine's other dependencies (numpy, scipy, trimesh, libigl, mediapipe, opencv...) and the
+# engine's other dependencies (numpy, scipy, trimesh, libigl, mediapipe with opencv...) and the
 # semantic-feature extras (transformers, diffusers)
-DOWNLOAD_GB = {"torch_cpu": 0.2, "torch_cuda": 5.7, "engine": 0.35, "features": 0.1}
+DOWNLOAD_GB = {"torch_cpu": 0.2, "torch_cuda": 5.7, "engine": 0.45, "features": 0.1}
 
 _client: Optional[WorkerClient] = None
 
@@ -180,7 +183,8 @@ def install_commands(env_dir: str, extras: str, wheel: Optional[str], pip_args: 
     py = env_python(env_dir)
     if wheel is None:
         raise WorkerError("NoEngineWheel", "this build of the extension bundles no engine wheel; point to an existing Python with the engine instead")
-    spec = wheel + (f"[{extras}]" if extras else "")
+    wanted = ["keypoints"] + [e for e in extras.split(",") if e and e != "keypoints"]
+    spec = wheel + f"[{','.join(wanted)}]"
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "--find-links", os.path.dirname(wheel), *pip_args]
     offline = "--no-index" in pip_args
     torch_index = ["--index-url", TORCH_CPU_INDEX] if torch_build(gpu) == "cpu" and sys.platform != "darwin" and not offline else []
@@ -188,6 +192,7 @@ def install_commands(env_dir: str, extras: str, wheel: Optional[str], pip_args: 
         [sys.executable, "-m", "venv", env_dir],
         pip + torch_index + [TORCH_PIN],
         pip + [spec],
+        pip + ["--no-deps", MEDIAPIPE_PIN],
     ]
 
 

@@ -39,9 +39,11 @@ def test_installer_creates_a_venv_with_the_engine_wheel(tmp_path):
     env_mod = enable_extension().engine_env
     wheel = _tiny_wheel(str(tmp_path))
     _tiny_wheel(str(tmp_path), "torch", "2.13.0", "torch")  # the pinned torch, from the offline wheel folder
+    _tiny_wheel(str(tmp_path), "mediapipe", "0.10.14", "mediapipe")  # and the keypoint model
     env_dir = str(tmp_path / "env")
     inst = env_mod.EnvInstaller(env_dir, extras="", wheel=wheel, pip_args=("--no-index", "--no-deps"))
-    assert [c[1:3] for c in inst.commands] == [["-m", "venv"], ["-m", "pip"], ["-m", "pip"]]
+    assert [c[1:3] for c in inst.commands] == [["-m", "venv"]] + [["-m", "pip"]] * 3
+    assert inst.commands[2][-1].endswith(".whl[keypoints]") and inst.commands[3][-2:] == ["--no-deps", env_mod.MEDIAPIPE_PIN]
     assert inst.commands[1][-1] == env_mod.TORCH_PIN and "--index-url" not in inst.commands[1]  # offline: no index
     assert inst.step() is False  # returns at once: the UI polls it from a timer
     assert not env_mod.env_ready(env_dir)
@@ -52,7 +54,7 @@ def test_installer_creates_a_venv_with_the_engine_wheel(tmp_path):
     assert os.path.isfile(py)
     import subprocess
 
-    out = subprocess.run([py, "-c", "import engine_probe; print(engine_probe.VALUE)"], capture_output=True, text=True)
+    out = subprocess.run([py, "-c", "import engine_probe, mediapipe; print(engine_probe.VALUE)"], capture_output=True, text=True)
     assert out.stdout.strip() == "42"
 
 
@@ -86,16 +88,17 @@ def test_torch_build_and_download_follow_the_gpu():
     assert cpu[1][-1] == cuda[1][-1] == env_mod.TORCH_PIN
     if sys.platform != "darwin":
         assert cpu[1][-3:-1] == ["--index-url", env_mod.TORCH_CPU_INDEX] and "--index-url" not in cuda[1]
-    assert env_mod.download_estimate("", gpu=False).startswith("Downloads about 0.6 GB (no NVIDIA GPU")
+    assert env_mod.download_estimate("", gpu=False).startswith("Downloads about 0.7 GB (no NVIDIA GPU")
     if sys.platform != "darwin":
         assert env_mod.download_estimate("features", gpu=True).startswith("Downloads about 6.")
 
 
-def test_torch_pin_is_the_projects():
+def test_torch_and_mediapipe_pins_are_the_projects():
     env_mod = enable_extension().engine_env
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "scripts", "dev")) as fh:
-        assert f'TORCH_PIN="{env_mod.TORCH_PIN}"' in fh.read()
+        text = fh.read()
+    assert f'TORCH_PIN="{env_mod.TORCH_PIN}"' in text and f'MEDIAPIPE_PIN="{env_mod.MEDIAPIPE_PIN}"' in text
 
 
 def test_offline_blender_refuses_in_one_line(tmp_path, monkeypatch):
