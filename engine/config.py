@@ -104,6 +104,12 @@ class MatchConfig:
     # rigid baseline does); pulls onto the target, each with several shape-preserving steps
     surface_fit: bool = _f(True)
     surface_fit_iterations: int = _f(14, 1, 1000)
+    # a source above this size is fitted as a copy decimated to it, then its full mesh takes that
+    # fit with its own detail and settles in ``surface_fit_finish`` pulls (0: always at full size).
+    # The fit's cost grows with the source (64 s at 80k vertices in 14 pulls); 20000 keeps most
+    # templates (MakeHuman's body: 13k) fitted whole
+    surface_fit_vertices: int = _f(20000, 0, 10_000_000)
+    surface_fit_finish: int = _f(3, 1, 1000)
     # --- stop before the work when the meshes need more memory than the machine has free
     # (engine.memory: a one-line error with the size that fits); False skips the check
     memory_check: bool = _f(True)

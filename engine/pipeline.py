@@ -27,6 +27,7 @@ from .inputs import parse_exclude, parse_landmarks, read_exclude_file, read_land
 from .mesh import Mesh, as_prepared
 from .pair_context import MeshContext, PairContext
 from .progress import CancelToken, Progress, ProgressCallback
+from .threads import single_thread
 
 # a mesh this large is worth a notice that it was matched on a decimated working copy (smaller
 # ones are too, routinely: meta "working_vertices" says so)
@@ -108,7 +109,8 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
 
     t = _clock()
     prog.stage("align")
-    alignments = _align(ctx)
+    with single_thread(ctx.device == "cpu"):  # working-size eigen solves: see engine.threads
+        alignments = _align(ctx)
     _lap(ctx, "align", t)
 
     fit, n_fits = _fit_alignments(ctx, alignments, method, feat_mode)
@@ -212,7 +214,8 @@ def _fit(ctx: PairContext, rigid, method: str, feat_mode: str, scorer) -> Fit:
         S_al = Mesh(aligned, ctx.S.faces, ctx.S.name)
         t = _clock()
         prog.stage("features")
-        guidances = make_guidances(ctx, S_al, feat_mode, rigid)
+        with single_thread(ctx.device == "cpu"):
+            guidances = make_guidances(ctx, S_al, feat_mode, rigid)
         _lap(ctx, "features+initial map", t)
         t = _clock()
         prog.stage("register")
@@ -263,7 +266,9 @@ def _pair_context(src, tgt, k: int, cfg: MatchConfig, dev_t, prog: Progress, lan
             lt[off] = cKDTree(target_mesh.vertices).query(tgt.mesh.vertices[landmarks[off, 1]])[1]
             landmarks = np.stack([landmarks[:, 0], lt], axis=1)
     prog.update(0.5)
-    copies = WorkingCopy(src.mesh, cfg.working_vertices), WorkingCopy(target_mesh, cfg.working_vertices)
+    source_copy = WorkingCopy(src.mesh, cfg.working_vertices)
+    prog.update(0.7)
+    copies = source_copy, WorkingCopy(target_mesh, cfg.working_vertices)
     prog.update(0.9)
     work = [MeshContext(c.mesh, k) if c.decimated else None for c in copies]
     full = [MeshContext(src.mesh, k), MeshContext(target_mesh, k)]
@@ -304,20 +309,27 @@ def _to_full(ctx: PairContext, fit: Fit, method: str) -> dict | None:
 def _fit_surface(ctx: PairContext, fit: Fit) -> dict:
     """Settle the registered source onto the target without flipping or folding its triangles
     (engine.register.surface_fit), on the whole meshes; ``fit`` takes the fitted source and its
-    maps. Returns the meta."""
+    maps. A source above ``surface_fit_vertices`` is first fitted as a copy decimated to that
+    size, which its full mesh then takes with its own detail and finishes in a few pulls.
+    Returns the meta."""
     from .progress import SubProgress
     from .register.surface_fit import SurfaceFitConfig, SurfaceFitter
 
     t = _clock()
+    cfg = ctx.config
     ctx.progress.stage("fit surface")
     S = ctx.full_source.mesh
     start = ctx.source_copy.carry(fit.deformed)
     fixed = None if ctx.full_exclude is None else (~ctx.full_exclude).astype(np.float64)
     target = ctx.full_target.fit_target  # seconds on a 300k-vertex target: its own progress step
     ctx.progress.update(0.05)
-    res = SurfaceFitter(S.vertices, S.faces).fit(
-        start, target, fixed, SurfaceFitConfig(iterations=ctx.config.surface_fit_iterations),
-        progress=SubProgress(ctx.progress, 0.05, 0.85))
+    fit_cfg, lo = SurfaceFitConfig(iterations=cfg.surface_fit_iterations), 0.05
+    if cfg.surface_fit_vertices and S.n_vertices > cfg.surface_fit_vertices:
+        start = _fit_decimated_surface(ctx, start, fixed, target, fit_cfg, SubProgress(ctx.progress, 0.05, 0.55))
+        # the full mesh starts on the target already: it only settles (the pull starts strong)
+        fit_cfg, lo = SurfaceFitConfig(iterations=cfg.surface_fit_finish, mu_start=FINISH_MU_START), 0.6
+    res = SurfaceFitter(S.vertices, S.faces).fit(start, target, fixed, fit_cfg,
+                                                 progress=SubProgress(ctx.progress, lo, 0.9 - lo))
     fit.deformed = res.vertices
     fit.maps = final_maps.project(res.vertices, S.faces, ctx.full_target.surface, ctx.target_vertices_all, fitted=True,
                                   support=res.support)
@@ -330,6 +342,29 @@ def _fit_surface(ctx: PairContext, fit: Fit) -> dict:
     return {"flipped": res.flipped, "flipped_pct": round(100.0 * res.flipped / m, 3), "folds": res.folds,
             "folds_pct": round(100.0 * res.folds / m, 3), "unsupported_pct": round(100.0 * unsupported, 2),
             "no_surface_pct": round(100.0 * res.no_surface, 2)}
+
+
+# the finishing pulls of a large source start at a tenth of the full pull (SurfaceFitConfig.mu_end
+# 300): the carried fit already lies on the target, the pulls only settle its new detail
+FINISH_MU_START = 30.0
+
+
+def _fit_decimated_surface(ctx: PairContext, start: np.ndarray, fixed, target, fit_cfg, progress) -> np.ndarray:
+    """The surface fit of the source decimated to ``surface_fit_vertices``, carried back to the
+    full source with its detail (engine.geometry.working_copy). ``start`` (n, 3): the full
+    source's registered shape; returns (n, 3)."""
+    from .geometry.working_copy import WorkingCopy
+    from .register.surface_fit import SurfaceFitter
+
+    S = ctx.full_source.mesh
+    mid = WorkingCopy(S, ctx.config.surface_fit_vertices)
+    # each decimated vertex starts where its rest point on the full source went
+    face, bary, _, _ = ctx.full_source.surface.closest(mid.mesh.vertices)
+    corners = S.faces[face]
+    mid_start = np.einsum("kj,kjd->kd", bary, start[corners])
+    mid_fixed = None if fixed is None else np.einsum("kj,kj->k", bary, fixed[corners])
+    res = SurfaceFitter(mid.mesh.vertices, mid.mesh.faces).fit(mid_start, target, mid_fixed, fit_cfg, progress=progress)
+    return mid.carry(res.vertices)
 
 
 def _peak_rss_mb() -> float:

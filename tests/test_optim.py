@@ -62,25 +62,30 @@ def test_importing_engine_first_makes_idle_openmp_workers_sleep():
     assert out.stdout.strip() == "PASSIVE"
 
 
-def test_single_torch_thread_nests_and_restores_the_count():
-    from engine.threads import single_torch_thread
+def test_single_thread_nests_and_restores_the_count():
+    from engine.threads import single_thread
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with single_torch_thread():
+        from threadpoolctl import threadpool_info
+
+        blas_before = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        with single_thread():
             assert torch.get_num_threads() == 1
-            with single_torch_thread():
+            assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+            with single_thread():
                 assert torch.get_num_threads() == 1
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
+        assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == blas_before
         try:
-            with single_torch_thread():
+            with single_thread():
                 raise KeyError("stop")
         except KeyError:
             pass
         assert torch.get_num_threads() == 2  # restored on the way out of an error (a cancel) too
-        with single_torch_thread(enabled=False):
+        with single_thread(enabled=False):
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

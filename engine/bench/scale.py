@@ -244,6 +244,7 @@ def plot_png(runs: list[ScaleRun], side: str, title: str = "") -> bytes:
         ax_t.legend(fontsize="small")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

@@ -21,7 +21,7 @@ from ..mesh import Mesh
 from ..optim import Adam
 from ..progress import Progress
 from ..render.raster import vertex_normals_torch
-from ..threads import single_torch_thread
+from ..threads import single_thread
 from ..correspond.guidance_source import GuidanceSource
 
 
@@ -159,7 +159,7 @@ class Registration:
 
     def advance(self, until: int, progress: Progress | None = None) -> None:
         """Run the optimisation steps ``self.step .. until - 1`` (``until`` at most ``cfg.steps``)."""
-        with single_torch_thread(self.device.type == "cpu" and self.source.n_faces <= SINGLE_THREAD_FACES):
+        with single_thread(self.device.type == "cpu" and self.source.n_faces <= SINGLE_THREAD_FACES):
             self._advance(until, progress)
 
     def _advance(self, until: int, progress: Progress | None) -> None:
