@@ -134,8 +134,9 @@ def bundled_engine_wheel() -> Optional[str]:
     return found[-1] if found else None
 
 
-def client(start: bool = True) -> Optional[WorkerClient]:
-    """The shared worker client, (re)started when its Python changed or it died."""
+def client(start: bool = True, wait: bool = True) -> Optional[WorkerClient]:
+    """The shared worker client, (re)started when its Python changed or it died (``wait``: block
+    until a new worker is ready; the UI passes False and polls its job instead)."""
     global _client
     python = resolve_python()
     if _client is not None:
@@ -156,7 +157,7 @@ def client(start: bool = True) -> Optional[WorkerClient]:
         if not os.path.isfile(python):
             raise WorkerError("EngineNotFound",
                               f"engine Python not found: {python} (create the environment in the StableWrap preferences)")
-        _client = WorkerClient(python).start()
+        _client = WorkerClient(python).start(wait=wait)
     return _client
 
 

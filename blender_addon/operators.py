@@ -155,7 +155,7 @@ class _JobOperator:
         try:
             self._task = self.make_task(context)
             cmd, args, arrays = self._task.prepare()
-            self._job = engine_env.client().submit(cmd, args, arrays)
+            self._job = engine_env.client(wait=False).submit(cmd, args, arrays)  # the UI never waits for torch to load
         except (StableWrapAddonError, mesh_io.MeshDataError) as exc:
             return self._fail(context, str(exc))
         state.running, state.cancel, state.label = True, False, self.bl_label

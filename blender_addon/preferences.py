@@ -104,14 +104,58 @@ class STABLEWRAP_OT_check_engine(bpy.types.Operator):
     bl_idname = "stablewrap.check_engine"
     bl_label = "Check Engine"
 
-    def execute(self, context):
-        job_state = context.window_manager.stablewrap_job
+    _job = None
+    _timer = None
+
+    def execute(self, context):  # blocking (scripts, --background)
         try:
             info, _ = engine_env.client().call("check", timeout=300)
         except WorkerError as exc:
-            job_state.engine_info = f"Engine not usable: {exc.message}"
-            self.report({"ERROR"}, exc.message)
+            return self._fail(context, exc)
+        return self._show(context, info)
+
+    def invoke(self, context, event):
+        """In the UI: start the worker and ask it without waiting (torch takes seconds to load)."""
+        if bpy.app.background:
+            return self.execute(context)
+        try:
+            self._job = engine_env.client(wait=False).submit("check")
+        except WorkerError as exc:
+            return self._fail(context, exc)
+        context.window_manager.stablewrap_job.engine_info = "Checking the engine (starting it)..."
+        self._timer = context.window_manager.event_timer_add(0.2, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type == "ESC":
+            self._job.cancel()
+            self._end(context)
+            context.window_manager.stablewrap_job.engine_info = ""
             return {"CANCELLED"}
+        if event.type != "TIMER" or not self._job.poll():
+            return {"PASS_THROUGH"}
+        self._end(context)
+        try:
+            info, _ = self._job.result()
+        except WorkerError as exc:
+            return self._fail(context, exc)
+        return self._show(context, info)
+
+    def _end(self, context):
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        for area in context.screen.areas if context.screen else []:
+            area.tag_redraw()
+
+    def _fail(self, context, exc: WorkerError):
+        context.window_manager.stablewrap_job.engine_info = f"Engine not usable: {exc.message}"
+        self.report({"ERROR"}, exc.message)
+        return {"CANCELLED"}
+
+    def _show(self, context, info: dict):
+        job_state = context.window_manager.stablewrap_job
         job_state.engine_info = format_check(info)
         self.report({"INFO"}, job_state.engine_info.replace("\n", "; "))
         return {"FINISHED"}

@@ -207,7 +207,9 @@ class MatchTask(Task):
             what = " and ".join(f"{role} {n:,}" for role, n in big)
             self.start_note = (f"large mesh ({what} vertices): matched on decimated working copies, then fitted and "
                                "projected at full resolution; this takes a minute or more (Esc cancels)")
-        args = {"features": self.features, "quality": self.quality}
+        # Blender's world is Z-up: the semantic features' orbit renders must turn around Z (the
+        # engine's default is Y-up, as OBJ / glTF files are)
+        args = {"features": self.features, "quality": self.quality, "config": {"semantic": {"up": "z"}}}
         if self.method:
             args["method"] = self.method
         if self.device:

@@ -148,7 +148,10 @@ class WorkerClient:
         self.info: dict = {}
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, timeout: float = READY_TIMEOUT_S) -> "WorkerClient":
+    def start(self, timeout: float = READY_TIMEOUT_S, wait: bool = True) -> "WorkerClient":
+        """Start the worker process; with ``wait`` block until it says it is ready (at most
+        ``timeout`` s). Without, return at once: requests sent meanwhile wait in its input and a
+        failed start fails them (for the UI, which must not freeze while torch loads)."""
         if not self.python:
             raise WorkerError("EngineNotConfigured", "no engine Python set: create the managed environment or point to a Python in the StableWrap preferences")
         if not os.path.isfile(self.python):
@@ -174,6 +177,8 @@ class WorkerClient:
             raise WorkerError("EngineNotFound", f"cannot start engine Python {self.python} ({exc.strerror or exc})") from None
         log.close()
         threading.Thread(target=self._read_loop, name="stablewrap-worker-reader", daemon=True).start()
+        if not wait:
+            return self
         deadline = time.monotonic() + timeout
         while not self.info:
             if time.monotonic() > deadline:

@@ -108,3 +108,14 @@ def test_a_large_mesh_is_announced_before_the_wait(sw):
     n = len(grid.data.vertices)
     assert n >= sw.tasks.LARGE_MESH_VERTICES
     assert task.start_note.startswith(f"large mesh (target {n:,} vertices): matched on decimated working copies")
+
+
+def test_match_asks_for_z_up_semantic_renders(sw):
+    """Blender sends Z-up world coordinates: the semantic features' orbit must turn about Z, and
+    the engine's config check accepts the request as sent."""
+    src, tgt = suzanne_pair()
+    cmd, args, _ = sw.tasks.MatchTask(src, tgt).prepare()
+    assert cmd == "match" and args["config"] == {"semantic": {"up": "z"}}
+    from engine.config import load_config
+
+    assert load_config(args["config"]).feature_config()["semantic"]["up"] == "z"

@@ -275,6 +275,30 @@ def test_broken_python_is_reported(tmp_path):
     assert "No module named engine" in err.value.message and "exit code 1" in err.value.message
 
 
+def test_a_worker_started_without_waiting_answers_what_was_sent_before_it_was_ready(tmp_path):
+    """The UI starts the worker without waiting for torch to load: requests queue in its input."""
+    env = {"PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}
+    t0 = time.monotonic()
+    client = wc.WorkerClient(sys.executable, env=env).start(wait=False)
+    try:
+        job = client.submit("check")
+        assert time.monotonic() - t0 < 1.0 and not job.done  # nothing waited for the worker
+        info, _ = job.wait(timeout=120)
+        assert info["engine"] and client.info
+    finally:
+        client.stop()
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'No module named engine' >&2\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    broken = wc.WorkerClient(str(fake)).start(wait=False)
+    try:
+        with pytest.raises(wc.WorkerError) as err:
+            broken.submit("check").wait(timeout=20)
+        assert err.value.type in ("WorkerStartFailed", "WorkerDied") and "No module named engine" in err.value.message
+    finally:
+        broken.stop()
+
+
 def test_stop_ends_the_process():
     client = _client()
     proc = client.proc
