@@ -265,7 +265,27 @@ class MatchTask(Task):
         parts = meta.get("target_parts") or {}
         if parts.get("left_out"):
             msg += f"; {parts['left_out']} small or detached target parts left out"
+        on_top = _applied_on_top(self.source)
+        if on_top:
+            msg += f"; Blender shows the fit with the source's {on_top} on top (set keys to 0, hide modifiers to see it alone)"
         return msg
+
+
+def _applied_on_top(source) -> str:
+    """What Blender applies over the fit shape key when it shows the source: other shape keys
+    with a value and enabled modifiers ('' when nothing)."""
+    what = []
+    sk = source.data.shape_keys
+    if sk is not None and sk.use_relative:
+        keys = [k for k in sk.key_blocks[1:] if k.name != FIT_KEY and not k.mute and k.value != 0.0]
+        if keys:
+            what.append(f"shape key{'s' if len(keys) > 1 else ''} " + ", ".join(f"'{k.name}'" for k in keys[:3])
+                        + (" etc." if len(keys) > 3 else ""))
+    mods = [m for m in source.modifiers if m.show_viewport]
+    if mods:
+        what.append(f"modifier{'s' if len(mods) > 1 else ''} " + ", ".join(f"'{m.name}'" for m in mods[:3])
+                    + (" etc." if len(mods) > 3 else ""))
+    return " and ".join(what)
 
 
 def _stored_map(target, source) -> tuple[np.ndarray, np.ndarray]:

@@ -233,6 +233,15 @@ def test_existing_shape_keys_are_kept(sw, pair):
     names = [k.name for k in src.data.shape_keys.key_blocks]
     assert names == ["Basis", "Smile", "StableWrap fit"]
     assert src.data.shape_keys.key_blocks["Smile"].value == pytest.approx(0.3)
+    # what Blender shows is not the fit alone: the report says why
+    report = bpy.context.scene.stablewrap.last_report
+    assert "Blender shows the fit with the source's shape key 'Smile' on top" in report
+    smile.value = 0.0
+    src.modifiers.new("Bend it", "SIMPLE_DEFORM")
+    assert bpy.ops.stablewrap.match(source=src.name, target=tgt.name) == {"FINISHED"}
+    report = bpy.context.scene.stablewrap.last_report
+    assert "the fit with the source's modifier 'Bend it' on top" in report and "Smile" not in report
+    src.modifiers.remove(src.modifiers["Bend it"])
     # running it again replaces the fit instead of stacking keys
     assert bpy.ops.stablewrap.match(source=src.name, target=tgt.name) == {"FINISHED"}
     assert [k.name for k in src.data.shape_keys.key_blocks] == names
