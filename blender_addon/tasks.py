@@ -265,6 +265,11 @@ class MatchTask(Task):
         parts = meta.get("target_parts") or {}
         if parts.get("left_out"):
             msg += f"; {parts['left_out']} small or detached target parts left out"
+        notices = [str(n) for n in meta.get("notices") or []]
+        if notices:  # the engine's fallbacks and decisions: two in the report, all in the console
+            msg += "; " + "; ".join(notices[:2]) + (f" (+{len(notices) - 2} more in the console)" if len(notices) > 2 else "")
+            for n in notices:
+                print(f"StableWrap Match: {n}")
         on_top = _applied_on_top(self.source)
         if on_top:
             msg += f"; Blender shows the fit with the source's {on_top} on top (set keys to 0, hide modifiers to see it alone)"

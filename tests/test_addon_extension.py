@@ -473,6 +473,8 @@ def test_the_match_report_says_what_the_engine_decided(sw):
         report = bpy.context.scene.stablewrap.last_report
         assert "2 small or detached target parts left out" in report
         assert "doubtful: keypoints disagree" in report
+        assert "keypoints: no body found on the target (auto: geometric path)" in report
+        assert "matched on a 3000-vertex working copy (+1 more in the console)" in report
     finally:
         use_matcher(sw, "nearest_vertex_match")
         empty_scene()
