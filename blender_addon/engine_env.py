@@ -141,7 +141,8 @@ def client(start: bool = True, wait: bool = True) -> Optional[WorkerClient]:
     python = resolve_python()
     if _client is not None:
         _client.settle_cancels()  # a job cancelled a moment ago: its worker must be free (or gone)
-    if _client is not None and (not _client.alive or _client.python != python):
+    env = worker_env()
+    if _client is not None and (not _client.alive or _client.python != python or _client.extra_env != env):
         _client.stop()
         _client = None
     if _client is None and start:
@@ -157,8 +158,15 @@ def client(start: bool = True, wait: bool = True) -> Optional[WorkerClient]:
         if not os.path.isfile(python):
             raise WorkerError("EngineNotFound",
                               f"engine Python not found: {python} (create the environment in the StableWrap preferences)")
-        _client = WorkerClient(python).start(wait=wait)
+        _client = WorkerClient(python, env=env).start(wait=wait)
     return _client
+
+
+def worker_env(prefs=None) -> dict:
+    """Environment the worker gets from the preferences: its thread cap (engine.threads)."""
+    prefs = prefs if prefs is not None else get_prefs()
+    n = int(getattr(prefs, "threads", 0) or 0) if prefs is not None else 0
+    return {"STABLEWRAP_THREADS": str(n)} if n > 0 else {}
 
 
 def stop_worker() -> bool:

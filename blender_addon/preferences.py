@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from . import engine_env
 from .worker_client import WorkerError
@@ -39,6 +39,10 @@ class STABLEWRAP_AP_preferences(bpy.types.AddonPreferences):
         default="features",
     )
 
+    threads: IntProperty(
+        name="Engine threads", default=0, min=0, max=256,
+        description="CPU threads the engine may use (0: its own choice); fewer leave cores to Blender. "
+                    "Takes effect when the engine (re)starts")
     device: EnumProperty(
         name="Device",
         items=[
@@ -74,6 +78,7 @@ class STABLEWRAP_AP_preferences(bpy.types.AddonPreferences):
         else:
             layout.prop(self, "python_path")
         layout.prop(self, "device")
+        layout.prop(self, "threads")
         row = layout.row()
         row.operator("stablewrap.check_engine", icon="CHECKMARK")
         row.operator("stablewrap.stop_worker", icon="CANCEL")
@@ -89,7 +94,8 @@ def format_check(info: dict) -> str:
     mem = info.get("gpu_memory")
     lines = [
         f"Python {info.get('python')} ({info.get('executable')})",
-        f"Engine {info.get('engine')}, torch {info.get('torch') or 'missing'}",
+        f"Engine {info.get('engine')}, torch {info.get('torch') or 'missing'}"
+        + (f", {info['threads']} thread{'s' if info['threads'] != 1 else ''}" if info.get("threads") else ""),
         f"Device: {(info.get('device') or 'none').upper()}" + (f", {gpu}" if gpu else "") + (f", {mem / 2**30:.1f} GiB" if mem else ""),
         "Models: " + (", ".join(info.get("models") or []) or "none installed (geometric features only)"),
     ]

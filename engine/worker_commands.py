@@ -101,6 +101,7 @@ def check_environment() -> dict:
         import torch
 
         info["torch"] = torch.__version__
+        info["threads"] = torch.get_num_threads()
         device, gpu, mem = "cpu", None, None
         if torch.cuda.is_available():
             device = "cuda"

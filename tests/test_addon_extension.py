@@ -716,6 +716,15 @@ def test_check_engine_reports_the_environment(sw):
     assert bpy.ops.stablewrap.check_engine() == {"FINISHED"}
     text = bpy.context.window_manager.stablewrap_job.engine_info
     assert "Device: CPU" in text and "Python" in text
+    # the preferences' thread cap reaches a restarted engine
+    prefs = sw.engine_env.get_prefs()
+    prefs.threads = 1
+    try:
+        assert sw.check_engine(timeout=60)["threads"] == 1
+        bpy.ops.stablewrap.check_engine()
+        assert "1 thread" in bpy.context.window_manager.stablewrap_job.engine_info
+    finally:
+        prefs.threads = 0
     assert sw.stop_engine() is True
     assert sw.stop_engine() is False
 
