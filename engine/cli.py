@@ -41,6 +41,7 @@ PLUGIN_COMMANDS = (
     ("models", "engine.features.cli"),
     ("landmarks", "engine.features.landmarks_cli"),
     ("bench", "engine.bench.cli"),
+    ("batch", "engine.batch"),
     ("demo", "engine.demo"),
 )
 

@@ -14,18 +14,15 @@ exception fails that pair only.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
-import signal
-import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 import numpy as np
 
 from ..errors import InputError
+from ..isolated import resolve, run_isolated
 from .datasets import BenchPair, load_triangles
 from .geodesics import geodesic_matrix
 from .metrics import map_errors
@@ -99,87 +96,25 @@ def build_variants(features: Iterable[str], extra: Iterable[str] = (), baseline:
 # --------------------------------------------------------------------------- one match in a child process
 
 
-def _resolve(target: str) -> Callable:
-    import importlib
+def bench_child(call: str, path_a: str, path_b: str, options: dict) -> dict:
+    """(In the per-match process) run one match and return what the benchmark scores: the map,
+    the match call's seconds (imports excluded), its meta and the fitted source's quality."""
+    if call == "engine:match":
+        try:  # import the pipeline before timing: imports are not the matcher's work
+            import engine.pipeline  # noqa: F401
+        except ImportError:
+            pass
+    fn = resolve(call)
+    t0 = time.perf_counter()
+    corr = fn(path_a, path_b, **options)
+    result = {"seconds": time.perf_counter() - t0, "face": np.asarray(corr.src_to_tgt_face),
+              "bary": np.asarray(corr.src_to_tgt_bary)}
+    result["meta"] = json.loads(json.dumps(getattr(corr, "meta", {}) or {}, default=str))
+    if hasattr(corr, "fitted_vertices"):  # after the timing: not the matcher's work
+        from .metrics import fitted_quality
 
-    module, _, attr = target.partition(":")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _one_line(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    text = f"{exc.__class__.__name__}: {msg[0] if msg else ''}".rstrip(": ")
-    from ..errors import StableWrapError
-
-    if not isinstance(exc, StableWrapError):
-        # an unexpected exception is a bug: say where it came from
-        tb = traceback.extract_tb(exc.__traceback__)
-        if tb:
-            frame = tb[-1]
-            text += f" (at {os.path.basename(frame.filename)}:{frame.lineno})"
-    return text
-
-
-def _peak_rss_bytes() -> int:
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss) if sys.platform == "darwin" else int(rss) * 1024
-
-
-def _peak_gpu_bytes() -> float:
-    """Peak CUDA memory allocated by torch in this process (NaN when CUDA was not used)."""
-    torch = sys.modules.get("torch")
-    try:
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            return float(torch.cuda.max_memory_allocated())
-    except Exception:
-        pass
-    return float("nan")
-
-
-def _child_main(conn, call: str, path_a: str, path_b: str, options: dict, threads: Optional[int]) -> None:
-    """Entry point of the per-match process: run, then send a plain dict back."""
-    result: dict = {"ok": False}
-    t0 = None
-    try:
-        if threads:
-            os.environ["OMP_NUM_THREADS"] = str(threads)
-            import torch
-
-            torch.set_num_threads(threads)
-        fn = _resolve(call)
-        if call == "engine:match":
-            try:  # import the pipeline before timing: imports are not the matcher's work
-                import engine.pipeline  # noqa: F401
-            except ImportError:
-                pass
-        result["rss_before"] = _peak_rss_bytes()
-        t0 = time.perf_counter()
-        corr = fn(path_a, path_b, **options)
-        result["seconds"] = time.perf_counter() - t0
-        result["face"] = np.asarray(corr.src_to_tgt_face)
-        result["bary"] = np.asarray(corr.src_to_tgt_bary)
-        meta = getattr(corr, "meta", {}) or {}
-        result["meta"] = json.loads(json.dumps(meta, default=str))
-        if hasattr(corr, "fitted_vertices"):  # after the timing: not the matcher's work
-            from .metrics import fitted_quality
-
-            result["quality"] = fitted_quality(path_a, path_b, corr)
-        result["ok"] = True
-    except BaseException as exc:  # everything is reported as this pair's failure
-        if t0 is not None:
-            result["seconds"] = time.perf_counter() - t0
-        result["error"] = _one_line(exc)
-    result["peak_rss"] = _peak_rss_bytes()
-    result["peak_gpu"] = _peak_gpu_bytes()
-    try:
-        conn.send(result)
-    finally:
-        conn.close()
+        result["quality"] = fitted_quality(path_a, path_b, corr)
+    return result
 
 
 @dataclass
@@ -211,17 +146,6 @@ class MatchRun:
         return float(self.sym_errors.mean()) if self.sym_errors is not None and self.sym_errors.size else float("nan")
 
 
-def _describe_exit(code: Optional[int]) -> str:
-    if code is None:
-        return "worker did not exit"
-    if code < 0:
-        try:
-            return f"worker killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"worker killed by signal {-code}"
-    return f"worker exited with code {code} without a result"
-
-
 def run_match_subprocess(
     path_a: str,
     path_b: str,
@@ -237,47 +161,14 @@ def run_match_subprocess(
     ``face``/``bary``/``meta`` on success or ``error`` (one line) on failure.
     A crash or a timeout becomes ``ok=False`` with a description.
     """
-    ctx = mp.get_context("spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(send, call, os.fspath(path_a), os.fspath(path_b), options, threads), daemon=True)
-    start = time.perf_counter()
-    proc.start()
-    send.close()
-    result: Optional[dict] = None
-    failure = ""
-    timed_out = False
-    try:
-        while True:
-            if recv.poll(0.2):
-                try:
-                    result = recv.recv()
-                except (EOFError, OSError):
-                    proc.join(5)
-                    failure = _describe_exit(proc.exitcode)
-                break
-            if not proc.is_alive():
-                if recv.poll(0.5):
-                    continue
-                failure = _describe_exit(proc.exitcode)
-                break
-            if time.perf_counter() - start > timeout:
-                failure = f"timed out after {timeout:g} s"
-                timed_out = True
-                break
-    finally:
-        recv.close()
-        if timed_out:
-            proc.terminate()
-        proc.join(10)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-    if result is None:
-        return {"ok": False, "error": failure, "seconds": time.perf_counter() - start, "peak_rss": float("nan")}
-    return result
+    res = run_isolated("engine.bench.runner:bench_child", (call, os.fspath(path_a), os.fspath(path_b), options),
+                       timeout=timeout, threads=threads)
+    if not res.get("ok"):
+        return {"ok": False, "error": res.get("error", ""), "seconds": res.get("seconds", float("nan")),
+                "peak_rss": res.get("peak_rss", float("nan")), "peak_gpu": res.get("peak_gpu", float("nan"))}
+    out = dict(res["value"])
+    out.update(ok=True, peak_rss=res["peak_rss"], peak_gpu=res["peak_gpu"])
+    return out
 
 
 # --------------------------------------------------------------------------- a whole benchmark

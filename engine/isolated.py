@@ -1,0 +1,153 @@
+"""Run one call in a fresh spawned process: a crash, a hang or an exception fails that call only.
+
+``run_isolated("package.module:function", args, kwargs, timeout=...)`` starts a spawned child,
+calls the function there and returns a plain dict: ``ok``, ``value`` (the function's return,
+picklable), ``error`` (one line) on failure, ``seconds`` (the call's wall time), ``peak_rss``
+(the child's peak resident memory, bytes) and ``peak_gpu`` (CUDA bytes torch allocated at most;
+NaN without CUDA). A crash (a signal, ``os._exit``), a ``timeout`` or a ``stop`` event set by the
+caller (Ctrl-C) ends the child and becomes ``ok=False`` with a description. The benchmark runner
+and the batch command use it: one match per process, so memory is measured per match and a
+failure stays with its pair.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Callable, Optional
+
+
+def resolve(target: str) -> Callable:
+    """``"package.module:attr.attr"`` -> the object."""
+    import importlib
+
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line``; an unexpected exception (a bug) also says where it came from."""
+    msg = str(exc).strip().splitlines()
+    text = f"{exc.__class__.__name__}: {msg[0] if msg else ''}".rstrip(": ")
+    from .errors import StableWrapError
+
+    if not isinstance(exc, StableWrapError):
+        tb = traceback.extract_tb(exc.__traceback__)
+        if tb:
+            frame = tb[-1]
+            text += f" (at {os.path.basename(frame.filename)}:{frame.lineno})"
+    return text
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss) if sys.platform == "darwin" else int(rss) * 1024
+
+
+def peak_gpu_bytes() -> float:
+    """Peak CUDA memory allocated by torch in this process (NaN when CUDA was not used)."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            return float(torch.cuda.max_memory_allocated())
+    except Exception:
+        pass
+    return float("nan")
+
+
+def describe_exit(code: Optional[int]) -> str:
+    if code is None:
+        return "worker did not exit"
+    if code < 0:
+        try:
+            return f"worker killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"worker killed by signal {-code}"
+    return f"worker exited with code {code} without a result"
+
+
+def _child_main(conn, call: str, args: tuple, kwargs: dict, threads: Optional[int]) -> None:
+    """Entry point of the child: run the call, send a plain dict back."""
+    result: dict = {"ok": False}
+    t0 = None
+    try:
+        if threads:
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+            import torch
+
+            torch.set_num_threads(threads)
+        fn = resolve(call)
+        t0 = time.perf_counter()
+        result["value"] = fn(*args, **kwargs)
+        result["seconds"] = time.perf_counter() - t0
+        result["ok"] = True
+    except BaseException as exc:  # everything is reported as this call's failure
+        if t0 is not None:
+            result["seconds"] = time.perf_counter() - t0
+        result["error"] = one_line(exc)
+    result["peak_rss"] = peak_rss_bytes()
+    result["peak_gpu"] = peak_gpu_bytes()
+    try:
+        conn.send(result)
+    finally:
+        conn.close()
+
+
+def run_isolated(call: str, args: tuple = (), kwargs: dict | None = None, *, timeout: float = 600.0,
+                 threads: Optional[int] = None, stop: threading.Event | None = None) -> dict:
+    """Call ``call`` (``"package.module:function"``) with ``args`` / ``kwargs`` in a fresh spawned
+    process (see the module docstring); ``stop``: an event that ends the child early."""
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_main, args=(send, call, tuple(args), dict(kwargs or {}), threads), daemon=True)
+    start = time.perf_counter()
+    proc.start()
+    send.close()
+    result: Optional[dict] = None
+    failure = ""
+    ended_early = False
+    try:
+        while True:
+            if recv.poll(0.2):
+                try:
+                    result = recv.recv()
+                except (EOFError, OSError):
+                    proc.join(5)
+                    failure = describe_exit(proc.exitcode)
+                break
+            if not proc.is_alive():
+                if recv.poll(0.5):
+                    continue
+                failure = describe_exit(proc.exitcode)
+                break
+            if time.perf_counter() - start > timeout:
+                failure, ended_early = f"timed out after {timeout:g} s", True
+                break
+            if stop is not None and stop.is_set():
+                failure, ended_early = "stopped", True
+                break
+    finally:
+        recv.close()
+        if ended_early:
+            proc.terminate()
+        proc.join(10)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    if result is None:
+        return {"ok": False, "error": failure, "seconds": time.perf_counter() - start, "peak_rss": float("nan"),
+                "peak_gpu": float("nan")}
+    return result

@@ -1,0 +1,164 @@
+"""``python -m engine batch``: rows from a CSV, a local pool of spawned processes, failures that stay
+with their pair, atomic outputs, resuming, bad input.
+
+Six generated pairs (small spheres written as OBJ files); a stand-in matcher (run in the child
+processes through the ``call`` hook) crashes on meshes named ``crash*`` and hangs on ``hang*``;
+the rest get a nearest-vertex map. One test runs the real engine on one pair.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import trimesh
+
+from engine import batch
+from engine.correspondence import Correspondence
+from engine.errors import InputError
+
+HERE = "tests.test_batch"
+
+
+def fake_match(source, target, **options):
+    """Nearest target vertex for every source vertex; crashes / hangs on request (by file name)."""
+    from engine.mesh import load_mesh_file
+
+    name = os.path.basename(source)
+    if name.startswith("crash"):
+        os._exit(9)
+    if name.startswith("hang"):
+        time.sleep(60)
+    vs, fs, _ = load_mesh_file(source)
+    vt, ft, _ = load_mesh_file(target)
+    fs, ft = np.asarray(fs), np.asarray(ft)
+    from scipy.spatial import cKDTree
+
+    nearest = cKDTree(vt).query(vs)[1]
+    face_of = np.zeros(len(vt), np.int64)
+    face_of[ft[:, 0]] = np.arange(len(ft))
+    face_of[ft[:, 1]] = np.arange(len(ft))
+    face_of[ft[:, 2]] = np.arange(len(ft))
+    f = face_of[nearest]
+    bary = (ft[f] == nearest[:, None]).astype(np.float32)
+    back = cKDTree(vs).query(vt)[1]
+    return Correspondence(f.astype(np.int32), bary, np.zeros(len(vt), np.int32), np.tile(np.float32([1, 0, 0]), (len(vt), 1)),
+                          vt[nearest].astype(np.float32), np.ones(len(vs), np.float32),
+                          {"fit_score": 0.5, "verdict": {"verdict": "good"}, "back": int(back[0])})
+
+
+def _sphere(path, subdivisions=1, scale=1.0):
+    s = trimesh.creation.icosphere(subdivisions=subdivisions)
+    trimesh.Trimesh(s.vertices * scale, s.faces, process=False).export(path)
+
+
+@pytest.fixture
+def pairs_csv(tmp_path):
+    names = ["a", "b", "crash", "c", "hang", "d"]
+    for n in names:
+        _sphere(tmp_path / f"{n}.obj")
+    _sphere(tmp_path / "target.obj", 2, 1.1)
+    lines = ["source,target,name"] + [f"{n}.obj,target.obj,{n}_to_target" for n in names]
+    p = tmp_path / "pairs.csv"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def _table(out):
+    with open(out / batch.RESULTS_FILE) as fh:
+        return {r["name"]: r for r in csv.DictReader(fh)}
+
+
+def test_a_crash_and_a_hang_fail_only_their_pairs_and_a_rerun_does_only_those(pairs_csv, tmp_path):
+    out = tmp_path / "out"
+    rows = batch.read_rows(pairs_csv)
+    res = batch.run(rows, out, workers=2, threads=1, retries=1, timeout=8, call=f"{HERE}:fake_match")
+    status = {r.name: r.status for r in res}
+    assert status == {"a_to_target": "done", "b_to_target": "done", "crash_to_target": "failed",
+                      "c_to_target": "done", "hang_to_target": "failed", "d_to_target": "done"}
+    by = {r.name: r for r in res}
+    assert by["crash_to_target"].error == "worker exited with code 9 without a result" and by["crash_to_target"].attempts == 2
+    assert by["hang_to_target"].error == "timed out after 8 s" and by["hang_to_target"].attempts == 2
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [batch.RESULTS_FILE] + [f"{n}_to_target.npz" for n in "abcd"])  # no partial or temp file
+    corr = Correspondence.load(out / "a_to_target.npz")
+    assert corr.src_to_tgt_face.shape == (42,) and corr.meta["verdict"] == {"verdict": "good"}
+    table = _table(out)
+    assert table["a_to_target"]["status"] == "done" and float(table["a_to_target"]["peak_rss_mb"]) > 10
+    assert table["a_to_target"]["verdict"] == "good" and table["crash_to_target"]["error"].startswith("worker exited")
+    # the rerun redoes only the failed pairs (here: the crash now succeeds, the hang fails fast)
+    (tmp_path / "crash.obj").rename(tmp_path / "fixed.obj")
+    pairs_csv.write_text(pairs_csv.read_text().replace("crash.obj", "fixed.obj"))
+    again = batch.run(batch.read_rows(pairs_csv), out, workers=2, threads=1, retries=0, timeout=8,
+                      call=f"{HERE}:fake_match")
+    assert {r.name: r.status for r in again} == {**status, "a_to_target": "skipped", "b_to_target": "skipped",
+                                                  "c_to_target": "skipped", "d_to_target": "skipped",
+                                                  "crash_to_target": "done"}
+    assert {r.name: r.attempts for r in again}["hang_to_target"] == 1
+    # an input newer than its output is redone; --force redoes everything
+    os.utime(tmp_path / "a.obj", (time.time() + 5, time.time() + 5))
+    third = batch.run(batch.read_rows(pairs_csv)[:2], out, workers=1, threads=1, call=f"{HERE}:fake_match")
+    assert [r.status for r in third] == ["done", "skipped"]
+    forced = batch.run(batch.read_rows(pairs_csv)[:2], out, workers=1, threads=1, force=True, call=f"{HERE}:fake_match")
+    assert [r.status for r in forced] == ["done", "done"]
+
+
+def test_a_stop_ends_running_matches_and_leaves_no_partial_file(pairs_csv, tmp_path):
+    out = tmp_path / "out"
+    rows = [r for r in batch.read_rows(pairs_csv) if r.name.startswith(("hang", "a_"))]
+    stop, pressed = threading.Event(), []
+
+    def press_ctrl_c():  # what Ctrl-C does, once the first pair is written and the hang has started
+        t = time.monotonic()
+        while not (out / "a_to_target.npz").exists() and time.monotonic() - t < 60:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        pressed.append(time.monotonic())
+        stop.set()
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    res = batch.run(rows, out, workers=1, threads=1, timeout=120, stop=stop, call=f"{HERE}:fake_match")
+    assert pressed and time.monotonic() - pressed[0] < 5  # the running match ended at once
+    assert {r.name: r.status for r in res} == {"a_to_target": "done", "hang_to_target": "stopped"}
+    assert sorted(p.name for p in out.iterdir()) == sorted([batch.RESULTS_FILE, "a_to_target.npz"])
+    assert _table(out)["hang_to_target"]["status"] == "stopped"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("target\nx.obj\n", "missing column(s) source"),
+    ("source,target,colour\na.obj,t.obj,red\n", "unknown column(s) colour"),
+    ("source,target\nnope.obj,t.obj\n", "pairs.csv:2: source file 'nope.obj' not found"),
+    ("source,target\na.obj,t.obj\na.obj,t.obj\n", "pairs.csv:3: output name 'a__t' is also line 2's"),
+    ("source,target,config\na.obj,t.obj,{\"reg_steps\": 0}\n", "pairs.csv:2: config"),
+    ("source,target,quality\na.obj,t.obj,ultra\n", "pairs.csv:2: quality: unknown preset 'ultra'"),
+    ("source,target\n\n", "no pairs listed"),
+])
+def test_bad_rows_are_one_line_errors_naming_the_row(tmp_path, text, message):
+    _sphere(tmp_path / "a.obj")
+    _sphere(tmp_path / "t.obj")
+    p = tmp_path / "pairs.csv"
+    p.write_text(text)
+    with pytest.raises(InputError) as e:
+        batch.read_rows(p)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_runs_the_real_engine_and_reports(tmp_path, capsys):
+    from engine.cli import main
+
+    _sphere(tmp_path / "a.obj", 2)
+    _sphere(tmp_path / "t.obj", 2, 1.3)
+    (tmp_path / "pairs.csv").write_text('source,target,quality,config\na.obj,t.obj,fast,"{""surface_fit_iterations"": 2}"\n')
+    out = tmp_path / "out"
+    assert main(["batch", str(tmp_path / "pairs.csv"), "-o", str(out), "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "batch: 1 done; table:" in err
+    corr = Correspondence.load(out / "a__t.npz")
+    assert corr.fitted_vertices.shape == (162, 3) and corr.meta["quality"] == "fast"
+    assert main(["batch", str(tmp_path / "pairs.csv"), "-o", str(out)]) == 0
+    assert "batch: 1 skipped" in capsys.readouterr().err
+    assert main(["batch", str(tmp_path / "missing.csv"), "-o", str(out)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.csv'}: batch file not found"
