@@ -20,6 +20,8 @@ import time
 import traceback
 from typing import Callable, Optional
 
+from .memory import peak_rss_bytes
+
 
 def resolve(target: str) -> Callable:
     """``"package.module:attr.attr"`` -> the object."""
@@ -44,14 +46,6 @@ def one_line(exc: BaseException) -> str:
             frame = tb[-1]
             text += f" (at {os.path.basename(frame.filename)}:{frame.lineno})"
     return text
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory."""
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss) if sys.platform == "darwin" else int(rss) * 1024
 
 
 def peak_gpu_bytes() -> float:

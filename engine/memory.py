@@ -22,6 +22,27 @@ TARGET_BYTES_PER_VERTEX = 4 * 1024
 SOURCE_BYTES_PER_VERTEX = 10 * 1024
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory since it started its program.
+
+    Linux: the address space's high-water mark (``VmHWM``): ``ru_maxrss`` survives ``exec`` and
+    so reports the parent's size in a process started by fork + exec (a spawned benchmark
+    worker, the engine worker under Blender). Elsewhere ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss) if sys.platform == "darwin" else int(rss) * 1024
+
+
 def available_bytes() -> int | None:
     """Memory this process can still take: the kernel's MemAvailable, capped by a cgroup limit;
     None where neither can be read (the check is then skipped)."""

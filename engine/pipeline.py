@@ -8,8 +8,6 @@ deformation under guidance; candidates race when the orientation is in doubt) ->
 """
 from __future__ import annotations
 
-import resource
-import sys
 import time
 from dataclasses import dataclass
 
@@ -368,5 +366,6 @@ def _fit_decimated_surface(ctx: PairContext, start: np.ndarray, fixed, target, f
 
 
 def _peak_rss_mb() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 1024.0 if sys.platform != "darwin" else r / (1024.0 * 1024.0)
+    from .memory import peak_rss_bytes
+
+    return peak_rss_bytes() / 2**20

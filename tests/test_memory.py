@@ -40,3 +40,16 @@ def test_match_stops_before_the_work_when_memory_is_short(monkeypatch):
     assert set(stages) == {"prepare"}
     corr = engine.match(src, tgt, method="rigid", config={"memory_check": False})
     assert corr.meta["method"] == "rigid"
+
+
+def test_peak_memory_of_a_spawned_process_is_its_own_not_its_parents():
+    """ru_maxrss survives exec: a child started by a large parent would report the parent's size."""
+    import numpy as np
+
+    from engine.isolated import run_isolated
+
+    ballast = np.ones(400 * 2**20 // 8)  # the parent holds 400 MB, resident
+    assert ballast.sum() > 0
+    res = run_isolated("engine.memory:peak_rss_bytes", timeout=120)
+    assert res["ok"] and res["value"] < 350 * 2**20, res["value"] / 2**20  # a bare interpreter
+    assert memory.peak_rss_bytes() > 400 * 2**20
