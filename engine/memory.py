@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from .errors import InputError
 
 # a match process at the working size: Python, torch, the working copies and their solvers
-# (measured 0.40-0.73 GB at 5k -> 5k, rounded up)
-BASE_BYTES = 800 * 2**20
+# (measured 0.36-0.37 GB at 5k -> 5k, rounded up)
+BASE_BYTES = 600 * 2**20
 # per full-resolution vertex: the target's clean copy, search tree and surface-fit arrays
-# (measured 2.9 KB at 5k -> 320k); the source's: the surface fit's sparse factors and per-vertex
-# frames (measured 6.6 KB at 80k -> 5k)
-TARGET_BYTES_PER_VERTEX = 4 * 1024
-SOURCE_BYTES_PER_VERTEX = 10 * 1024
+# (measured 1.9 KB from 5k -> 5k to 5k -> 320k); the source's: the surface fit's sparse factors
+# and per-vertex frames (measured 4.1 KB from 5k -> 5k to 80k -> 5k); both rounded up
+TARGET_BYTES_PER_VERTEX = 3 * 1024
+SOURCE_BYTES_PER_VERTEX = 6 * 1024
 
 
 def peak_rss_bytes() -> int:
