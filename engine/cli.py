@@ -285,7 +285,24 @@ def _cancelled() -> int:
     return EXIT_CANCELLED
 
 
+def _collect() -> None:
+    """Free what a failed or stopped match left in reference cycles (an exception's traceback
+    holds the stages' frames; a future holding a thread's exception points back at them) before
+    the interpreter exits: native solvers still alive then make their bindings print leak
+    warnings on exit."""
+    import gc
+
+    gc.collect()
+
+
 def _run(func, args) -> int:
+    code = _run_guarded(func, args)
+    if code != EXIT_OK:
+        _collect()  # here, after the except blocks: the exception and its traceback are released
+    return code
+
+
+def _run_guarded(func, args) -> int:
     try:
         code = func(args)
         return EXIT_OK if code is None else int(code)
