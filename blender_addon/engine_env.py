@@ -16,7 +16,7 @@ from typing import Optional
 
 import bpy
 
-from .worker_client import WorkerClient, WorkerError
+from .worker_client import WorkerClient, WorkerError, _unlink
 
 ENV_VAR = "STABLEWRAP_ENGINE_PYTHON"
 PACKAGE = __package__
@@ -216,7 +216,7 @@ class EnvInstaller:
                                          "set-up downloads PyTorch; allow it, or point to an existing Python with the engine")
         self.commands = install_commands(env_dir, extras, wheel or bundled_engine_wheel(), tuple(pip_args), gpu)
         self.existed = os.path.exists(env_dir)
-        _unlink_quiet(os.path.join(env_dir, READY_STAMP))  # not ready until this set-up finishes
+        _unlink(os.path.join(env_dir, READY_STAMP))  # not ready until this set-up finishes
         parent = os.path.dirname(os.path.abspath(env_dir))
         try:
             os.makedirs(parent, exist_ok=True)
@@ -277,13 +277,6 @@ class EnvInstaller:
     @property
     def fraction(self) -> float:
         return max(0.0, self.index) / len(self.commands)
-
-
-def _unlink_quiet(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _last_line(path: str) -> str:

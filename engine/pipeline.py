@@ -25,7 +25,7 @@ from .inputs import parse_exclude, parse_landmarks, read_exclude_file, read_land
 from .mesh import Mesh, as_prepared
 from .pair_context import MeshContext, PairContext
 from .progress import CancelToken, Progress, ProgressCallback
-from .threads import single_thread
+from .threads import SINGLE_THREAD_FACES, single_thread
 
 # a mesh this large is worth a notice that it was matched on a decimated working copy (smaller
 # ones are too, routinely: meta "working_vertices" says so)
@@ -107,7 +107,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
 
     t = _clock()
     prog.stage("align")
-    with single_thread(ctx.device == "cpu"):  # working-size eigen solves: see engine.threads
+    with single_thread(_small(ctx)):  # working-size eigen solves: see engine.threads
         alignments = _align(ctx)
     _lap(ctx, "align", t)
 
@@ -147,6 +147,11 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     }
     prog.update(1.0)
     return Correspondence(meta=meta, **arrays)
+
+
+def _small(ctx: PairContext) -> bool:
+    """The working meshes are small enough for the single-thread stages (engine.threads)."""
+    return ctx.device == "cpu" and max(ctx.S.n_faces, ctx.T.n_faces) <= SINGLE_THREAD_FACES
 
 
 def _clock() -> tuple[float, float]:
@@ -212,7 +217,7 @@ def _fit(ctx: PairContext, rigid, method: str, feat_mode: str, scorer) -> Fit:
         S_al = Mesh(aligned, ctx.S.faces, ctx.S.name)
         t = _clock()
         prog.stage("features")
-        with single_thread(ctx.device == "cpu"):
+        with single_thread(_small(ctx)):
             guidances = make_guidances(ctx, S_al, feat_mode, rigid)
         _lap(ctx, "features+initial map", t)
         t = _clock()

@@ -38,6 +38,12 @@ def set_threads(n: int | None) -> int:
     return n
 
 
+# meshes up to this many faces (working copies) get the single-thread stages: their operations
+# are too small to split (measured at 6k faces: a registration step 25 ms on one thread, 57 ms
+# on two beside another job)
+SINGLE_THREAD_FACES = 40_000
+
+
 @contextmanager
 def single_thread(enabled: bool = True):
     """Run the block with torch on one intra-op thread and the BLAS / OpenMP pools on one thread,

@@ -66,14 +66,25 @@ def test_fitted_vertices_lie_on_the_target_where_supported_and_match_the_face_ma
     assert r.meta["surface_fit"]["flipped"] <= check.flipped(proj).sum()
 
 
-def test_a_large_source_is_fitted_decimated_then_settled_at_full_size(small_pair):
+def test_a_large_source_is_fitted_decimated_then_settled_at_full_size(small_pair, monkeypatch):
     """Above ``surface_fit_vertices`` the fit runs on a decimated copy first; the full source then
     carries it with its own detail and settles: still on the target, no more flips than the
     projection, as close to the ground truth."""
     from engine.geometry.mesh_quality import OrientationCheck
 
+    from engine import pipeline
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return decimated_fit(*args, **kwargs)
+
+    decimated_fit = pipeline._fit_decimated_surface
+    monkeypatch.setattr(pipeline, "_fit_decimated_surface", spy)
     n = len(small_pair.source_vertices)
     r = engine.match(*_src_tgt(small_pair), config={"surface_fit_vertices": n // 4}, **FAST)
+    assert calls == [1]  # the decimated fit ran
     tv, tf = small_pair.target_vertices, small_pair.target_faces
     diag = np.linalg.norm(tv.max(0) - tv.min(0))
     _, _, proj, dist = SurfaceQuery(tv, tf).closest(r.fitted_vertices)

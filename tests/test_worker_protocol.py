@@ -151,11 +151,7 @@ def test_cancel_stops_a_running_job_and_the_next_job_runs():
     client = _client("slow_match")
     try:
         job = client.submit("match", {}, _match_arrays())
-        t0 = time.monotonic()
-        while job.stage != "register" and time.monotonic() - t0 < 30:
-            job.poll()
-            time.sleep(0.01)
-        assert job.stage == "register" and not job.done
+        _wait_for_stage(job, "register")
         queued = client.submit("ping")  # ping is answered even while the job runs
         assert queued.wait(timeout=5)[0]["pong"]
         job.cancel()

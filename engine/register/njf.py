@@ -21,14 +21,8 @@ from ..mesh import Mesh
 from ..optim import Adam
 from ..progress import Progress
 from ..render.raster import vertex_normals_torch
-from ..threads import single_thread
+from ..threads import SINGLE_THREAD_FACES, single_thread
 from ..correspond.guidance_source import GuidanceSource
-
-
-# up to this many source faces a CPU registration step runs on one torch thread: its operations
-# are too small to split (measured at 6k faces: 25 ms a step on one thread, 57 ms on two beside
-# another job; the same on a quiet machine)
-SINGLE_THREAD_FACES = 40_000
 
 
 @dataclass
