@@ -167,7 +167,7 @@ class Task:
 
 
 # meshes from this size on are matched on decimated working copies at a cost the artist should
-# know before waiting (the engine's notice threshold, engine.pipeline.LARGE_MESH_VERTICES)
+# know before waiting (the engine's notice threshold, engine.pair_context.LARGE_MESH_VERTICES)
 LARGE_MESH_VERTICES = 50_000
 
 

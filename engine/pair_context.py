@@ -11,6 +11,7 @@ solver.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -21,6 +22,23 @@ from .config import MatchConfig
 from .geometry.main_part import SpectralPart
 from .mesh import Mesh
 from .progress import Progress
+
+
+# a mesh this large is worth a notice that it was matched on a decimated working copy (smaller
+# ones are too, routinely: meta "working_vertices" says so)
+LARGE_MESH_VERTICES = 50_000
+
+
+def clock() -> tuple[float, float]:
+    """(wall, CPU) seconds now; CPU counts every thread of the process."""
+    return time.perf_counter(), time.process_time()
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far (MiB)."""
+    from .memory import peak_rss_bytes
+
+    return peak_rss_bytes() / 2**20
 
 
 class MeshContext:
@@ -158,3 +176,60 @@ class PairContext:
     @property
     def keypoints_used(self) -> bool:
         return self.keypoints is not None and self.keypoints.used
+
+    def lap(self, stage: str, since: tuple[float, float]) -> None:
+        """Add the wall and CPU time since ``since`` (a clock()) to ``stage``; note the peak memory so far."""
+        wall, cpu = clock()
+        self.timings[stage] = self.timings.get(stage, 0.0) + wall - since[0]
+        self.cpu_timings[stage] = self.cpu_timings.get(stage, 0.0) + cpu - since[1]
+        self.stage_peak_mb[stage] = round(peak_rss_mb(), 1)
+
+
+def build_pair_context(src, tgt, k: int, cfg: MatchConfig, dev_t, prog: Progress, landmarks, exclude) -> PairContext:
+    """The pair context on working copies of the meshes (decimated when larger than
+    ``cfg.working_vertices``) and of the target's body (small or detached parts left out,
+    engine.geometry.body_parts); landmarks and the exclusion carried onto them.
+
+    src, tgt : engine.mesh.PreparedMesh; k : eigenpairs per basis; dev_t : torch.device of the match;
+    landmarks : (k, 2) int clean pairs or None; exclude : (ns,) bool clean source mask or None
+    """
+    from .arrays import compact
+    from .geometry.body_parts import body_parts
+    from .device import solver_device
+    from .geometry.working_copy import WorkingCopy
+
+    body = body_parts(tgt.mesh)
+    target_mesh, body_faces = tgt.mesh, None
+    if body.left_out:  # the match wraps the body; the left-out parts still get the map back
+        body_faces = np.nonzero(body.faces)[0]
+        v, f, remap = compact(tgt.mesh.vertices, tgt.mesh.faces[body_faces])
+        target_mesh = Mesh(v, f, tgt.mesh.name)
+        if landmarks is not None:  # landmarks on a left-out part go to the nearest body vertex
+            from scipy.spatial import cKDTree
+
+            lt = remap[landmarks[:, 1]]
+            off = lt < 0
+            lt[off] = cKDTree(target_mesh.vertices).query(tgt.mesh.vertices[landmarks[off, 1]])[1]
+            landmarks = np.stack([landmarks[:, 0], lt], axis=1)
+    prog.update(0.5)
+    source_copy = WorkingCopy(src.mesh, cfg.working_vertices)
+    prog.update(0.7)
+    copies = source_copy, WorkingCopy(target_mesh, cfg.working_vertices)
+    prog.update(0.9)
+    work = [MeshContext(c.mesh, k) if c.decimated else None for c in copies]
+    full = [MeshContext(src.mesh, k), MeshContext(target_mesh, k)]
+    if landmarks is not None:
+        landmarks = np.stack([copies[0].to_working(landmarks[:, 0]), copies[1].to_working(landmarks[:, 1])], axis=1)
+    ctx = PairContext(work[0] or full[0], work[1] or full[1], full[0], full[1], copies[0], copies[1], cfg,
+                      solver_device(dev_t), str(dev_t), prog, landmarks=landmarks,
+                      exclude=None if exclude is None else copies[0].mask_to_working(exclude), full_exclude=exclude,
+                      target_vertices_all=tgt.mesh.vertices, target_body_faces=body_faces,
+                      target_parts={"parts": body.parts, "left_out": body.left_out,
+                                    "left_out_area_pct": round(100 * body.left_out_area, 2)})
+    if body.notice("target"):
+        ctx.notices.append(body.notice("target"))
+    for role, c in zip(("source", "target"), copies):
+        if c.decimated and c.full.n_vertices >= LARGE_MESH_VERTICES:
+            ctx.notices.append(f"{role}: {c.full.n_vertices} vertices, matched on a {c.mesh.n_vertices}-vertex working copy "
+                               "and fitted at full resolution (config working_vertices)")
+    return ctx

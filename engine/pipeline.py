@@ -18,18 +18,16 @@ from . import __version__
 from .config import FEATURE_MODES, GUIDANCE_SCHEDULES, METHODS, QUALITIES, MatchConfig, load_config  # noqa: F401
 from .correspond import final_maps
 from .correspondence import Correspondence
-from .device import resolve_device, solver_device
+from .device import resolve_device
 from .errors import InputError
 from .geometry.main_part import SpectralPart  # noqa: F401  (re-exported: engine.pipeline.SpectralPart)
 from .inputs import parse_exclude, parse_landmarks, read_exclude_file, read_landmarks_file  # noqa: F401
 from .mesh import Mesh, as_prepared
-from .pair_context import MeshContext, PairContext
+from .full_fit import to_full
+from .pair_context import PairContext, build_pair_context, clock, peak_rss_mb
 from .progress import CancelToken, Progress, ProgressCallback
 from .threads import SINGLE_THREAD_FACES, single_thread
 
-# a mesh this large is worth a notice that it was matched on a decimated working copy (smaller
-# ones are too, routinely: meta "working_vertices" says so)
-LARGE_MESH_VERTICES = 50_000
 STAGES = (("prepare", 1), ("keypoints", 2), ("align", 2), ("features", 3), ("initial map", 2), ("part features", 1),
           ("register", 10), ("project", 1), ("fit surface", 2))
 
@@ -82,7 +80,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     cfg = load_config(config, quality)
     dev_t = resolve_device(device)
     prog = Progress(progress, cancel, STAGES)
-    t0 = _clock()
+    t0 = clock()
 
     prog.stage("prepare")
     src = as_prepared(source, "source")
@@ -94,33 +92,33 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
         check_match_memory(src.mesh.n_vertices, tgt.mesh.n_vertices)
     prog.update(0.4)
     k = cfg.spectral_k if method == "full" else 30
-    ctx = _pair_context(src, tgt, k, cfg, dev_t, prog, parse_landmarks(landmarks, src, tgt), parse_exclude(exclude, src))
+    ctx = build_pair_context(src, tgt, k, cfg, dev_t, prog, parse_landmarks(landmarks, src, tgt), parse_exclude(exclude, src))
     feat_mode = choose_feature_mode(features, ctx.notices, cfg.feature_config()) if method == "full" else "none"
-    _lap(ctx, "prepare", t0)
+    ctx.lap("prepare", t0)
 
-    t = _clock()
+    t = clock()
     prog.stage("keypoints")
     ctx.keypoints = detect_pair(ctx.S, ctx.T, keypoints if method == "full" else "off", progress=prog)
     if not ctx.keypoints.used and keypoints == "auto" and method == "full":
         ctx.notices.append(ctx.keypoints.reason)
-    _lap(ctx, "keypoints", t)
+    ctx.lap("keypoints", t)
 
-    t = _clock()
+    t = clock()
     prog.stage("align")
     with single_thread(_small(ctx)):  # working-size eigen solves: see engine.threads
         alignments = _align(ctx)
-    _lap(ctx, "align", t)
+    ctx.lap("align", t)
 
     fit, n_fits = _fit_alignments(ctx, alignments, method, feat_mode)
     verdict = match_verdict(ctx.keypoints, fit.maps.p_st, ctx.T.vertices, fit.score, cfg.retry_score) if method == "full" else None
-    surface = _to_full(ctx, fit, method)
+    surface = to_full(ctx, fit, method)
 
-    t = _clock()
+    t = clock()
     conf = final_maps.confidence(fit.deformed, ctx.full_source.mesh.faces, ctx.full_target.mesh, fit.maps, ctx.full_exclude)
     if ctx.target_body_faces is not None:  # body faces -> the target's clean faces
         fit.maps.f_st = ctx.target_body_faces[fit.maps.f_st]
     arrays = final_maps.to_caller(src, tgt, fit.maps, conf)
-    _lap(ctx, "project", t)
+    ctx.lap("project", t)
     meta = {
         "version": __version__, "device": ctx.device, "method": method, "features": feat_mode,
         "guidance": fit.guidance, "quality": quality,
@@ -128,7 +126,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
         "cpu_seconds": {key: round(v, 3) for key, v in ctx.cpu_timings.items()},
         "stage_peak_rss_mb": ctx.stage_peak_mb,  # the process's peak memory at the end of each stage
         "total_seconds": round(time.perf_counter() - t0[0], 3),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if ctx.device.startswith("cuda") else None,
         "rigid": {"rotation": fit.rigid.rotation.tolist(), "scale": fit.rigid.scale, "kind": fit.rigid.kind,
                   "score": fit.rigid.score},
@@ -152,19 +150,6 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
 def _small(ctx: PairContext) -> bool:
     """The working meshes are small enough for the single-thread stages (engine.threads)."""
     return ctx.device == "cpu" and max(ctx.S.n_faces, ctx.T.n_faces) <= SINGLE_THREAD_FACES
-
-
-def _clock() -> tuple[float, float]:
-    """(wall, CPU) seconds now; CPU counts every thread of the process."""
-    return time.perf_counter(), time.process_time()
-
-
-def _lap(ctx: PairContext, stage: str, since: tuple[float, float]) -> None:
-    """Add the wall and CPU time since ``since`` (a _clock()) to ``stage``; note the peak memory so far."""
-    wall, cpu = _clock()
-    ctx.timings[stage] = ctx.timings.get(stage, 0.0) + wall - since[0]
-    ctx.cpu_timings[stage] = ctx.cpu_timings.get(stage, 0.0) + cpu - since[1]
-    ctx.stage_peak_mb[stage] = round(_peak_rss_mb(), 1)
 
 
 def _align(ctx: PairContext) -> list:
@@ -215,12 +200,12 @@ def _fit(ctx: PairContext, rigid, method: str, feat_mode: str, scorer) -> Fit:
     deformed, guidance, scores = aligned, None, None
     if method == "full":
         S_al = Mesh(aligned, ctx.S.faces, ctx.S.name)
-        t = _clock()
+        t = clock()
         prog.stage("features")
         with single_thread(_small(ctx)):
             guidances = make_guidances(ctx, S_al, feat_mode, rigid)
-        _lap(ctx, "features+initial map", t)
-        t = _clock()
+        ctx.lap("features+initial map", t)
+        t = clock()
         prog.stage("register")
         candidates, solver = [], None
         for g in guidances:
@@ -236,141 +221,14 @@ def _fit(ctx: PairContext, rigid, method: str, feat_mode: str, scorer) -> Fit:
         if len(candidates) > 1:
             scores = {c.name: round(c.score, 4) for c in candidates if c.score is not None}
         deformed, guidance = winner.run.result().vertices, winner.name
-        _lap(ctx, "register", t)
-    t = _clock()
+        ctx.lap("register", t)
+    t = clock()
     prog.stage("project")
     maps = final_maps.project(deformed, ctx.S.faces, ctx.target.surface, ctx.T.vertices, prog)
     fit = Fit(rigid, deformed, maps, guidance, schedule_scores=scores)
     if scorer is not None:
         fit.score, fit.distortion = scorer.score(ctx.T.faces[maps.f_st, np.argmax(maps.b_st, axis=1)])
-    _lap(ctx, "project", t)
+    ctx.lap("project", t)
     return fit
 
 
-def _pair_context(src, tgt, k: int, cfg: MatchConfig, dev_t, prog: Progress, landmarks, exclude) -> PairContext:
-    """The pair context on working copies of the meshes (decimated when larger than
-    ``cfg.working_vertices``) and of the target's body (small or detached parts left out,
-    engine.geometry.body_parts); landmarks and the exclusion carried onto them."""
-    from .arrays import compact
-    from .geometry.body_parts import body_parts
-    from .geometry.working_copy import WorkingCopy
-
-    body = body_parts(tgt.mesh)
-    target_mesh, body_faces = tgt.mesh, None
-    if body.left_out:  # the match wraps the body; the left-out parts still get the map back
-        body_faces = np.nonzero(body.faces)[0]
-        v, f, remap = compact(tgt.mesh.vertices, tgt.mesh.faces[body_faces])
-        target_mesh = Mesh(v, f, tgt.mesh.name)
-        if landmarks is not None:  # landmarks on a left-out part go to the nearest body vertex
-            from scipy.spatial import cKDTree
-
-            lt = remap[landmarks[:, 1]]
-            off = lt < 0
-            lt[off] = cKDTree(target_mesh.vertices).query(tgt.mesh.vertices[landmarks[off, 1]])[1]
-            landmarks = np.stack([landmarks[:, 0], lt], axis=1)
-    prog.update(0.5)
-    source_copy = WorkingCopy(src.mesh, cfg.working_vertices)
-    prog.update(0.7)
-    copies = source_copy, WorkingCopy(target_mesh, cfg.working_vertices)
-    prog.update(0.9)
-    work = [MeshContext(c.mesh, k) if c.decimated else None for c in copies]
-    full = [MeshContext(src.mesh, k), MeshContext(target_mesh, k)]
-    if landmarks is not None:
-        landmarks = np.stack([copies[0].to_working(landmarks[:, 0]), copies[1].to_working(landmarks[:, 1])], axis=1)
-    ctx = PairContext(work[0] or full[0], work[1] or full[1], full[0], full[1], copies[0], copies[1], cfg,
-                      solver_device(dev_t), str(dev_t), prog, landmarks=landmarks,
-                      exclude=None if exclude is None else copies[0].mask_to_working(exclude), full_exclude=exclude,
-                      target_vertices_all=tgt.mesh.vertices, target_body_faces=body_faces,
-                      target_parts={"parts": body.parts, "left_out": body.left_out,
-                                    "left_out_area_pct": round(100 * body.left_out_area, 2)})
-    if body.notice("target"):
-        ctx.notices.append(body.notice("target"))
-    for role, c in zip(("source", "target"), copies):
-        if c.decimated and c.full.n_vertices >= LARGE_MESH_VERTICES:
-            ctx.notices.append(f"{role}: {c.full.n_vertices} vertices, matched on a {c.mesh.n_vertices}-vertex working copy "
-                               "and fitted at full resolution (config working_vertices)")
-    return ctx
-
-
-def _to_full(ctx: PairContext, fit: Fit, method: str) -> dict | None:
-    """The fit on the whole meshes: the working copy's deformation carried to every source vertex
-    and, for a registration, settled onto the whole target by the surface fit (without it, and
-    for the rigid baseline, projected). Returns the surface fit's meta (None without one)."""
-    if method == "full" and ctx.config.surface_fit:
-        return _fit_surface(ctx, fit)
-    if ctx.source_copy.decimated or ctx.target_copy.decimated or ctx.target_body_faces is not None:
-        t = _clock()
-        prog = ctx.progress
-        prog.stage("project")
-        fit.deformed = ctx.source_copy.carry(fit.deformed)
-        fit.maps = final_maps.project(fit.deformed, ctx.full_source.mesh.faces, ctx.full_target.surface,
-                                      ctx.target_vertices_all, prog)
-        _lap(ctx, "project", t)
-    return None
-
-
-def _fit_surface(ctx: PairContext, fit: Fit) -> dict:
-    """Settle the registered source onto the target without flipping or folding its triangles
-    (engine.register.surface_fit), on the whole meshes; ``fit`` takes the fitted source and its
-    maps. A source above ``surface_fit_vertices`` is first fitted as a copy decimated to that
-    size, which its full mesh then takes with its own detail and finishes in a few pulls.
-    Returns the meta."""
-    from .progress import SubProgress
-    from .register.surface_fit import SurfaceFitConfig, SurfaceFitter
-
-    t = _clock()
-    cfg = ctx.config
-    ctx.progress.stage("fit surface")
-    S = ctx.full_source.mesh
-    start = ctx.source_copy.carry(fit.deformed)
-    fixed = None if ctx.full_exclude is None else (~ctx.full_exclude).astype(np.float64)
-    target = ctx.full_target.fit_target  # seconds on a 300k-vertex target: its own progress step
-    ctx.progress.update(0.05)
-    fit_cfg, lo = SurfaceFitConfig(iterations=cfg.surface_fit_iterations), 0.05
-    if cfg.surface_fit_vertices and S.n_vertices > cfg.surface_fit_vertices:
-        start = _fit_decimated_surface(ctx, start, fixed, target, fit_cfg, SubProgress(ctx.progress, 0.05, 0.55))
-        # the full mesh starts on the target already: it only settles (the pull starts strong)
-        fit_cfg, lo = SurfaceFitConfig(iterations=cfg.surface_fit_finish, mu_start=FINISH_MU_START), 0.6
-    res = SurfaceFitter(S.vertices, S.faces).fit(start, target, fixed, fit_cfg,
-                                                 progress=SubProgress(ctx.progress, lo, 0.9 - lo))
-    fit.deformed = res.vertices
-    fit.maps = final_maps.project(res.vertices, S.faces, ctx.full_target.surface, ctx.target_vertices_all, fitted=True,
-                                  support=res.support)
-    _lap(ctx, "fit surface", t)
-    m = len(S.faces)
-    unsupported = float(np.mean(res.support < 0.5))
-    if res.no_surface > 0.05:
-        ctx.notices.append(f"{100 * res.no_surface:.0f} % of the source has no target surface under it "
-                           "(holes or missing parts): kept in the source's shape there, with low confidence")
-    return {"flipped": res.flipped, "flipped_pct": round(100.0 * res.flipped / m, 3), "folds": res.folds,
-            "folds_pct": round(100.0 * res.folds / m, 3), "unsupported_pct": round(100.0 * unsupported, 2),
-            "no_surface_pct": round(100.0 * res.no_surface, 2)}
-
-
-# the finishing pulls of a large source start at a tenth of the full pull (SurfaceFitConfig.mu_end
-# 300): the carried fit already lies on the target, the pulls only settle its new detail
-FINISH_MU_START = 30.0
-
-
-def _fit_decimated_surface(ctx: PairContext, start: np.ndarray, fixed, target, fit_cfg, progress) -> np.ndarray:
-    """The surface fit of the source decimated to ``surface_fit_vertices``, carried back to the
-    full source with its detail (engine.geometry.working_copy). ``start`` (n, 3): the full
-    source's registered shape; returns (n, 3)."""
-    from .geometry.working_copy import WorkingCopy
-    from .register.surface_fit import SurfaceFitter
-
-    S = ctx.full_source.mesh
-    mid = WorkingCopy(S, ctx.config.surface_fit_vertices)
-    # each decimated vertex starts where its rest point on the full source went
-    face, bary, _, _ = ctx.full_source.surface.closest(mid.mesh.vertices)
-    corners = S.faces[face]
-    mid_start = np.einsum("kj,kjd->kd", bary, start[corners])
-    mid_fixed = None if fixed is None else np.einsum("kj,kj->k", bary, fixed[corners])
-    res = SurfaceFitter(mid.mesh.vertices, mid.mesh.faces).fit(mid_start, target, mid_fixed, fit_cfg, progress=progress)
-    return mid.carry(res.vertices)
-
-
-def _peak_rss_mb() -> float:
-    from .memory import peak_rss_bytes
-
-    return peak_rss_bytes() / 2**20

@@ -116,3 +116,31 @@ def test_spectral_part_uses_the_largest_component_and_extends_values():
     ext = part.extend(vals)
     assert ext.shape == (mesh.n_vertices,)
     np.testing.assert_array_equal(part.restrict(ext), vals)
+
+
+def test_fit_scorer_ranks_a_left_right_mirror_below_the_right_map():
+    """On a mirror-symmetric shape the mirror map is an isometry that keeps every descriptor, so
+    distortion and WKS mismatch cannot tell it from the right map: the orientation term must, and
+    it must leave the right map's score as the first two terms give it."""
+    from engine.correspond.fit_score import FitScorer, turned_share
+    from engine.pair_context import MeshContext
+    from engine.samples import icosphere
+    from scipy.spatial import cKDTree
+
+    v, f = icosphere(3)
+    v = v * [1.0, 1.6, 0.7]
+    v[:, 1] += 0.4 * np.clip(v[:, 2], 0, None) ** 2  # no symmetry but the x mirror
+    mesh = Mesh(v, f)
+    dist, mirror = cKDTree(v).query(v * [-1.0, 1.0, 1.0])
+    assert dist.max() < 1e-9 and (mirror != np.arange(len(v))).sum() > len(v) // 2
+    ctx = MeshContext(mesh, 30)
+    scorer = FitScorer(ctx, ctx)
+    right = np.arange(len(v))
+    assert turned_share(mesh, mesh, right) == 0.0
+    assert turned_share(mesh, mesh, mirror) > 0.95
+    right_score, right_distortion = scorer.score(right)
+    mirror_score, mirror_distortion = scorer.score(mirror)
+    assert mirror_distortion == pytest.approx(right_distortion, abs=0.02)  # blind to it
+    wks_right = float((scorer.w_area * np.linalg.norm(ctx.wks - ctx.wks[right], axis=1)).sum())
+    assert right_score == pytest.approx(right_distortion + wks_right)
+    assert mirror_score > right_score + 0.8

@@ -72,7 +72,7 @@ def test_a_large_source_is_fitted_decimated_then_settled_at_full_size(small_pair
     projection, as close to the ground truth."""
     from engine.geometry.mesh_quality import OrientationCheck
 
-    from engine import pipeline
+    from engine import full_fit
 
     calls = []
 
@@ -80,8 +80,8 @@ def test_a_large_source_is_fitted_decimated_then_settled_at_full_size(small_pair
         calls.append(1)
         return decimated_fit(*args, **kwargs)
 
-    decimated_fit = pipeline._fit_decimated_surface
-    monkeypatch.setattr(pipeline, "_fit_decimated_surface", spy)
+    decimated_fit = full_fit.fit_decimated_surface
+    monkeypatch.setattr(full_fit, "fit_decimated_surface", spy)
     n = len(small_pair.source_vertices)
     r = engine.match(*_src_tgt(small_pair), config={"surface_fit_vertices": n // 4}, **FAST)
     assert calls == [1]  # the decimated fit ran
