@@ -15,12 +15,16 @@ scheduling, ends the running matches and prints what is done.
 CSV columns: ``source``, ``target`` (required: mesh files, relative to the CSV's folder);
 optional ``name`` (output name; default ``<source>__<target>`` stems), ``quality``,
 ``features``, ``keypoints``, ``landmarks`` and ``exclude`` (files), ``config`` (a JSON object
-or a JSON / TOML file).
+or a JSON / TOML file), and transfers run through the match in the same process:
+``uv`` (yes), ``texture`` (the source's image), ``weights`` (an .npz of per-vertex arrays),
+``morph`` (a frame count), written as ``NAME.uv.obj``, ``NAME.texture.png``,
+``NAME.weights.npz``, ``NAME.morph.npz`` (engine.batch_transfers).
 
 Python: ``engine.batch.run(read_rows("pairs.csv"), "out/")`` returns the result table.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -33,9 +37,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .batch_transfers import TRANSFER_COLUMNS, outputs, parse_transfers
 from .errors import InputError
 
-COLUMNS = ("source", "target", "name", "quality", "features", "keypoints", "landmarks", "exclude", "config")
+COLUMNS = ("source", "target", "name", "quality", "features", "keypoints", "landmarks", "exclude", "config") + TRANSFER_COLUMNS
 RESULTS_FILE = "batch_results.csv"
 # failures worth another try on a fresh process: the process died or hung; an exception (bad
 # input, a bug) would fail the same way again
@@ -52,6 +57,7 @@ class BatchRow:
     name: str
     options: dict = field(default_factory=dict)
     inputs: tuple = ()  # every file the result depends on (for the skip check)
+    transfers: dict = field(default_factory=dict)  # engine.batch_transfers: column -> value
 
 
 @dataclass
@@ -140,18 +146,36 @@ def _row(rec: dict, line: int, base: Path, fname: str) -> BatchRow:
         load_config(options.get("config"), options.get("quality", "balanced"))
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None
+    transfers, transfer_inputs = parse_transfers(rec, where, file)
     name = rec.get("name") or f"{Path(source).stem}__{Path(target).stem}"
     if os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
         raise InputError(f"{where}: name {name!r} must be a plain file name")
-    return BatchRow(line, source, target, name, options, tuple(inputs))
+    return BatchRow(line, source, target, name, options, tuple(inputs + transfer_inputs), transfers)
 
 
-def match_row(call: str, source: str, target: str, output: str, options: dict) -> dict:
-    """(In the per-pair process) match and write ``output`` atomically; returns the meta the
+def match_row(call: str, source: str, target: str, output: str, options: dict, transfers: dict | None = None) -> dict:
+    """(In the per-pair process) match, run the row's transfers, then write the match to ``output``
+    (atomically, last: a row that failed half way leaves none of its files); returns the meta the
     table shows."""
+    import tempfile
+
+    from .batch_transfers import run_transfers
     from .isolated import resolve
 
     corr = resolve(call)(source, target, **options)
+    if transfers:
+        out = Path(output)
+        name = out.name[: -len(".npz")]
+        written = outputs(out.parent, name, transfers)[:-1]
+        try:
+            with tempfile.TemporaryDirectory(prefix="stablewrap-batch-") as tmp:
+                corr.save(os.path.join(tmp, "match.npz"))
+                run_transfers(source, target, os.path.join(tmp, "match.npz"), out.parent, name, transfers)
+        except BaseException:
+            for p in written:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            raise
     corr.save(output)
     meta = getattr(corr, "meta", {}) or {}
     verdict = meta.get("verdict")
@@ -159,9 +183,10 @@ def match_row(call: str, source: str, target: str, output: str, options: dict) -
             "verdict": verdict.get("verdict", "") if isinstance(verdict, dict) else str(verdict or "")}
 
 
-def _up_to_date(row: BatchRow, output: Path) -> bool:
+def _up_to_date(row: BatchRow, out: Path) -> bool:
+    """Every file of the row exists and is newer than every input."""
     try:
-        made = output.stat().st_mtime
+        made = min(p.stat().st_mtime for p in outputs(out, row.name, row.transfers))
         return all(os.stat(p).st_mtime <= made for p in row.inputs)
     except OSError:
         return False
@@ -200,7 +225,8 @@ def run(rows: list[BatchRow], out_dir: str | os.PathLike, *, workers: int | None
                 res.status = "stopped"
                 return
             got = run_isolated("engine.batch:match_row", (call, row.source, row.target, os.fspath(out / f"{row.name}.npz"),
-                                                          row.options), timeout=timeout, threads=threads, stop=stop)
+                                                          row.options, row.transfers), timeout=timeout, threads=threads,
+                               stop=stop)
             res.attempts, res.seconds = attempt, float(got.get("seconds", float("nan")))
             res.peak_rss_mb = float(got.get("peak_rss", float("nan"))) / 2**20
             if got.get("ok"):
@@ -214,7 +240,7 @@ def run(rows: list[BatchRow], out_dir: str | os.PathLike, *, workers: int | None
 
     todo = []
     for row in rows:
-        if not force and _up_to_date(row, out / f"{row.name}.npz"):
+        if not force and _up_to_date(row, out):
             results[row.name].status = "skipped"
         else:
             todo.append(row)
@@ -278,7 +304,8 @@ def add_subparser(subparsers):
     """Register ``batch`` on the ``python -m engine`` command line."""
     p = subparsers.add_parser("batch", help="match many pairs listed in a CSV file on a local process pool",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("pairs", help="CSV file: source,target[,name,quality,features,keypoints,landmarks,exclude,config]")
+    p.add_argument("pairs", help="CSV file: source,target[,name,quality,features,keypoints,landmarks,exclude,config,"
+                                 "uv,texture,weights,morph]")
     p.add_argument("-o", "--out", required=True, help="output folder (one NAME.npz per pair, batch_results.csv)")
     p.add_argument("--workers", type=int, default=None, help="matches at once (default: half the cores)")
     p.add_argument("--threads", type=int, default=None, help="threads per match (default: cores / workers)")

@@ -162,3 +162,72 @@ def test_cli_runs_the_real_engine_and_reports(tmp_path, capsys):
     assert "batch: 1 skipped" in capsys.readouterr().err
     assert main(["batch", str(tmp_path / "missing.csv"), "-o", str(out)]) == 1
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.csv'}: batch file not found"
+
+
+def _uv_sphere(path, subdivisions=1, scale=1.0):
+    """An icosphere with per-corner UVs (longitude / height) written as OBJ."""
+    from engine.transfer.cli import write_obj
+
+    s = trimesh.creation.icosphere(subdivisions=subdivisions)
+    v = s.vertices[s.faces]  # (m, 3, 3)
+    uv = np.stack([(np.arctan2(v[..., 1], v[..., 0]) + np.pi) / (2 * np.pi), (v[..., 2] + 1) / 2], axis=-1)
+    write_obj(str(path), s.vertices * scale, s.faces, corner_uv=uv)
+
+
+def test_transfers_run_after_the_match_and_a_failed_one_leaves_none_of_its_row(tmp_path):
+    """uv / texture / weights / morph columns write their files beside the match; a row whose
+    texture cannot be baked (a target without UVs) fails with one line naming the transfer and
+    leaves none of its files (not even the UV transfer that ran before it); a rerun redoes a row
+    with one of its files missing."""
+    from engine.transfer.cli import write_image
+
+    _uv_sphere(tmp_path / "a.obj")
+    _uv_sphere(tmp_path / "t.obj", 2, 1.1)
+    _sphere(tmp_path / "plain.obj", 2, 1.1)
+    write_image(str(tmp_path / "skin.png"), np.full((16, 16, 3), 200, np.uint8))
+    ns = 42
+    rng = np.random.default_rng(0)
+    skin = rng.random((ns, 4))
+    np.savez(tmp_path / "w.npz", skin=skin / skin.sum(1, keepdims=True), spine=rng.random(ns))
+    (tmp_path / "pairs.csv").write_text(
+        "source,target,name,uv,texture,weights,morph\n"
+        "a.obj,t.obj,full,yes,skin.png,w.npz,3\n"
+        "a.obj,plain.obj,nouv,yes,skin.png,,\n")
+    out = tmp_path / "out"
+    rows = batch.read_rows(tmp_path / "pairs.csv")
+    res = {r.name: r for r in batch.run(rows, out, workers=1, threads=1, call=f"{HERE}:fake_match")}
+    assert res["full"].status == "done", res["full"].error
+    assert res["nouv"].status == "failed" and "texture transfer: plain.obj" in res["nouv"].error and "no UVs" in res["nouv"].error
+    assert "\n" not in res["nouv"].error and res["nouv"].attempts == 1  # bad input: not retried
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [batch.RESULTS_FILE, "full.npz", "full.uv.obj", "full.texture.png", "full.weights.npz", "full.morph.npz"])
+    uv_target = trimesh.load(out / "full.uv.obj", process=False)
+    assert len(uv_target.vertices) == 162 and uv_target.visual.uv is not None
+    from engine.transfer.cli import read_image
+
+    assert read_image(str(out / "full.texture.png")).shape[:2] == (16, 16)
+    with np.load(out / "full.weights.npz") as w:
+        assert w["skin"].shape == (162, 4) and np.allclose(w["skin"].sum(1), 1, atol=1e-5)
+        assert w["spine"].shape == (162,)
+    with np.load(out / "full.morph.npz") as m:
+        assert m["frames"].shape == (3, ns, 3)
+    # complete rows are skipped; a row with a file missing is redone
+    (out / "full.morph.npz").unlink()
+    again = batch.run(rows[:1], out, workers=1, threads=1, call=f"{HERE}:fake_match")
+    assert again[0].status == "done" and (out / "full.morph.npz").exists()
+    assert batch.run(rows[:1], out, workers=1, threads=1, call=f"{HERE}:fake_match")[0].status == "skipped"
+
+
+@pytest.mark.parametrize("cells, message", [
+    ("uv\nmaybe", "pairs.csv:2: uv must be yes or no"),
+    ("morph\n1", "pairs.csv:2: morph must be a frame count of 2 or more"),
+    ("weights\nw.txt", "pairs.csv:2: weights file 'w.txt' not found"),
+    ("texture\nnone.png", "pairs.csv:2: texture file 'none.png' not found"),
+])
+def test_bad_transfer_cells_are_one_line_errors(tmp_path, cells, message):
+    _sphere(tmp_path / "a.obj")
+    head, value = cells.split("\n")
+    (tmp_path / "pairs.csv").write_text(f"source,target,{head}\na.obj,a.obj,{value}\n")
+    with pytest.raises(InputError) as e:
+        batch.read_rows(tmp_path / "pairs.csv")
+    assert message in str(e.value) and "\n" not in str(e.value)
