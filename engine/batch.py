@@ -1,10 +1,11 @@
 """Studio batches: one template (or many) matched onto many characters, on a local process pool.
 
 ``python -m engine batch PAIRS.csv -o OUTDIR [--workers N] [--threads N] [--retries K]
-[--timeout S] [--force]`` reads one pair per CSV row (columns below), runs every match in its
+[--timeout S] [--force] [--cluster local|ray|ray://HOST:PORT] [--gpus-per-job X]`` reads one pair per CSV row (columns below), runs every match in its
 own spawned process (``engine.isolated``: a crash or a timeout fails that pair only; it is
 retried up to ``retries`` times), ``workers`` at once with ``threads`` each (by default
-workers x threads fits the cores), and writes ``OUTDIR/<name>.npz`` (atomically: a stopped
+workers x threads fits the cores) or as Ray tasks on a cluster (engine.batch_ray), and
+writes ``OUTDIR/<name>.npz`` (atomically: a stopped
 batch leaves no partial file) and ``OUTDIR/batch_results.csv`` (one row per pair: status,
 seconds, peak memory, fit score, verdict, one-line error), rewritten as pairs finish.
 
@@ -44,7 +45,7 @@ COLUMNS = ("source", "target", "name", "quality", "features", "keypoints", "land
 RESULTS_FILE = "batch_results.csv"
 # failures worth another try on a fresh process: the process died or hung; an exception (bad
 # input, a bug) would fail the same way again
-RETRIED = ("worker exited", "worker killed", "timed out", "worker did not exit")
+RETRIED = ("worker exited", "worker killed", "timed out", "worker did not exit", "worker did not start")
 
 
 @dataclass
@@ -199,21 +200,31 @@ def default_workers(n_rows: int) -> int:
 
 def run(rows: list[BatchRow], out_dir: str | os.PathLike, *, workers: int | None = None, threads: int | None = None,
         retries: int = 1, timeout: float = 1800.0, force: bool = False, call: str = "engine:match",
-        log: Callable[[str], None] | None = None, stop: threading.Event | None = None) -> list[RowResult]:
+        cluster: str = "local", gpus_per_job: float = 0.0, log: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None) -> list[RowResult]:
     """Run a batch (see the module docstring); returns one RowResult per row, in row order.
 
+    cluster : "local" (a process pool here), "ray" or "ray://HOST:PORT" (engine.batch_ray: each
+        pair a Ray task with ``threads`` CPUs and ``gpus_per_job`` GPUs; ``workers`` pairs in flight)
     stop : an event that ends the batch early (what Ctrl-C sets); rows not finished are "stopped".
     """
     from .isolated import run_isolated
 
     out = Path(out_dir)
+    if workers is not None and workers < 1 or retries < 0 or not timeout > 0 or gpus_per_job < 0:
+        raise InputError(f"batch: workers must be >= 1, retries >= 0, timeout > 0 and gpus per job >= 0 (got {workers}, "
+                         f"{retries}, {timeout}, {gpus_per_job})")
+    if cluster != "local":
+        from . import batch_ray
+
+        batch_ray.connect(cluster)  # an unreachable cluster fails here, before any file is written
+        threads = threads or 2  # a match uses about two threads well
+        workers = workers or max(1, min(len(rows), int(batch_ray.cluster_cpus() // threads)))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     workers = workers or default_workers(len(rows))
-    if workers < 1 or retries < 0 or not timeout > 0:
-        raise InputError(f"batch: workers must be >= 1, retries >= 0 and timeout > 0 (got {workers}, {retries}, {timeout})")
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     stop = stop or threading.Event()
     results = {r.name: RowResult(r.name, r.source, r.target, "pending") for r in rows}
@@ -224,9 +235,12 @@ def run(rows: list[BatchRow], out_dir: str | os.PathLike, *, workers: int | None
             if stop.is_set():
                 res.status = "stopped"
                 return
-            got = run_isolated("engine.batch:match_row", (call, row.source, row.target, os.fspath(out / f"{row.name}.npz"),
-                                                          row.options, row.transfers), timeout=timeout, threads=threads,
-                               stop=stop)
+            if cluster == "local":
+                got = run_isolated("engine.batch:match_row", (call, row.source, row.target, os.fspath(out / f"{row.name}.npz"),
+                                                              row.options, row.transfers), timeout=timeout, threads=threads,
+                                   stop=stop)
+            else:
+                got = batch_ray.run_pair(row, out, call=call, timeout=timeout, threads=threads, gpus=gpus_per_job, stop=stop)
             res.attempts, res.seconds = attempt, float(got.get("seconds", float("nan")))
             res.peak_rss_mb = float(got.get("peak_rss", float("nan"))) / 2**20
             if got.get("ok"):
@@ -246,7 +260,7 @@ def run(rows: list[BatchRow], out_dir: str | os.PathLike, *, workers: int | None
             todo.append(row)
     if log:
         log(f"batch: {len(todo)} pair(s) to run, {len(rows) - len(todo)} already done; {workers} worker(s) x "
-            f"{threads} thread(s)")
+            f"{threads} thread(s)" + ("" if cluster == "local" else f" on the Ray cluster ({cluster})"))
     _write_table(out, rows, results)
     t0 = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stablewrap-batch")
@@ -312,6 +326,10 @@ def add_subparser(subparsers):
     p.add_argument("--retries", type=int, default=1, help="new tries of a pair whose process crashed or timed out (default 1)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds before one match is stopped (default 1800)")
     p.add_argument("--force", action="store_true", help="redo pairs whose output is already up to date")
+    p.add_argument("--cluster", default="local", metavar="local|ray|ray://HOST:PORT",
+                   help="where the pairs run: a process pool here (default), the Ray cluster this machine belongs to, "
+                        "or a remote Ray head")
+    p.add_argument("--gpus-per-job", type=float, default=0.0, help="GPUs each pair asks Ray for (default 0)")
     p.set_defaults(func=_cli)
     return p
 
@@ -321,7 +339,8 @@ def _cli(args) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     try:
         results = run(rows, args.out, workers=args.workers, threads=args.threads, retries=args.retries,
-                      timeout=args.timeout, force=args.force, log=log)
+                      timeout=args.timeout, force=args.force, cluster=args.cluster, gpus_per_job=args.gpus_per_job,
+                      log=log)
     except KeyboardInterrupt:
         table = Path(args.out) / RESULTS_FILE
         print(f"batch stopped; what is done is in {table} (run the same command to go on)", file=sys.stderr)

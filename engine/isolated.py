@@ -4,8 +4,8 @@
 calls the function there and returns a plain dict: ``ok``, ``value`` (the function's return,
 picklable), ``error`` (one line) on failure, ``seconds`` (the call's wall time), ``peak_rss``
 (the child's peak resident memory, bytes) and ``peak_gpu`` (CUDA bytes torch allocated at most;
-NaN without CUDA). A crash (a signal, ``os._exit``), a ``timeout`` or a ``stop`` event set by the
-caller (Ctrl-C) ends the child and becomes ``ok=False`` with a description. The benchmark runner
+NaN without CUDA). A crash (a signal, ``os._exit``), a ``timeout`` (counted from the call,
+after the child's start and imports: ``STARTUP_TIMEOUT_S`` at least for those) or a ``stop`` event set by the caller (Ctrl-C) ends the child and becomes ``ok=False`` with a description. The benchmark runner
 and the batch command use it: one match per process, so memory is measured per match and a
 failure stays with its pair.
 """
@@ -70,6 +70,12 @@ def describe_exit(code: Optional[int]) -> str:
     return f"worker exited with code {code} without a result"
 
 
+STARTED = {"started": True}
+# a fresh process imports numpy, torch and the engine before the call: seconds when the machine is
+# idle, tens of seconds when it is loaded; one that has not started in this long is stuck
+STARTUP_TIMEOUT_S = 120.0
+
+
 def _child_main(conn, call: str, args: tuple, kwargs: dict, threads: Optional[int]) -> None:
     """Entry point of the child: run the call, send a plain dict back."""
     result: dict = {"ok": False}
@@ -81,6 +87,7 @@ def _child_main(conn, call: str, args: tuple, kwargs: dict, threads: Optional[in
 
             torch.set_num_threads(threads)
         fn = resolve(call)
+        conn.send(STARTED)  # the timeout counts from here: imports on a busy machine are not the call's time
         t0 = time.perf_counter()
         result["value"] = fn(*args, **kwargs)
         result["seconds"] = time.perf_counter() - t0
@@ -109,7 +116,7 @@ def run_isolated(call: str, args: tuple = (), kwargs: dict | None = None, *, tim
     send.close()
     result: Optional[dict] = None
     failure = ""
-    ended_early = False
+    ended_early = started = False
     try:
         while True:
             if recv.poll(0.2):
@@ -118,14 +125,21 @@ def run_isolated(call: str, args: tuple = (), kwargs: dict | None = None, *, tim
                 except (EOFError, OSError):
                     proc.join(5)
                     failure = describe_exit(proc.exitcode)
+                    break
+                if result == STARTED:  # imported and calling: the timeout counts from here
+                    result, start, started = None, time.perf_counter(), True
+                    continue
                 break
             if not proc.is_alive():
                 if recv.poll(0.5):
                     continue
                 failure = describe_exit(proc.exitcode)
                 break
-            if time.perf_counter() - start > timeout:
+            if started and time.perf_counter() - start > timeout:
                 failure, ended_early = f"timed out after {timeout:g} s", True
+                break
+            if not started and time.perf_counter() - start > max(timeout, STARTUP_TIMEOUT_S):
+                failure, ended_early = f"worker did not start within {max(timeout, STARTUP_TIMEOUT_S):g} s", True
                 break
             if stop is not None and stop.is_set():
                 failure, ended_early = "stopped", True

@@ -231,3 +231,49 @@ def test_bad_transfer_cells_are_one_line_errors(tmp_path, cells, message):
     with pytest.raises(InputError) as e:
         batch.read_rows(tmp_path / "pairs.csv")
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="ray is not installed (the [cluster] extra)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": root}})  # the workers import tests.test_batch
+    yield ray
+    ray.shutdown()
+
+
+def test_the_same_rows_on_a_local_ray_instance_give_the_same_outputs(pairs_csv, tmp_path, local_ray):
+    """Through Ray each pair is a task that gets its meshes as bytes and runs as the local pool
+    does: the crash and the hang fail with the local pool's one-line reasons, the other pairs'
+    match files equal the local pool's, nothing partial is left."""
+    rows = batch.read_rows(pairs_csv)
+    res = batch.run(rows, tmp_path / "ray", workers=2, threads=1, retries=0, timeout=8, cluster="ray",
+                    call=f"{HERE}:fake_match")
+    by = {r.name: r for r in res}
+    assert {n: r.status for n, r in by.items()} == {"a_to_target": "done", "b_to_target": "done", "crash_to_target": "failed",
+                                                    "c_to_target": "done", "hang_to_target": "failed", "d_to_target": "done"}, \
+        [r.error for r in res]
+    assert by["crash_to_target"].error == "worker exited with code 9 without a result"
+    assert by["hang_to_target"].error == "timed out after 8 s"
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(
+        [batch.RESULTS_FILE] + [f"{n}_to_target.npz" for n in "abcd"])
+    local = batch.run([r for r in rows if r.name == "a_to_target"], tmp_path / "local", workers=1, threads=1,
+                      call=f"{HERE}:fake_match")
+    assert local[0].status == "done"
+    ray_a, local_a = (Correspondence.load(tmp_path / d / "a_to_target.npz") for d in ("ray", "local"))
+    for field in ("src_to_tgt_face", "src_to_tgt_bary", "tgt_to_src_face", "fitted_vertices"):
+        np.testing.assert_array_equal(getattr(ray_a, field), getattr(local_a, field))
+
+
+def test_an_unreachable_ray_cluster_is_a_one_line_error_in_seconds(pairs_csv, tmp_path):
+    pytest.importorskip("ray", reason="ray is not installed (the [cluster] extra)")
+    t = time.monotonic()
+    with pytest.raises(InputError) as e:
+        batch.run(batch.read_rows(pairs_csv), tmp_path / "out", cluster="ray://127.0.0.1:9", call=f"{HERE}:fake_match")
+    assert time.monotonic() - t < 10
+    msg = str(e.value)
+    assert msg.startswith("--cluster ray://127.0.0.1:9: cannot reach the Ray cluster") and "\n" not in msg
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match="expected ray://HOST:PORT"):
+        batch.run(batch.read_rows(pairs_csv), tmp_path / "out", cluster="ray://nohost", call=f"{HERE}:fake_match")

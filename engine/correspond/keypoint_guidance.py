@@ -74,7 +74,7 @@ class KeypointGuidance(GuidanceSource):
     name = "keypoints"
 
     def __init__(self, source_regions: sp.csr_matrix, target_centres: np.ndarray, weights: np.ndarray,
-                 release=(0.4, 0.8)) -> None:
+                 release=(0.8, 1.0)) -> None:
         self.regions = source_regions.tocoo()
         self.centres = np.asarray(target_centres, np.float64)
         w = np.asarray(weights, np.float64)
@@ -85,7 +85,7 @@ class KeypointGuidance(GuidanceSource):
 
     @classmethod
     def from_keypoints(cls, source: Mesh, target: Mesh, src_points, src_vertices, tgt_points, tgt_vertices, weights,
-                       release=(0.4, 0.8)) -> "KeypointGuidance":
+                       release=(0.8, 1.0)) -> "KeypointGuidance":
         """Pairs of joints (points (k, 3) and nearest vertices (k,) on each mesh, in the registration's frame)."""
         rs = joint_regions(source, np.asarray(src_points), np.asarray(src_vertices))
         rt = joint_regions(target, np.asarray(tgt_points), np.asarray(tgt_vertices))
