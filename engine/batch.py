@@ -238,7 +238,7 @@ def run(rows: list[BatchRow], out_dir: str | os.PathLike, *, workers: int | None
             if cluster == "local":
                 got = run_isolated("engine.batch:match_row", (call, row.source, row.target, os.fspath(out / f"{row.name}.npz"),
                                                               row.options, row.transfers), timeout=timeout, threads=threads,
-                                   stop=stop)
+                                   stop=stop, preload=(call,))
             else:
                 got = batch_ray.run_pair(row, out, call=call, timeout=timeout, threads=threads, gpus=gpus_per_job, stop=stop)
             res.attempts, res.seconds = attempt, float(got.get("seconds", float("nan")))

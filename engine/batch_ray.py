@@ -123,7 +123,7 @@ def _task(call: str, name: str, files: dict, source: str, target: str, options: 
         out.mkdir()
         args = (call, local[source], local[target], os.fspath(out / f"{name}.npz"),
                 {k: here(v) for k, v in options.items()}, {k: here(v) for k, v in transfers.items()})
-        got = run_isolated("engine.batch:match_row", args, timeout=timeout, threads=threads)
+        got = run_isolated("engine.batch:match_row", args, timeout=timeout, threads=threads, preload=(call,))
         if got.get("ok"):
             got["files"] = {p.name: p.read_bytes() for p in outputs(out, name, transfers)}
         return got

@@ -76,7 +76,7 @@ STARTED = {"started": True}
 STARTUP_TIMEOUT_S = 120.0
 
 
-def _child_main(conn, call: str, args: tuple, kwargs: dict, threads: Optional[int]) -> None:
+def _child_main(conn, call: str, args: tuple, kwargs: dict, threads: Optional[int], preload: tuple = ()) -> None:
     """Entry point of the child: run the call, send a plain dict back."""
     result: dict = {"ok": False}
     t0 = None
@@ -87,6 +87,8 @@ def _child_main(conn, call: str, args: tuple, kwargs: dict, threads: Optional[in
 
             torch.set_num_threads(threads)
         fn = resolve(call)
+        for target in preload:  # what the call will import, imported before its clock starts
+            resolve(target)
         conn.send(STARTED)  # the timeout counts from here: imports on a busy machine are not the call's time
         t0 = time.perf_counter()
         result["value"] = fn(*args, **kwargs)
@@ -105,12 +107,14 @@ def _child_main(conn, call: str, args: tuple, kwargs: dict, threads: Optional[in
 
 
 def run_isolated(call: str, args: tuple = (), kwargs: dict | None = None, *, timeout: float = 600.0,
-                 threads: Optional[int] = None, stop: threading.Event | None = None) -> dict:
+                 threads: Optional[int] = None, stop: threading.Event | None = None, preload: tuple = ()) -> dict:
     """Call ``call`` (``"package.module:function"``) with ``args`` / ``kwargs`` in a fresh spawned
-    process (see the module docstring); ``stop``: an event that ends the child early."""
+    process (see the module docstring); ``stop``: an event that ends the child early; ``preload``:
+    more ``"package.module:attr"`` targets the call will use, imported before the timeout starts."""
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(send, call, tuple(args), dict(kwargs or {}), threads), daemon=True)
+    proc = ctx.Process(target=_child_main, args=(send, call, tuple(args), dict(kwargs or {}), threads, tuple(preload)),
+                       daemon=True)
     start = time.perf_counter()
     proc.start()
     send.close()

@@ -353,3 +353,32 @@ def test_split_dev_is_the_first_30_pairs_and_val_the_rest():
     assert split_numbers("toy", 3, "dev") == [1, 2, 3]
     with pytest.raises(InputError, match="toy has no val pairs"):
         split_numbers("toy", 3, "val")
+
+
+def test_throughput_rows_one_batch_per_worker_count(monkeypatch, tmp_path):
+    """engine.bench.throughput runs the same rows once per worker count, splits the cores into
+    threads per worker, and states throughput against the first row."""
+    import os
+
+    from engine import batch
+    from engine.bench import throughput
+
+    calls = []
+
+    def fake_run(rows, out, *, workers, threads, force, cluster, log):
+        calls.append((len(rows), workers, threads, force, cluster))
+        import time
+
+        time.sleep(0.2 / workers)  # two workers: twice the throughput
+        return [batch.RowResult(r.name, r.source, r.target, "done", seconds=1.0, peak_rss_mb=100.0 * workers)
+                for r in rows]
+
+    monkeypatch.setattr(batch, "run", fake_run)
+    pair = type("P", (), {"path_a": tmp_path / "a.off", "path_b": tmp_path / "b.off", "label": "a->b"})
+    monkeypatch.setattr("engine.bench.datasets.load_pairs", lambda data, s, limit: [pair] * 3)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    table = throughput.run("data", "faust5k", 3, [1, 2], out=str(tmp_path))
+    assert calls == [(3, 1, 4, True, "local"), (3, 2, 2, True, "local")]
+    assert [r["throughput_x"] for r in table][0] == 1.0 and 1.5 < table[1]["throughput_x"] < 2.5
+    assert table[1]["median_peak_mb"] == 200.0 and table[1]["done"] == 3
+    assert "| 2 x 2 | 3/3 |" in throughput.markdown(table)
