@@ -318,3 +318,15 @@ def test_auto_side_keeps_the_mirror_plane_unless_it_is_not_the_left_right_plane(
     assert pf.pair_features(S, T, transform=IDENTITY, side="auto").side_method == "geodesic"
     with pytest.raises(InputError, match="side"):
         pf.pair_features(S, T, transform=IDENTITY, side="left")
+
+
+def test_mutual_nn_rate_matches_a_brute_force_cosine_reference():
+    from engine.parts.features import l2_rows, mutual_nn_rate
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(300, 12))
+    for b in (a[rng.permutation(300)] + 0.3 * rng.normal(size=(300, 12)), rng.normal(size=(450, 12))):
+        s = l2_rows(a) @ l2_rows(b).T
+        ref = np.mean(s.argmax(0)[s.argmax(1)] == np.arange(len(a)))
+        assert mutual_nn_rate(a, b) == pytest.approx(ref)
+    assert mutual_nn_rate(a, a) == 1.0

@@ -198,13 +198,16 @@ class PairFeatures:
     side_method: str = ""
 
 
-def mutual_nn_rate(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> float:
+def mutual_nn_rate(a: np.ndarray, b: np.ndarray) -> float:
     """Fraction of rows of ``a`` whose nearest row of ``b`` (cosine) has them as nearest in turn.
 
     a : (na, d), b : (nb, d) float. A measure of how well two meshes' descriptors agree:
     high for near-isometric pairs (one person in two poses), low across species.
     """
-    return len(_mutual_pairs(l2_rows(a), l2_rows(b), chunk)) / max(1, len(a))
+    from ..correspond.functional_map import nearest_rows_both_ways
+
+    a2b, b2a = nearest_rows_both_ways(l2_rows(a), l2_rows(b))  # on unit rows: nearest = largest cosine
+    return float(np.mean(b2a[a2b] == np.arange(len(a)))) if len(a) else 0.0
 
 
 def auto_position_weight(mutual: float, high: float = 0.3, lo: float = 0.06, hi: float = 0.12) -> float:
@@ -402,21 +405,4 @@ def pair_features(
         bs.append((position_embedding(pts, sigma), position_weight))
         bt.append((pt_emb, position_weight))
     return PairFeatures(fuse(bs), fuse(bt), pts, position_weight, mutual, side_method)
-
-
-def _mutual_pairs(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """(k, 2) int64 index pairs (i, j) with a[i], b[j] mutual nearest neighbours (dot product)."""
-    nn_ab = np.empty(len(a), np.int64)
-    best_ba = np.full(len(b), -np.inf, np.float32)
-    nn_ba = np.zeros(len(b), np.int64)
-    for i in range(0, len(a), chunk):
-        s = a[i : i + chunk] @ b.T
-        nn_ab[i : i + chunk] = s.argmax(1)
-        j = s.argmax(0)
-        v = s[j, np.arange(len(b))]
-        better = v > best_ba
-        best_ba[better] = v[better]
-        nn_ba[better] = i + j[better]
-    ok = nn_ba[nn_ab] == np.arange(len(a))
-    return np.stack([np.nonzero(ok)[0], nn_ab[ok]], 1)
 
