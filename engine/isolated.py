@@ -81,11 +81,9 @@ def _child_main(conn, call: str, args: tuple, kwargs: dict, threads: Optional[in
     result: dict = {"ok": False}
     t0 = None
     try:
-        if threads:
-            os.environ["OMP_NUM_THREADS"] = str(threads)
-            import torch
-
-            torch.set_num_threads(threads)
+        if threads:  # before any library starts its pools (torch's follows OMP_NUM_THREADS): no torch import here
+            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ[var] = str(threads)
         fn = resolve(call)
         for target in preload:  # what the call will import, imported before its clock starts
             resolve(target)
