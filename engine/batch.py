@@ -194,7 +194,9 @@ def _up_to_date(row: BatchRow, out: Path) -> bool:
 
 
 def default_workers(n_rows: int) -> int:
-    """Half the cores (a match uses about two threads well), at least 1, at most the rows."""
+    """Half the cores, at least 1, at most the rows: room for the multi-threaded full-resolution stages
+    and the memory of large meshes (5k-vertex pairs get 1.97x the throughput with one worker per core:
+    python -m engine.bench.throughput)."""
     return max(1, min(n_rows, (os.cpu_count() or 2) // 2))
 
 
@@ -218,7 +220,7 @@ def run(rows: list[BatchRow], out_dir: str | os.PathLike, *, workers: int | None
         from . import batch_ray
 
         batch_ray.connect(cluster)  # an unreachable cluster fails here, before any file is written
-        threads = threads or 2  # a match uses about two threads well
+        threads = threads or 2  # room for the full-resolution stages of large meshes (see default_workers)
         workers = workers or max(1, min(len(rows), int(batch_ray.cluster_cpus() // threads)))
     try:
         out.mkdir(parents=True, exist_ok=True)
