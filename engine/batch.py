@@ -278,9 +278,11 @@ def run(rows: list[BatchRow], out_dir: str | os.PathLike, *, workers: int | None
                 if log:
                     r = results[row.name]
                     eta = (time.perf_counter() - t0) / n_finished * (len(todo) - n_finished)
+                    n_failed = sum(results[futures[g].name].status == "failed" for g in futures if g.done())
                     log(f"[{n_finished}/{len(todo)}] {row.name}: " + (
                         f"done in {r.seconds:.1f} s" if r.status == "done" else f"{r.status}: {r.error}")
-                        + (f", {len(pending)} running or queued, ETA {eta:.0f} s" if pending else ""))
+                        + (f"; {n_failed} failed so far" if n_failed else "")
+                        + (f"; {len(pending)} running or queued, ETA {eta:.0f} s" if pending else ""))
     except KeyboardInterrupt:
         stop.set()
         raise

@@ -48,8 +48,11 @@ def _table(out):
 def test_a_crash_and_a_hang_fail_only_their_pairs_and_a_rerun_does_only_those(pairs_csv, tmp_path):
     out = tmp_path / "out"
     rows = batch.read_rows(pairs_csv)
-    res = batch.run(rows, out, workers=2, threads=1, retries=1, timeout=3, call=f"{HERE}:fake_match")
+    lines = []
+    res = batch.run(rows, out, workers=2, threads=1, retries=1, timeout=3, call=f"{HERE}:fake_match", log=lines.append)
     status = {r.name: r.status for r in res}
+    assert lines[0].startswith("batch: 6 pair(s) to run, 0 already done; 2 worker(s) x 1 thread(s)")
+    assert len(lines) == 7 and lines[-1].startswith("[6/6] ") and "2 failed so far" in lines[-1]
     assert status == {"a_to_target": "done", "b_to_target": "done", "crash_to_target": "failed",
                       "c_to_target": "done", "hang_to_target": "failed", "d_to_target": "done"}
     by = {r.name: r for r in res}
