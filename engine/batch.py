@@ -1,12 +1,13 @@
 """Studio batches: one template (or many) matched onto many characters, on a local process pool.
 
 ``python -m engine batch PAIRS.csv -o OUTDIR [--workers N] [--threads N] [--retries K]
-[--timeout S] [--force] [--cluster local|ray|ray://HOST:PORT] [--gpus-per-job X]`` reads one pair per CSV row (columns below), runs every match in its
-own spawned process (``engine.isolated``: a crash or a timeout fails that pair only; it is
-retried up to ``retries`` times), ``workers`` at once with ``threads`` each (by default
-workers x threads fits the cores) or as Ray tasks on a cluster (engine.batch_ray), and
-writes ``OUTDIR/<name>.npz`` (atomically: a stopped
-batch leaves no partial file) and ``OUTDIR/batch_results.csv`` (one row per pair: status,
+[--timeout S] [--force] [--cluster local|ray|ray://HOST:PORT] [--gpus-per-job X]`` reads one
+pair per CSV row (columns below), runs every match in its own spawned process
+(``engine.isolated``: a crash or a timeout fails that pair only; it is retried up to
+``retries`` times), ``workers`` at once with ``threads`` each (by default workers x threads
+fits the cores) or as Ray tasks on a cluster (engine.batch_ray), and writes
+``OUTDIR/<name>.npz`` (atomically: a stopped batch leaves no partial file) and
+``OUTDIR/batch_results.csv`` (one row per pair: status,
 seconds, peak memory, fit score, verdict, one-line error), rewritten as pairs finish.
 
 A rerun skips pairs whose output exists and is newer than their inputs (``--force`` redoes

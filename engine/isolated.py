@@ -5,8 +5,9 @@ calls the function there and returns a plain dict: ``ok``, ``value`` (the functi
 picklable), ``error`` (one line) on failure, ``seconds`` (the call's wall time), ``peak_rss``
 (the child's peak resident memory, bytes) and ``peak_gpu`` (CUDA bytes torch allocated at most;
 NaN without CUDA). A crash (a signal, ``os._exit``), a ``timeout`` (counted from the call,
-after the child's start and imports: ``STARTUP_TIMEOUT_S`` at least for those) or a ``stop`` event set by the caller (Ctrl-C) ends the child and becomes ``ok=False`` with a description. The benchmark runner
-and the batch command use it: one match per process, so memory is measured per match and a
+after the child's start and imports, which get ``STARTUP_TIMEOUT_S`` at least) or a ``stop``
+event set by the caller (Ctrl-C) ends the child and becomes ``ok=False`` with a description.
+The benchmark runner and the batch command use it: one match per process, so memory is measured per match and a
 failure stays with its pair.
 """
 from __future__ import annotations

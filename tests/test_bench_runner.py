@@ -363,13 +363,11 @@ def test_throughput_rows_one_batch_per_worker_count(monkeypatch, tmp_path):
     from engine import batch
     from engine.bench import throughput
 
-    calls = []
+    calls, now = [], [0.0]
 
     def fake_run(rows, out, *, workers, threads, force, cluster, log):
         calls.append((len(rows), workers, threads, force, cluster))
-        import time
-
-        time.sleep(0.2 / workers)  # two workers: twice the throughput
+        now[0] += 60.0 / workers  # a fake clock: two workers finish in half the time
         return [batch.RowResult(r.name, r.source, r.target, "done", seconds=1.0, peak_rss_mb=100.0 * workers)
                 for r in rows]
 
@@ -377,6 +375,7 @@ def test_throughput_rows_one_batch_per_worker_count(monkeypatch, tmp_path):
     pair = type("P", (), {"path_a": tmp_path / "a.off", "path_b": tmp_path / "b.off", "label": "a->b"})
     monkeypatch.setattr("engine.bench.datasets.load_pairs", lambda data, s, limit: [pair] * 3)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: now[0])
     table = throughput.run("data", "faust5k", 3, [1, 2], out=str(tmp_path))
     assert calls == [(3, 1, 4, True, "local"), (3, 2, 2, True, "local")]
     assert [r["throughput_x"] for r in table][0] == 1.0 and 1.5 < table[1]["throughput_x"] < 2.5
