@@ -85,6 +85,31 @@ def test_a_template_with_a_leaning_fin_fitted_onto_a_smooth_blob_keeps_every_tri
     assert np.median(d[fin]) > 0.05  # the fin stands off the blob
 
 
+def test_a_crumpled_patch_on_a_tight_bend_takes_the_templates_shape_blended_into_its_rim():
+    """A tangle the shape steps left (a crumpled disc on a sheet wrapped round a thin cylinder)
+    takes the template's shape again: pasted rigidly, the flat patch cannot meet its bent rim
+    (7 bad triangles stay); blended into the rim, none stay, and nothing far from it moves."""
+    from engine.register.surface_fit import SurfaceFitConfig, SurfaceFitter
+
+    v, f = _grid(31, -1, 1)
+    radius = 0.35  # the sheet (2 wide) goes 5.7 radians round: tight, but not onto itself
+    ang = v[:, 0] / radius
+    x = np.stack([radius * np.sin(ang), v[:, 1], radius * (1 - np.cos(ang))], 1)
+    r = np.linalg.norm(v[:, :2] - [0.3, 0.0], axis=1)
+    disc = r < 0.4
+    x[disc] += np.random.default_rng(0).normal(scale=0.05, size=(disc.sum(), 3))
+    fitter, cfg = SurfaceFitter(v, f), SurfaceFitConfig()
+    assert fitter._bad_faces(x, cfg).sum() > 100
+    y, replaced = fitter._replace_tangles(x, cfg)
+    assert fitter._bad_faces(y, cfg).sum() == 0
+    assert replaced[disc].all()
+    np.testing.assert_array_equal(y[r > 0.9], x[r > 0.9])
+    # each replaced patch is the template's shape up to a similarity: its edges keep their ratios
+    e = fitter.edges[replaced[fitter.edges].all(axis=1) & disc[fitter.edges].all(axis=1)]
+    ratio = np.linalg.norm(y[e[:, 0]] - y[e[:, 1]], axis=1) / np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1)
+    assert ratio.std() / ratio.mean() < 0.1
+
+
 def test_a_target_with_a_concave_crease_does_not_fold_the_fit():
     """A sheet reaching a valley from inside: projection crowds it onto the crease line."""
     v, f = _grid(30, -0.8, 0.8)
