@@ -120,8 +120,9 @@ def test_spectral_part_uses_the_largest_component_and_extends_values():
 
 def test_fit_scorer_ranks_a_left_right_mirror_below_the_right_map():
     """On a mirror-symmetric shape the mirror map is an isometry that keeps every descriptor, so
-    distortion and WKS mismatch cannot tell it from the right map: the orientation term must, and
-    it must leave the right map's score as the first two terms give it."""
+    distortion and WKS mismatch cannot tell it from the right map: the orientation term must (the
+    whole turned share, so a half turned by a one-sided mirror counts too), and it must leave
+    the right map's score as the first two terms give it."""
     from engine.correspond.fit_score import FitScorer, turned_share
     from engine.pair_context import MeshContext
     from engine.samples import icosphere
@@ -144,3 +145,10 @@ def test_fit_scorer_ranks_a_left_right_mirror_below_the_right_map():
     wks_right = float((scorer.w_area * np.linalg.norm(ctx.wks - ctx.wks[right], axis=1)).sum())
     assert right_score == pytest.approx(right_distortion + wks_right)
     assert mirror_score > right_score + 0.8
+    # one side mirrored onto the other (a leg on its counterpart): its share counts in full
+    side = np.where(v[:, 0] > 0, mirror, right)
+    share = turned_share(mesh, mesh, side)
+    assert 0.3 < share < 0.7
+    side_score, side_distortion = scorer.score(side)
+    wks_side = float((scorer.w_area * np.linalg.norm(ctx.wks - ctx.wks[side], axis=1)).sum())
+    assert side_score == pytest.approx(side_distortion + wks_side + share)
