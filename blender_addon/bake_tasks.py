@@ -39,6 +39,9 @@ class BakeTextureTask(_MappedTask):
             raise TaskError(f"target '{self.target.name}' has no UV map to bake into: Transfer UVs or unwrap it first")
         _, arrays["tgt_corner_uv"] = read_corner_uv(self.target.data, self.tgt_loops, tgt_layer.name)
         self.tgt_uv_name, self.src_is_float = tgt_layer.name, bool(image.is_float)
+        # the bake holds the source's values as they are: it reads them in the source's colour
+        # space (a normal or roughness map is Non-Color, an albedo sRGB) and keeps its alpha mode
+        self.src_colorspace, self.src_alpha_mode = image.colorspace_settings.name, image.alpha_mode
         arrays["src_image"] = px.reshape(h, w, 4)[::-1]  # Blender stores rows bottom-up; the engine top-down
         arrays["src_vertices"] = mesh_io.basis_positions(self.source)
         return self.cmd, {"size": [self.resolution, self.resolution], "padding": 16}, arrays
@@ -61,6 +64,9 @@ class BakeTextureTask(_MappedTask):
             out = None
         if out is None:  # 8-bit like the source unless the source is a float (HDR) image
             out = bpy.data.images.new(name, width=w, height=h, alpha=True, float_buffer=self.src_is_float)
+        # before the pixels: a generated image may rebuild its buffer when its colour space changes
+        out.colorspace_settings.name = self.src_colorspace
+        out.alpha_mode = self.src_alpha_mode
         out.pixels.foreach_set(np.ascontiguousarray(img, np.float32).reshape(-1))
         out.update()
         # packed into the .blend: the pixels survive save / reopen and undo / redo (a generated

@@ -687,6 +687,32 @@ def test_bake_onto_a_target_with_materials_adds_a_slot_and_keeps_theirs(sw, pair
     assert [m.name for m in tgt.data.materials] == ["artist skin"]
 
 
+def test_bake_keeps_the_source_images_colour_space_and_values(sw, pair):
+    """A data texture (Non-Color: a roughness or normal map) bakes into a Non-Color image with
+    the source's values; an sRGB one would have been read with another transfer curve."""
+    pytest.importorskip("engine.transfer.texture")
+    src, tgt = pair
+    img = bpy.data.images.new("rough_tex", 8, 8, alpha=True)
+    img.colorspace_settings.name = "Non-Color"
+    img.pixels.foreach_set(np.tile([0.3, 0.3, 0.3, 1.0], 64).astype(np.float32))
+    mat = bpy.data.materials.new("src_mat")
+    if mat.node_tree is None:
+        mat.use_nodes = True
+    mat.node_tree.nodes.new("ShaderNodeTexImage").image = img
+    src.data.materials.append(mat)
+    bpy.ops.stablewrap.match(source=src.name, target=tgt.name)
+    bpy.ops.stablewrap.transfer_uvs(source=src.name, target=tgt.name)
+    bpy.context.scene.stablewrap.bake_resolution = 16
+    assert bpy.ops.stablewrap.bake_texture(source=src.name, target=tgt.name) == {"FINISHED"}
+    out = bpy.data.images[f"{tgt.name} StableWrap bake"]
+    assert out.colorspace_settings.name == "Non-Color"
+    px = _pixels(out).reshape(-1, 4)
+    covered = px[:, 3] > 0.5
+    assert covered.any()
+    np.testing.assert_allclose(px[covered, :3], 0.3, atol=1.5 / 255)
+    bpy.ops.stablewrap.clear(source=src.name, target=tgt.name)
+
+
 def test_poll_explains_why_buttons_are_unavailable(sw, pair):
     src, tgt = pair
     ops = sw.operators
