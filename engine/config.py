@@ -56,13 +56,14 @@ class MatchConfig:
     guidance_tau: float = _f(0.05, 1e-6, 1.0)  # bicyclic round-trip tolerance, fraction of sqrt(area)
     align_samples: int = _f(600, 50, 100000)  # surface samples scored per candidate rotation
     seed: int = _f(0, 0, 2**31 - 1)
-    # --- alignment retry: a fit scoring above ``retry_score`` (metric distortion of the fitted
-    # map plus the mean mismatch of intrinsic descriptors between matched points) is suspect;
+    # --- alignment retry: a fit scoring above ``retry_score`` (engine.correspond.fit_score:
+    # metric distortion + descriptor mismatch + the share of area turned against the target) is suspect;
     # the next distinct alignment is fitted too (at most ``alignment_retries`` times, only when
     # that alignment's residual is within ``retry_alignment_ratio`` of the chosen one) and
     # replaces the first fit when it scores below ``retry_margin`` times as much. Tuned on the
     # faust5k / smal_r dev pairs (right later fits scored 0.37-0.85 times the wrong first fit,
-    # a wrong later fit 0.86). Not used when body keypoints decide the orientation.
+    # a wrong later fit 0.86; set before the turned share counted in full, which changed no
+    # decision on dev pairs 1-10 of each). Not used when body keypoints decide the orientation.
     retry_score: float = _f(0.25, 0.0)
     retry_margin: float = _f(0.85, 0.0, 1.0)
     alignment_retries: int = _f(1, 0, 10)
