@@ -17,7 +17,9 @@ a mitten hand). Instead the fit alternates (non-rigid ICP with an as-similar-as-
 
 After each solve, the vertices of triangles that flipped (against the rest triangle carried by
 the local rotation), folded onto a neighbour or collapsed are *released*: their data weight
-halves for good, and the template's shape carries them over the target instead. ``support``
+halves for good, and the template's shape carries them over the target instead. Tangles left
+at the end take the template's shape again, pasted or blended into their rim (an ear or toes
+over a smoother target), and come back towards the target only as far as nothing turns bad. ``support``
 (the final data weight) says how much of the template lies on target surface.
 """
 from __future__ import annotations
