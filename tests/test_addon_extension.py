@@ -619,6 +619,18 @@ def _pixels(image):
     return got
 
 
+def _ready_to_bake(src, tgt, img, resolution: int) -> None:
+    """``img`` in a material on the source, matched, UVs transferred, the bake resolution set."""
+    mat = bpy.data.materials.new("src_mat")
+    if mat.node_tree is None:  # Blender < 5 creates materials without nodes
+        mat.use_nodes = True
+    mat.node_tree.nodes.new("ShaderNodeTexImage").image = img
+    src.data.materials.append(mat)
+    bpy.ops.stablewrap.match(source=src.name, target=tgt.name)
+    bpy.ops.stablewrap.transfer_uvs(source=src.name, target=tgt.name)
+    bpy.context.scene.stablewrap.bake_resolution = resolution
+
+
 def test_bake_survives_save_reopen_undo_redo_and_clear_removes_it(sw, pair, tmp_path):
     pytest.importorskip("engine.transfer.texture")
     src, tgt = pair
@@ -629,14 +641,7 @@ def test_bake_survives_save_reopen_undo_redo_and_clear_removes_it(sw, pair, tmp_
     px[:, 3] = 1.0
     img.pixels.foreach_set(px.reshape(-1))
     img.pack()
-    mat = bpy.data.materials.new("src_mat")
-    if mat.node_tree is None:
-        mat.use_nodes = True
-    mat.node_tree.nodes.new("ShaderNodeTexImage").image = img
-    src.data.materials.append(mat)
-    bpy.ops.stablewrap.match(source=src.name, target=tgt.name)
-    bpy.ops.stablewrap.transfer_uvs(source=src.name, target=tgt.name)
-    bpy.context.scene.stablewrap.bake_resolution = 32
+    _ready_to_bake(src, tgt, img, 32)
     bpy.ops.ed.undo_push(message="before bake")
     assert bpy.ops.stablewrap.bake_texture("EXEC_DEFAULT", True, source=src.name, target=tgt.name) == {"FINISHED"}
     out = bpy.data.images["Target StableWrap bake"]
@@ -669,17 +674,9 @@ def test_bake_survives_save_reopen_undo_redo_and_clear_removes_it(sw, pair, tmp_
 def test_bake_onto_a_target_with_materials_adds_a_slot_and_keeps_theirs(sw, pair):
     pytest.importorskip("engine.transfer.texture")
     src, tgt = pair
-    img = bpy.data.images.new("src_tex", 8, 8, alpha=True)
-    mat = bpy.data.materials.new("src_mat")
-    if mat.node_tree is None:
-        mat.use_nodes = True
-    mat.node_tree.nodes.new("ShaderNodeTexImage").image = img
-    src.data.materials.append(mat)
     own = bpy.data.materials.new("artist skin")
     tgt.data.materials.append(own)
-    bpy.ops.stablewrap.match(source=src.name, target=tgt.name)
-    bpy.ops.stablewrap.transfer_uvs(source=src.name, target=tgt.name)
-    bpy.context.scene.stablewrap.bake_resolution = 16
+    _ready_to_bake(src, tgt, bpy.data.images.new("src_tex", 8, 8, alpha=True), 16)
     assert bpy.ops.stablewrap.bake_texture(source=src.name, target=tgt.name) == {"FINISHED"}
     assert [m.name for m in tgt.data.materials] == ["artist skin", "Target StableWrap bake"]
     assert {p.material_index for p in tgt.data.polygons} == {0}  # the artist's assignment stays
@@ -695,14 +692,7 @@ def test_bake_keeps_the_source_images_colour_space_and_values(sw, pair):
     img = bpy.data.images.new("rough_tex", 8, 8, alpha=True)
     img.colorspace_settings.name = "Non-Color"
     img.pixels.foreach_set(np.tile([0.3, 0.3, 0.3, 1.0], 64).astype(np.float32))
-    mat = bpy.data.materials.new("src_mat")
-    if mat.node_tree is None:
-        mat.use_nodes = True
-    mat.node_tree.nodes.new("ShaderNodeTexImage").image = img
-    src.data.materials.append(mat)
-    bpy.ops.stablewrap.match(source=src.name, target=tgt.name)
-    bpy.ops.stablewrap.transfer_uvs(source=src.name, target=tgt.name)
-    bpy.context.scene.stablewrap.bake_resolution = 16
+    _ready_to_bake(src, tgt, img, 16)
     assert bpy.ops.stablewrap.bake_texture(source=src.name, target=tgt.name) == {"FINISHED"}
     out = bpy.data.images[f"{tgt.name} StableWrap bake"]
     assert out.colorspace_settings.name == "Non-Color"

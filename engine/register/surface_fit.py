@@ -209,11 +209,12 @@ class SurfaceFitter:
         no_surface = float(np.mean(off_rim[counted])) if counted.any() else 0.0
         return SurfaceFit(vertices=x, support=support, flipped=flipped, folds=folds, no_surface=no_surface)
 
-    def _replace_tangles(self, x: np.ndarray, cfg: SurfaceFitConfig) -> np.ndarray:
+    def _replace_tangles(self, x: np.ndarray, cfg: SurfaceFitConfig) -> tuple[np.ndarray, np.ndarray]:
         """Tangles the shape steps could not undo (a crumpled pocket held by its rim: an ear, a
-        nostril, toes over a smoother target) take the template's own shape again, placed by the similarity that best carries the rim's rest shape onto where the rim is now:
-        pasted in as it is, or blended into the rim (solved for the template's edges with the rim
-        held, then ``cfg.replace_iterations`` local rotation steps). A patch keeps whichever leaves
+        nostril, toes over a smoother target) take the template's own shape again, placed by the
+        similarity that best carries the rim's rest shape onto where the rim is now: pasted in as
+        it is, or blended into the rim (solved for the template's edges with the rim held, then
+        ``cfg.replace_iterations`` local rotation steps). A patch keeps whichever leaves
         the fewest bad triangles, if fewer than now; each round takes patches twice as wide around
         what is left (``cfg.replace_rounds``). Returns x and the vertices (n,) bool that took the
         template's shape (they no longer lie on the target for sure: no support)."""
@@ -247,7 +248,8 @@ class SurfaceFitter:
             # shape pasted in (a fin standing off a blob), the shape blended into the rim (an ear)
             face_comp = comp[self.faces].max(axis=1) + 1
             m = label.max() + 2
-            counts = [np.bincount(face_comp[self._bad_faces(y, cfg)], minlength=m)[1:] for y in (x, pasted, blended)]
+            counts = [np.bincount(face_comp[b], minlength=m)[1:]
+                      for b in (bad, self._bad_faces(pasted, cfg), self._bad_faces(blended, cfg))]
             choice = np.argmin(np.stack(counts), axis=0)  # ties keep the earlier: as it is, then the paste
             for k, y in ((1, pasted), (2, blended)):
                 took = np.isin(comp, np.nonzero(choice == k)[0])
