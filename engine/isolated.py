@@ -147,6 +147,9 @@ def run_isolated(call: str, args: tuple = (), kwargs: dict | None = None, *, tim
             if stop is not None and stop.is_set():
                 failure, ended_early = "stopped", True
                 break
+    except BaseException:  # Ctrl-C (or any error) in this process while waiting: the child goes at once
+        ended_early = True
+        raise
     finally:
         recv.close()
         if ended_early:

@@ -270,7 +270,7 @@ def check_vertices(vertices, name: str) -> np.ndarray:
     return v
 
 
-def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None) -> PreparedMesh:
+def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None, check=None) -> PreparedMesh:
     """Validate, clean and normalise a mesh given as arrays.
 
     Parameters
@@ -280,6 +280,8 @@ def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None
     name : str
         Used in error messages ("source", a file name...).
     uv : optional list of (k, 2) corner UVs per polygon (as returned by :func:`load_mesh_file`)
+    check : optional callable run between the cleaning steps (each under a second at 300k
+        vertices); it raises to stop the work (a cancel token's ``raise_if_cancelled``)
 
     Raises
     ------
@@ -290,7 +292,9 @@ def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None
     v = check_vertices(vertices, name)
     if faces is None or len(faces) == 0:
         raise InputError(f"{name}: mesh has no faces (a point cloud?); a surface mesh is needed")
+    check = check or (lambda: None)
     tris, tri_to_poly = triangulate(faces, len(v), name)
+    check()
 
     report: dict = {"input_vertices": int(len(v)), "input_faces": int(len(faces)), "input_triangles": int(len(tris))}
     diag = float(np.linalg.norm(v.max(0) - v.min(0)))
@@ -300,6 +304,7 @@ def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None
     # weld duplicate vertices among the referenced ones
     used = np.unique(tris)
     weld_idx, rep = _weld(v[used], tol=1e-9 * diag)
+    check()
     welded_of_used = weld_idx
     clean_id_of_orig = np.full(len(v), -1, np.int64)
     clean_id_of_orig[used] = welded_of_used
@@ -318,6 +323,7 @@ def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None
     key = np.sort(ctris[tri_ids], axis=1)
     _, first = unique_rows(key, return_index=True)
     first.sort()
+    check()
     report["duplicate_faces_dropped"] = int(len(tri_ids) - len(first))
     tri_ids = tri_ids[first]
     if len(tri_ids) < MIN_FACES:
@@ -348,6 +354,7 @@ def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None
     clean_to_orig = np.full(len(final_v), -1, np.int64)
     ref_orig = np.nonzero(has)[0]
     clean_to_orig[orig_to_clean[ref_orig][::-1]] = ref_orig[::-1]
+    check()
 
     # normalise: area-weighted centroid to the origin, unit surface area
     mesh0 = Mesh(final_v, final_f, name)
@@ -356,6 +363,7 @@ def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None
     norm = Normalization(center=center, scale=1.0 / np.sqrt(area))
     mesh = Mesh(norm.apply(final_v), final_f, name)
     report["components"] = mesh.n_components
+    check()
     report["non_manifold_edges"] = mesh.non_manifold_edge_count
 
     corner_uv = None
@@ -383,23 +391,26 @@ def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None
     )
 
 
-def load_mesh(path: str | os.PathLike, name: str | None = None) -> PreparedMesh:
-    """Read, validate, clean and normalise a mesh file (see :func:`prepare_mesh`)."""
+def load_mesh(path: str | os.PathLike, name: str | None = None, check=None) -> PreparedMesh:
+    """Read, validate, clean and normalise a mesh file (see :func:`prepare_mesh`; ``check`` as there)."""
     base = name or os.path.basename(os.fspath(path))
     v, f, uv = load_mesh_file(path)
-    return prepare_mesh(v, f, base, uv=uv)
+    if check is not None:
+        check()
+    return prepare_mesh(v, f, base, uv=uv, check=check)
 
 
-def as_prepared(mesh_like, name: str) -> PreparedMesh:
-    """Accept a path, a ``(V, F)`` tuple, a :class:`Mesh`, a trimesh or a PreparedMesh."""
+def as_prepared(mesh_like, name: str, check=None) -> PreparedMesh:
+    """Accept a path, a ``(V, F)`` tuple, a :class:`Mesh`, a trimesh or a PreparedMesh (``check``: see
+    :func:`prepare_mesh`)."""
     if isinstance(mesh_like, PreparedMesh):
         return mesh_like
     if isinstance(mesh_like, (str, os.PathLike)):
-        return load_mesh(mesh_like, name=None)
+        return load_mesh(mesh_like, name=None, check=check)
     if isinstance(mesh_like, Mesh):
-        return prepare_mesh(mesh_like.vertices, mesh_like.faces, name)
+        return prepare_mesh(mesh_like.vertices, mesh_like.faces, name, check=check)
     if hasattr(mesh_like, "vertices") and hasattr(mesh_like, "faces"):
-        return prepare_mesh(np.asarray(mesh_like.vertices), np.asarray(mesh_like.faces), name)
+        return prepare_mesh(np.asarray(mesh_like.vertices), np.asarray(mesh_like.faces), name, check=check)
     if isinstance(mesh_like, (tuple, list)) and len(mesh_like) == 2:
-        return prepare_mesh(mesh_like[0], mesh_like[1], name)
+        return prepare_mesh(mesh_like[0], mesh_like[1], name, check=check)
     raise InputError(f"{name}: expected a mesh file path, a (vertices, faces) tuple or an engine.Mesh, got {type(mesh_like).__name__}")

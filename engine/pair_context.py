@@ -212,9 +212,9 @@ def build_pair_context(src, tgt, k: int, cfg: MatchConfig, dev_t, prog: Progress
             lt[off] = cKDTree(target_mesh.vertices).query(tgt.mesh.vertices[landmarks[off, 1]])[1]
             landmarks = np.stack([landmarks[:, 0], lt], axis=1)
     prog.update(0.5)
-    source_copy = WorkingCopy(src.mesh, cfg.working_vertices)
+    source_copy = WorkingCopy(src.mesh, cfg.working_vertices, prog.token)
     prog.update(0.7)
-    copies = source_copy, WorkingCopy(target_mesh, cfg.working_vertices)
+    copies = source_copy, WorkingCopy(target_mesh, cfg.working_vertices, prog.token)
     prog.update(0.9)
     work = [MeshContext(c.mesh, k) if c.decimated else None for c in copies]
     full = [MeshContext(src.mesh, k), MeshContext(target_mesh, k)]

@@ -83,9 +83,9 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     t0 = clock()
 
     prog.stage("prepare")
-    src = as_prepared(source, "source")
+    src = as_prepared(source, "source", check=prog.token.raise_if_cancelled)
     prog.update(0.2)
-    tgt = as_prepared(target, "target")
+    tgt = as_prepared(target, "target", check=prog.token.raise_if_cancelled)
     if cfg.memory_check:
         from .memory import check_match_memory
 

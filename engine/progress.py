@@ -24,6 +24,11 @@ class CancelToken:
         self._event.set()
 
     @property
+    def event(self) -> threading.Event:
+        """The flag itself (set on cancel): for waits that watch it, e.g. engine.isolated's ``stop``."""
+        return self._event
+
+    @property
     def cancelled(self) -> bool:
         return self._event.is_set()
 

@@ -155,3 +155,26 @@ def test_compressed_gltf_says_so_in_one_line(tmp_path, ext):
         load_mesh(path)
     msg = str(e.value)
     assert msg.startswith(f"draco{ext}: Draco-compressed glTF is not supported") and "\n" not in msg
+
+
+def test_prepare_checks_between_its_steps_and_a_raising_check_stops_it():
+    """The cleaning of a large mesh takes seconds: ``check`` runs between its steps (a cancel)."""
+    import trimesh
+
+    from engine.errors import Cancelled
+    from engine.mesh import prepare_mesh
+
+    s = trimesh.creation.icosphere(subdivisions=3)
+    calls = []
+    prepare_mesh(s.vertices, s.faces, "sphere", check=lambda: calls.append(1))
+    assert len(calls) >= 5
+
+    def cancel_on_third():
+        calls.append(1)
+        if len(calls) == 3:
+            raise Cancelled("operation cancelled")
+
+    calls.clear()
+    with pytest.raises(Cancelled):
+        prepare_mesh(s.vertices, s.faces, "sphere", check=cancel_on_third)
+    assert len(calls) == 3

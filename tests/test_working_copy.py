@@ -78,3 +78,60 @@ def test_a_match_on_working_copies_returns_full_resolution_results_as_accurate(s
 
     assert median_error(coarse) < max(1.5 * median_error(direct), 0.03), (median_error(coarse), median_error(direct))
     assert coarse.meta["surface_fit"]["flipped_pct"] < 0.5
+
+
+def test_a_large_decimation_runs_in_a_child_and_gives_the_same_copy(monkeypatch):
+    """Above CHILD_DECIMATION_FACES a decimation with a cancel token runs in a spawned child
+    (a cancel can end it): the same library call, so the same working copy as in this process."""
+    from engine.geometry import working_copy
+    from engine.progress import CancelToken
+
+    monkeypatch.setattr(working_copy, "CHILD_DECIMATION_FACES", 1000)
+    calls = []
+    import engine.isolated as isolated
+
+    real = isolated.run_isolated
+
+    def spy(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(isolated, "run_isolated", spy)
+    m = _sphere_mesh(4)  # 2562 vertices, 5120 faces
+    here = working_copy.decimate(m.vertices, m.faces, 500)
+    child = working_copy.decimate(m.vertices, m.faces, 500, CancelToken())
+    assert calls == ["engine.geometry.working_copy:_simplify"]
+    np.testing.assert_array_equal(child[1], here[1])
+    np.testing.assert_allclose(child[0], here[0], rtol=0, atol=0)
+
+
+def test_cancel_ends_a_large_decimation_within_a_second(monkeypatch):
+    """A 328k-face decimation is one library call of a second or more; with a cancel token it runs
+    in a child, and a cancel while it runs raises Cancelled at once and leaves no child behind."""
+    import multiprocessing as mp
+    import threading
+    import time
+
+    import pytest
+
+    from engine.errors import Cancelled
+    from engine.geometry import working_copy
+    from engine.progress import CancelToken
+
+    m = _sphere_mesh(7)  # 163842 vertices, 327680 faces: a second or more to decimate
+    monkeypatch.setattr(working_copy, "CHILD_DECIMATION_FACES", len(m.faces))
+    token, cancelled_at = CancelToken(), []
+
+    def cancel_once_the_child_runs():
+        deadline = time.monotonic() + 60
+        while not mp.active_children() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(1.0)  # the child has imported numpy and is inside the library call
+        cancelled_at.append(time.perf_counter())
+        token.cancel()
+
+    threading.Thread(target=cancel_once_the_child_runs, daemon=True).start()
+    with pytest.raises(Cancelled):
+        WorkingCopy(m, 3000, token)
+    assert cancelled_at and time.perf_counter() - cancelled_at[0] < 1.0
+    assert not mp.active_children()
