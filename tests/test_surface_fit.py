@@ -57,6 +57,37 @@ def test_fast_rotations_match_the_svd_reference_including_reflections_and_singul
     np.testing.assert_allclose(np.einsum("kji,kjl->kil", R, R), np.broadcast_to(np.eye(3), R.shape), atol=1e-9)
 
 
+def test_the_fits_sparse_local_and_global_operators_match_the_per_edge_sums():
+    """The surface fit's covariances (two rings of rest edge x current edge products) and the
+    shape term's right side are precomputed sparse operators: they give the per-edge sums."""
+    from engine.geometry.mesh_quality import rotations_from_covariances
+    from engine.register.surface_fit import SurfaceFitter
+
+    s = trimesh.creation.icosphere(subdivisions=3)
+    rng = np.random.default_rng(4)
+    fitter = SurfaceFitter(s.vertices * [1.0, 0.8, 0.6], s.faces)
+    x = fitter.rest * 1.3 + 0.05 * rng.normal(size=fitter.rest.shape)
+    n, (i, j) = len(x), fitter.edges.T
+    r, cur = fitter.rest_edges, x[i] - x[j]
+    C = np.zeros((n, 3, 3))
+    np.add.at(C, i, r[:, :, None] * cur[:, None, :])
+    np.add.at(C, j, r[:, :, None] * cur[:, None, :])
+    C = (fitter.ring @ C.reshape(n, 9)).reshape(n, 3, 3)
+    R = rotations_from_covariances(C)
+    sq = np.zeros(n)
+    np.add.at(sq, i, (r ** 2).sum(1))
+    np.add.at(sq, j, (r ** 2).sum(1))
+    scale = np.einsum("kij,kji->k", R, C) / (fitter.ring @ sq)
+    T = fitter._similarities(x)
+    np.testing.assert_allclose(T, scale[:, None, None] * R, atol=1e-10)
+    T = T + 0.1 * rng.normal(size=T.shape)
+    v = 0.5 * np.einsum("kab,kb->ka", T[i] + T[j], r)
+    b = np.zeros((n, 3))
+    np.add.at(b, i, v)
+    np.add.at(b, j, -v)
+    np.testing.assert_allclose(fitter._shape_rhs(T), b, atol=1e-12)
+
+
 def test_edge_stretch_is_one_under_uniform_scaling():
     v, f = _grid(6, 0, 1)
     np.testing.assert_allclose(edge_stretch(v, 2.5 * v, f), 1.0)
