@@ -44,6 +44,17 @@ def test_orientation_check_ignores_rigid_motion_and_bending_and_finds_a_turned_t
     assert len(check.new_folds(turned)) > 0
 
 
+def test_the_flip_test_of_some_triangles_is_the_whole_tests_answer_for_them():
+    """The surface fit's guarded steps re-test only the triangles near the vertices they moved."""
+    s = trimesh.creation.icosphere(subdivisions=3)
+    check = OrientationCheck(s.vertices, s.faces)
+    moved = s.vertices + 0.15 * np.random.default_rng(2).normal(size=s.vertices.shape)
+    full = check.flipped(moved)
+    assert 0 < full.sum() < len(full)
+    some = np.r_[np.nonzero(full)[0][:5], np.arange(0, len(full), 7)]
+    np.testing.assert_array_equal(check.flipped(moved, some), full[some])
+
+
 def test_fast_rotations_match_the_svd_reference_including_reflections_and_singular_ones():
     from engine.geometry.mesh_quality import _rotations_svd, rotations_from_covariances
 

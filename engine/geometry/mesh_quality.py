@@ -94,6 +94,7 @@ class OrientationCheck:
         self.rest = np.asarray(rest, np.float64)
         self.faces = np.asarray(faces, np.int64)
         n = len(self.rest)
+        self.rings = rings
         A = vertex_adjacency(Mesh(self.rest, self.faces).edges, n) + sp.identity(n, format="csr")
         N = A
         for _ in range(rings - 1):
@@ -107,19 +108,30 @@ class OrientationCheck:
         self.pairs = adjacent_face_pairs(self.faces)
         self._rest_folded = self._folded(self.rest)
 
-    def rotations(self, fitted: np.ndarray) -> np.ndarray:
-        """(m, 3, 3): per face, the best rotation of the rings around it, rest -> fitted."""
+    def rotations(self, fitted: np.ndarray, faces: np.ndarray | None = None) -> np.ndarray:
+        """(m, 3, 3): per face (or per face of the index array ``faces``), the best rotation of
+        the rings around it, rest -> fitted."""
         n = len(self.rest)
-        rm, xm = self._ring @ self.rest, self._ring @ fitted
+        if faces is None:
+            ring, tri = self._ring, self.faces
+        else:  # only the rows of the faces' vertices
+            verts, tri = np.unique(self.faces[faces], return_inverse=True)
+            ring, tri = self._ring[verts], tri.reshape(-1, 3)
+        rm, xm = ring @ self.rest, ring @ fitted
         outer = (self.rest[:, :, None] * fitted[:, None, :]).reshape(n, 9)
-        C = (self._ring @ outer).reshape(n, 3, 3) - rm[:, :, None] * xm[:, None, :]
-        return rotations_from_covariances(C[self.faces].sum(axis=1))
+        C = (ring @ outer).reshape(-1, 3, 3) - rm[:, :, None] * xm[:, None, :]
+        return rotations_from_covariances(C[tri].sum(axis=1))
 
-    def flipped(self, fitted: np.ndarray) -> np.ndarray:
+    def flipped(self, fitted: np.ndarray, faces: np.ndarray | None = None) -> np.ndarray:
         """(m,) bool: triangles facing against the rest triangle under the local rotation
-        (collapsed ones included; degenerate rest triangles never)."""
-        carried = np.einsum("kij,kj->ki", self.rotations(fitted), self.ref)
-        return self.oriented & ((_cross(fitted, self.faces) * carried).sum(axis=1) <= 0)
+        (collapsed ones included; degenerate rest triangles never); with ``faces`` (k,) int, only
+        those triangles, (k,) bool."""
+        sel = slice(None) if faces is None else faces
+        tri = self.faces[sel]
+        carried = np.einsum("kij,kj->ki", self.rotations(fitted, faces), self.ref[sel])
+        p = fitted[tri]
+        cross = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+        return self.oriented[sel] & ((cross * carried).sum(axis=1) <= 0)
 
     def _folded(self, v: np.ndarray) -> np.ndarray:
         nrm = _cross(v, self.faces)

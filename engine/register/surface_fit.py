@@ -133,9 +133,10 @@ class SurfaceFitter:
         """(n, 3): the shape term's right side for the per-vertex similarities ``T`` (n, 3, 3)."""
         return self._rhs_op @ np.ascontiguousarray(T.transpose(2, 0, 1)).reshape(-1, 3)
 
-    def _bad_faces(self, x: np.ndarray, cfg: SurfaceFitConfig) -> np.ndarray:
-        """(m,) bool: triangles flipped, folded onto a neighbour or collapsed in ``x``."""
-        bad = self.check.flipped(x)
+    def _bad_faces(self, x: np.ndarray, cfg: SurfaceFitConfig, flipped: np.ndarray | None = None) -> np.ndarray:
+        """(m,) bool: triangles flipped, folded onto a neighbour or collapsed in ``x``
+        (``flipped``: the flip test's (m,) answer for ``x`` when the caller has it)."""
+        bad = self.check.flipped(x) if flipped is None else flipped.copy()
         bad[self.check.new_folds(x).ravel()] = True
         area, _ = face_areas_normals(x, self.faces)
         scale2 = area.sum() / max(self.rest_area.sum(), 1e-300)
@@ -282,9 +283,10 @@ class SurfaceFitter:
         ``x`` turns bad: the step halves on the vertices of such a triangle a few times,
         then they stay (``cfg.hug_halvings``). Returns the new positions and the step (n,) in [0, 1] each vertex made."""
         alpha = np.ones(len(x))
+        y = x + alpha[:, None] * (x_new - x)
+        flips = self.check.flipped(y)
         for k in range(cfg.hug_halvings + len(self.faces)):
-            y = x + alpha[:, None] * (x_new - x)
-            new_bad = self._bad_faces(y, cfg) & ~bad_before
+            new_bad = self._bad_faces(y, cfg, flips) & ~bad_before
             if not new_bad.any():
                 break
             verts = np.unique(self.faces[new_bad])
@@ -292,6 +294,13 @@ class SurfaceFitter:
             if len(verts) == 0:  # only vertices already back where they were: nothing left to undo
                 break
             alpha[verts] = 0.5 * alpha[verts] if k < cfg.hug_halvings else 0.0
+            y = x + alpha[:, None] * (x_new - x)
+            # a triangle's flip test sees the two vertex rings around its corners: only the
+            # triangles within two rings of a vertex that moved can change (the rest keep theirs)
+            moved = np.zeros(len(x), bool)
+            moved[verts] = True
+            near = np.nonzero(self._dilate(moved, self.check.rings)[self.faces].any(axis=1))[0]
+            flips[near] = self.check.flipped(y, near)
         return y, alpha
 
     def _hug(self, x, target, fixed, weight, cfg):
