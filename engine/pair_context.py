@@ -185,6 +185,29 @@ class PairContext:
         self.stage_peak_mb[stage] = round(peak_rss_mb(), 1)
 
 
+def _working_copies(source: Mesh, full_target: MeshContext, cfg: MatchConfig, prog: Progress) -> tuple:
+    """The two meshes' working copies (engine.geometry.working_copy). The target's is made in a
+    thread: a large one decimates in a child process, and meanwhile this thread makes the
+    source's and the whole target's closest-point structures, which the fit needs later anyway
+    (seconds at 300k vertices, hidden behind the child's start and work)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .geometry.working_copy import CHILD_DECIMATION_FACES, WorkingCopy
+
+    target = full_target.mesh
+    with ThreadPoolExecutor(1, thread_name_prefix="stablewrap-decimate") as pool:
+        target_job = pool.submit(WorkingCopy, target, cfg.working_vertices, prog.token)
+        try:
+            source_copy = WorkingCopy(source, cfg.working_vertices, prog.token)
+            prog.update(0.7)
+            if target.n_faces >= CHILD_DECIMATION_FACES and target.n_vertices > cfg.working_vertices:
+                full_target.fit_target if cfg.surface_fit else full_target.surface  # noqa: B018 (cached)
+            return source_copy, target_job.result()
+        except BaseException:
+            target_job.cancel()
+            raise
+
+
 def build_pair_context(src, tgt, k: int, cfg: MatchConfig, dev_t, prog: Progress, landmarks, exclude) -> PairContext:
     """The pair context on working copies of the meshes (decimated when larger than
     ``cfg.working_vertices``) and of the target's body (small or detached parts left out,
@@ -212,12 +235,10 @@ def build_pair_context(src, tgt, k: int, cfg: MatchConfig, dev_t, prog: Progress
             lt[off] = cKDTree(target_mesh.vertices).query(tgt.mesh.vertices[landmarks[off, 1]])[1]
             landmarks = np.stack([landmarks[:, 0], lt], axis=1)
     prog.update(0.5)
-    source_copy = WorkingCopy(src.mesh, cfg.working_vertices, prog.token)
-    prog.update(0.7)
-    copies = source_copy, WorkingCopy(target_mesh, cfg.working_vertices, prog.token)
+    full = [MeshContext(src.mesh, k), MeshContext(target_mesh, k)]
+    copies = _working_copies(src.mesh, full[1], cfg, prog)
     prog.update(0.9)
     work = [MeshContext(c.mesh, k) if c.decimated else None for c in copies]
-    full = [MeshContext(src.mesh, k), MeshContext(target_mesh, k)]
     if landmarks is not None:
         landmarks = np.stack([copies[0].to_working(landmarks[:, 0]), copies[1].to_working(landmarks[:, 1])], axis=1)
     ctx = PairContext(work[0] or full[0], work[1] or full[1], full[0], full[1], copies[0], copies[1], cfg,
