@@ -135,3 +135,22 @@ def test_cancel_ends_a_large_decimation_within_a_second():
         WorkingCopy(m, 3000, token)
     assert cancelled_at and time.perf_counter() - cancelled_at[0] < 1.0
     assert not mp.active_children()
+
+
+def test_decimations_in_two_threads_at_once_give_what_each_gives_alone():
+    """The match makes the target's working copy in a thread beside the source's; the library
+    keeps its mesh in global state, so the two must not interleave."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.geometry.working_copy import decimate
+
+    a, b = _sphere_mesh(5), _sphere_mesh(4)
+    b = Mesh(b.vertices * 0.5 + 2.0, b.faces)
+    alone = [decimate(m.vertices, m.faces, 700) for m in (a, b)]
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(4):
+            jobs = [pool.submit(decimate, m.vertices, m.faces, 700) for m in (a, b)]
+            for job, ref in zip(jobs, alone):
+                v, f = job.result()
+                np.testing.assert_array_equal(f, ref[1])
+                np.testing.assert_array_equal(v, ref[0])
