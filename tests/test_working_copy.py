@@ -154,3 +154,25 @@ def test_decimations_in_two_threads_at_once_give_what_each_gives_alone():
                 v, f = job.result()
                 np.testing.assert_array_equal(f, ref[1])
                 np.testing.assert_array_equal(v, ref[0])
+
+
+def _decimate_with_a_token(vertices, faces, max_vertices):
+    """(In a daemonic child, as a batch or benchmark match runs) a decimation given a cancel token."""
+    from engine.geometry import working_copy
+    from engine.progress import CancelToken
+
+    working_copy.CHILD_DECIMATION_FACES = 1000
+    return working_copy.decimate(vertices, faces, max_vertices, CancelToken())
+
+
+def test_a_match_in_a_daemonic_child_decimates_in_place():
+    """Batch and benchmark matches run in daemonic children, which may not start children of
+    their own: a large decimation there runs in the match's process."""
+    from engine.geometry.working_copy import decimate
+    from engine.isolated import run_isolated
+
+    m = _sphere_mesh(4)
+    res = run_isolated("tests.test_working_copy:_decimate_with_a_token", (m.vertices, m.faces, 500), timeout=120)
+    assert res["ok"], res.get("error")
+    here = decimate(m.vertices, m.faces, 500)
+    np.testing.assert_array_equal(res["value"][1], here[1])
