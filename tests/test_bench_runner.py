@@ -381,3 +381,26 @@ def test_throughput_rows_one_batch_per_worker_count(monkeypatch, tmp_path):
     assert [r["throughput_x"] for r in table][0] == 1.0 and 1.5 < table[1]["throughput_x"] < 2.5
     assert table[1]["median_peak_mb"] == 200.0 and table[1]["done"] == 3
     assert "| 2 x 2 | 3/3 |" in throughput.markdown(table)
+
+
+def test_busy_benchmark_times_the_match_quiet_and_beside_spinning_processes(monkeypatch):
+    """engine.bench.busy: the same match quiet and with CPU-bound processes beside it; the busy
+    runs see the spinners (here: a stand-in match that measures them), which stop afterwards."""
+    import multiprocessing as mp
+
+    from engine.bench import busy, runner
+
+    seen = []
+
+    def fake_match(path_a, path_b, options, threads=None):
+        seen.append(len(mp.active_children()))
+        return {"ok": True, "seconds": 2.0 if seen[-1] else 1.0}
+
+    monkeypatch.setattr(runner, "run_match_subprocess", fake_match)
+    r = busy.measure("a.off", "b.off", {"method": "rigid"}, runs=2, busy=1)
+    assert seen == [0, 0, 1, 1]
+    assert r["quiet_median"] == 1.0 and r["busy_median"] == 2.0 and r["ratio"] == 2.0
+    assert r["fair_share"] == max(1.0, 2 / r["cores"])
+    assert not mp.active_children()
+    table = busy.markdown("pair", r)
+    assert "| median | 1.0 | 2.0 | 2.00x |" in table
