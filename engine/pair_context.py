@@ -201,7 +201,8 @@ def _working_copies(source: Mesh, full_target: MeshContext, cfg: MatchConfig, pr
             source_copy = WorkingCopy(source, cfg.working_vertices, prog.token)
             prog.update(0.7)
             if target.n_faces >= CHILD_DECIMATION_FACES and target.n_vertices > cfg.working_vertices:
-                full_target.fit_target if cfg.surface_fit else full_target.surface  # noqa: B018 (cached)
+                # made now and kept (cached properties): the fit's target, or the rigid maps' query
+                _ = full_target.fit_target if cfg.surface_fit else full_target.surface
             return source_copy, target_job.result()
         except BaseException:
             target_job.cancel()

@@ -335,12 +335,14 @@ def test_subprocess_missing_file_one_line(tmp_path):
 
 def test_ctrl_c_cancels_cleanly(tmp_path, small_pair_files):
     out = tmp_path / "out.npz"
+    cfg = tmp_path / "long.json"  # a registration of minutes: the Ctrl-C lands inside the match however fast it got
+    cfg.write_text('{"reg_steps": 20000}')
     proc = subprocess.Popen([sys.executable, "-m", "engine", "match", *small_pair_files, "-o", str(out),
-                             "--quality", "best", "--features", "geometric"],
+                             "--features", "geometric", "--config", str(cfg)],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
                             # a test run started as a background job inherits an ignored SIGINT: restore Ctrl-C
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(6.0)  # past the imports (slow on a busy machine), well inside the match ("best" runs much longer)
+    time.sleep(6.0)  # past the imports (slow on a busy machine), well inside the match
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
