@@ -45,17 +45,20 @@ def rotations_from_covariances(C: np.ndarray, iterations: int = 7) -> np.ndarray
     """(k, 3, 3) rotations R maximising tr(R C) for cross-covariances C = sum r x^T (k, 3, 3).
 
     R is the polar factor of C^T, found by determinant-scaled Newton iterations on the nine
-    entries as flat arrays (several times faster than a batched SVD); matrices whose polar factor
-    is a reflection, or that are near singular, take the SVD with the reflection removed (the
-    reference, see the tests).
+    entries as flat arrays (several times faster than a batched SVD). Where that factor Q is a
+    reflection (det C < 0: a tangled neighbourhood) the best rotation flips the direction u of
+    the smallest singular value, R = Q (I - 2 u u^T), u the smallest eigenvector of the
+    symmetric Q^T C^T (closed form); near singular matrices take the SVD with the reflection
+    removed (the reference, see the tests).
     """
     C = np.asarray(C, np.float64)
     k = len(C)
     X = np.ascontiguousarray(np.transpose(C, (0, 2, 1)).reshape(k, 9).T)  # (9, k): rows of C^T
     scale = np.maximum(np.abs(X).max(axis=0), 1e-300) if k else np.ones(0)
-    a, b, c, d, e, f, g, h, i = X / scale
+    X = X / scale
+    a, b, c, d, e, f, g, h, i = X
     det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
-    ok = det > 1e-9
+    ok = np.abs(det) > 1e-9
     a, b, c, d, e, f, g, h, i = (v[ok] for v in (a, b, c, d, e, f, g, h, i))
     for _ in range(iterations):
         # cofactors (det * inverse-transpose)
@@ -68,11 +71,37 @@ def rotations_from_covariances(C: np.ndarray, iterations: int = 7) -> np.ndarray
         a, b, c = 0.5 * (s * a + t * A), 0.5 * (s * b + t * B), 0.5 * (s * c + t * Cc)
         d, e, f = 0.5 * (s * d + t * D), 0.5 * (s * e + t * E), 0.5 * (s * f + t * F)
         g, h, i = 0.5 * (s * g + t * G), 0.5 * (s * h + t * H), 0.5 * (s * i + t * I)
+    Q = np.stack([a, b, c, d, e, f, g, h, i], axis=1).reshape(-1, 3, 3)
+    refl = det[ok] < 0
+    if refl.any():
+        Qr = Q[refl]
+        u = _smallest_eigenvectors(np.einsum("kji,kjl->kil", Qr, X[:, ok][:, refl].T.reshape(-1, 3, 3)))
+        Q[refl] = Qr - 2.0 * np.einsum("kij,kj,kl->kil", Qr, u, u)
     out = np.empty((k, 3, 3))
-    out[ok] = np.stack([a, b, c, d, e, f, g, h, i], axis=1).reshape(-1, 3, 3)
+    out[ok] = Q
     if (~ok).any():
         out[~ok] = _rotations_svd(C[~ok])
     return out
+
+
+def _smallest_eigenvectors(H: np.ndarray) -> np.ndarray:
+    """(k, 3) unit eigenvectors of the smallest eigenvalue of symmetric (k, 3, 3) matrices: the
+    eigenvalue in closed form (the trigonometric solution of the characteristic cubic), the
+    vector as the largest cross product of two rows of H - lambda I."""
+    H = 0.5 * (H + np.transpose(H, (0, 2, 1)))
+    q = np.trace(H, axis1=1, axis2=2) / 3.0
+    Hq = H - q[:, None, None] * np.eye(3)
+    p = np.sqrt(np.maximum((Hq ** 2).sum(axis=(1, 2)) / 6.0, 1e-300))
+    r = np.clip(np.linalg.det(Hq / p[:, None, None]) / 2.0, -1.0, 1.0)
+    lam = q + 2.0 * p * np.cos(np.arccos(r) / 3.0 + 2.0 * np.pi / 3.0)  # the smallest root
+    M = H - lam[:, None, None] * np.eye(3)
+    cands = np.stack([np.cross(M[:, 0], M[:, 1]), np.cross(M[:, 0], M[:, 2]), np.cross(M[:, 1], M[:, 2])], axis=1)
+    norms = np.linalg.norm(cands, axis=2)
+    best = np.argmax(norms, axis=1)
+    v = cands[np.arange(len(H)), best]
+    n = norms[np.arange(len(H)), best]
+    v = np.where(n[:, None] > 1e-300, v / np.maximum(n, 1e-300)[:, None], np.array([0.0, 0.0, 1.0]))
+    return v
 
 
 def _rotations_svd(C: np.ndarray) -> np.ndarray:
