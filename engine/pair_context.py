@@ -197,16 +197,12 @@ def _working_copies(source: Mesh, full_target: MeshContext, cfg: MatchConfig, pr
     target = full_target.mesh
     with ThreadPoolExecutor(1, thread_name_prefix="stablewrap-decimate") as pool:
         target_job = pool.submit(WorkingCopy, target, cfg.working_vertices, prog.token)
-        try:
-            source_copy = WorkingCopy(source, cfg.working_vertices, prog.token)
-            prog.update(0.7)
-            if target.n_faces >= CHILD_DECIMATION_FACES and target.n_vertices > cfg.working_vertices:
-                # made now and kept (cached properties): the fit's target, or the rigid maps' query
-                _ = full_target.fit_target if cfg.surface_fit else full_target.surface
-            return source_copy, target_job.result()
-        except BaseException:
-            target_job.cancel()
-            raise
+        source_copy = WorkingCopy(source, cfg.working_vertices, prog.token)
+        prog.update(0.7)
+        if target.n_faces >= CHILD_DECIMATION_FACES and target.n_vertices > cfg.working_vertices:
+            # made now and kept (cached properties): the fit's target, or the rigid maps' query
+            _ = full_target.fit_target if cfg.surface_fit else full_target.surface
+        return source_copy, target_job.result()
 
 
 def build_pair_context(src, tgt, k: int, cfg: MatchConfig, dev_t, prog: Progress, landmarks, exclude) -> PairContext:

@@ -55,6 +55,19 @@ def test_the_flip_test_of_some_triangles_is_the_whole_tests_answer_for_them():
     np.testing.assert_array_equal(check.flipped(moved, some), full[some])
 
 
+def test_the_flip_test_after_moving_some_vertices_is_the_whole_tests_answer():
+    """Re-testing only the triangles near the moved vertices gives the whole test's answer."""
+    s = trimesh.creation.icosphere(subdivisions=3)
+    check = OrientationCheck(s.vertices, s.faces)
+    rng = np.random.default_rng(5)
+    before = s.vertices + 0.05 * rng.normal(size=s.vertices.shape)
+    moved = np.zeros(len(before), bool)
+    moved[rng.choice(len(before), 12, replace=False)] = True
+    after = before + 0.4 * moved[:, None] * rng.normal(size=before.shape)
+    assert (check.flipped(after) != check.flipped(before)).any()
+    np.testing.assert_array_equal(check.flipped_after_moving(check.flipped(before), after, moved), check.flipped(after))
+
+
 def test_fast_rotations_match_the_svd_reference_including_reflections_and_singular_ones():
     from engine.geometry.mesh_quality import _rotations_svd, rotations_from_covariances
 

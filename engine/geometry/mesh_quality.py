@@ -123,7 +123,6 @@ class OrientationCheck:
         self.rest = np.asarray(rest, np.float64)
         self.faces = np.asarray(faces, np.int64)
         n = len(self.rest)
-        self.rings = rings
         A = vertex_adjacency(Mesh(self.rest, self.faces).edges, n) + sp.identity(n, format="csr")
         N = A
         for _ in range(rings - 1):
@@ -156,11 +155,18 @@ class OrientationCheck:
         (collapsed ones included; degenerate rest triangles never); with ``faces`` (k,) int, only
         those triangles, (k,) bool."""
         sel = slice(None) if faces is None else faces
-        tri = self.faces[sel]
         carried = np.einsum("kij,kj->ki", self.rotations(fitted, faces), self.ref[sel])
-        p = fitted[tri]
-        cross = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
-        return self.oriented[sel] & ((cross * carried).sum(axis=1) <= 0)
+        return self.oriented[sel] & ((_cross(fitted, self.faces[sel]) * carried).sum(axis=1) <= 0)
+
+    def flipped_after_moving(self, flipped: np.ndarray, fitted: np.ndarray, moved: np.ndarray) -> np.ndarray:
+        """:meth:`flipped` of ``fitted`` (n, 3), given its answer ``flipped`` (m,) bool for a shape
+        that differs from ``fitted`` only at the ``moved`` (n,) bool vertices: only the triangles
+        with a corner within the rings of a moved vertex are tested again."""
+        near = np.nonzero(((self._ring @ moved.astype(np.float64)) > 0)[self.faces].any(axis=1))[0]
+        out = flipped.copy()
+        if len(near):
+            out[near] = self.flipped(fitted, near)
+        return out
 
     def _folded(self, v: np.ndarray) -> np.ndarray:
         nrm = _cross(v, self.faces)

@@ -32,8 +32,7 @@ class WorkingCopy:
             return
         from .closest import SurfaceQuery
 
-        v, f = decimate(full.vertices, full.faces, max_vertices, cancel)
-        v, f = _collapse_degenerate(np.asarray(v, np.float64), np.asarray(f, np.int64))
+        v, f = _collapse_degenerate(*decimate(full.vertices, full.faces, max_vertices, cancel))
         self.mesh = Mesh(v, f, full.name)
         self._face, self._bary, point, _ = SurfaceQuery(v, f).closest(full.vertices)
         frames, scale = self._frames(self.mesh)
@@ -100,7 +99,6 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, max_vertices: int, cancel=
     # children; whoever stops it ends the decimation with it
     if cancel is None or len(faces) < CHILD_DECIMATION_FACES or mp.current_process().daemon:
         return _simplify(*args)
-    from ..errors import Cancelled
     from ..isolated import run_isolated
 
     cancel.raise_if_cancelled()
@@ -108,13 +106,11 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, max_vertices: int, cancel=
         res = run_isolated(f"{__name__}:_simplify", args, timeout=3600.0, threads=1, stop=cancel.event)
     except (OSError, AssertionError, RuntimeError):  # no child can start here (an embedded interpreter)
         res = {"ok": False, "error": "no child"}
-    cancel.raise_if_cancelled()
+    cancel.raise_if_cancelled()  # a stopped child: the cancel that stopped it raises here
     if res["ok"]:
         return res["value"]
     if res.get("error", "").startswith("MemoryError"):
         raise MemoryError(res["error"])
-    if res.get("error") == "stopped":
-        raise Cancelled("operation cancelled")
     return _simplify(*args)  # the child could not start or died: the same call here
 
 

@@ -256,14 +256,8 @@ class SurfaceFitter:
             # shape pasted in (a fin standing off a blob), the shape blended into the rim (an ear)
             face_comp = comp[self.faces].max(axis=1) + 1
             m = label.max() + 2
-            # the paste and the blend move only the patches: only triangles within the flip
-            # test's rings of a patch can test differently from x
-            near = np.nonzero(self._dilate(solved, self.check.rings)[self.faces].any(axis=1))[0]
-            others = []
-            for y in (pasted, blended):
-                f = flips.copy()
-                f[near] = self.check.flipped(y, near)
-                others.append(self._bad_faces(y, cfg, f))
+            # the paste and the blend move only the patches' vertices
+            others = [self._bad_faces(y, cfg, self.check.flipped_after_moving(flips, y, solved)) for y in (pasted, blended)]
             counts = [np.bincount(face_comp[b], minlength=m)[1:] for b in (bad, *others)]
             choice = np.argmin(np.stack(counts), axis=0)  # ties keep the earlier: as it is, then the paste
             for k, y in ((1, pasted), (2, blended)):
@@ -307,12 +301,9 @@ class SurfaceFitter:
                 break
             alpha[verts] = 0.5 * alpha[verts] if k < cfg.hug_halvings else 0.0
             y = x + alpha[:, None] * (x_new - x)
-            # a triangle's flip test sees the two vertex rings around its corners: only the
-            # triangles within two rings of a vertex that moved can change (the rest keep theirs)
             moved = np.zeros(len(x), bool)
             moved[verts] = True
-            near = np.nonzero(self._dilate(moved, self.check.rings)[self.faces].any(axis=1))[0]
-            flips[near] = self.check.flipped(y, near)
+            flips = self.check.flipped_after_moving(flips, y, moved)
         return y, alpha
 
     def _hug(self, x, target, fixed, weight, cfg):
