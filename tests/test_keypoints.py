@@ -257,3 +257,25 @@ def test_missing_mediapipe_is_a_backend_error_with_on_and_a_notice_with_auto(mon
         detect_pair(mesh, mesh, "on")
     pk = detect_pair(mesh, mesh, "auto")
     assert not pk.used and "mediapipe package is not installed" in pk.reason and "geometric" in pk.reason
+
+
+@needs_mediapipe
+def test_loading_the_pose_model_leaves_pyplot_unloaded_until_something_uses_it():
+    # mediapipe's drawing helpers import matplotlib.pyplot (a quarter second per process) and the
+    # pose graphs never draw: the model loads without it, and pyplot still works when asked for
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from engine.features.pose_model import _import_solutions\n"
+        "solutions = _import_solutions()\n"
+        "assert solutions.pose.Pose is not None\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot loaded with mediapipe'\n"
+        "from mediapipe.python.solutions import drawing_utils\n"
+        "assert callable(drawing_utils.plt.figure)\n"
+        "import matplotlib.pyplot as plt\n"
+        "assert drawing_utils.plt.figure is plt.figure and type(plt).__name__ == 'module'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

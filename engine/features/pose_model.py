@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import threading
+import types
 import warnings
 from dataclasses import dataclass
 
@@ -103,6 +104,32 @@ def mediapipe_status() -> tuple[bool, str]:
     return True, "ok"
 
 
+class _PyplotOnDemand(types.ModuleType):
+    """Stands in for ``matplotlib.pyplot`` while mediapipe imports: its drawing helpers import
+    pyplot at load (0.25 s of mediapipe's 0.4 s import, paid by every process that detects
+    keypoints: each batch match, each CLI run) and the pose graphs never use it; an attribute
+    asked of it later imports the real one."""
+
+    def __getattr__(self, name: str):
+        import importlib
+
+        return getattr(importlib.import_module("matplotlib.pyplot"), name)
+
+
+def _import_solutions():
+    """``mediapipe.python.solutions`` without loading ``matplotlib.pyplot`` (see _PyplotOnDemand)."""
+    key = "matplotlib.pyplot"
+    stand_in = None
+    if key not in sys.modules and "mediapipe" not in sys.modules:
+        stand_in = sys.modules[key] = _PyplotOnDemand(key)
+    try:
+        from mediapipe.python import solutions
+    finally:
+        if stand_in is not None and sys.modules.get(key) is stand_in:
+            del sys.modules[key]  # a later import of pyplot gets the real module
+    return solutions
+
+
 class _MediaPipeModel(PoseModel):
     """What the MediaPipe solutions share: the availability check, one graph per detection
     threshold (built once per process, its set-up logs muted), and the image loop.
@@ -132,7 +159,7 @@ class _MediaPipeModel(PoseModel):
         key = (type(self).__name__, self.min_detection)
         if key not in self._graphs:
             try:
-                from mediapipe.python import solutions
+                solutions = _import_solutions()
             except Exception as exc:  # a broken install: say which package, in one line
                 raise BackendUnavailable(f"keypoints: mediapipe cannot be imported ({exc.__class__.__name__}: {exc})") from None
             # The graph's C++ side logs its set-up (TFLite delegate, absl, feedback tensors) on the
