@@ -404,3 +404,52 @@ def test_busy_benchmark_times_the_match_quiet_and_beside_spinning_processes(monk
     assert not mp.active_children()
     table = busy.markdown("pair", r)
     assert "| median | 1.0 | 2.0 | 2.00x |" in table
+
+
+def test_large_benchmark_subdivides_the_target_once_and_times_every_match_with_fresh_keypoints(monkeypatch, tmp_path):
+    """engine.bench.large: the target subdivided to about the asked size (written once), every
+    row's matches with an empty keypoint cache of their own, medians, and the ratio to the
+    small pair's default match."""
+    import os
+
+    import trimesh
+
+    from engine.bench import large, runner
+    from engine.bench.geodesics import CACHE_ENV
+
+    box = trimesh.creation.icosphere(subdivisions=2)  # 162 vertices
+    src = tmp_path / "ball.ply"
+    box.export(src)
+    path, n = large.large_target(os.fspath(src), 2000, tmp_path / "big")
+    assert n == 2562 and os.path.isfile(path)  # two subdivisions: 162 -> 642 -> 2562
+    stamp = os.stat(path).st_mtime_ns
+    assert large.large_target(os.fspath(src), 2000, tmp_path / "big") == (path, n)
+    assert os.stat(path).st_mtime_ns == stamp  # reused, not written again
+
+    caches = []
+    monkeypatch.setenv(CACHE_ENV, "/the/users/cache")
+
+    def fake_match(path_a, path_b, options, threads=None):
+        cache = os.environ[CACHE_ENV]
+        assert os.path.isdir(cache) and not os.listdir(cache)
+        caches.append(cache)
+        big = path_b == path
+        secs = [3.0, 1.0, 2.0][len(caches) % 3] * (2.5 if big else 1.0)
+        return {"ok": True, "seconds": secs, "peak_rss": 2**30 * (2 if big else 1),
+                "meta": {"seconds": {"prepare": 0.5, "fit surface": secs - 0.5}}}
+
+    monkeypatch.setattr(runner, "run_match_subprocess", fake_match)
+    rows = [("small", "a.off", "b.off", {}), ("big", os.fspath(src), path, {})]
+    table = large.measure(rows, runs=3)
+    assert len(set(caches)) == 6 and os.environ[CACHE_ENV] == "/the/users/cache"
+    assert [r["seconds"] for r in table] == [2.0, 5.0] and table[1]["peak_rss"] == 2 * 2**30
+    assert table[0]["stages"] == {"prepare": 0.5, "fit surface": 1.5}
+    md = large.markdown(table, "small")
+    assert "| big | 5.00 |" in md and "| 2.00 GB | 2.50x |" in md
+
+
+def test_large_benchmark_names_a_missing_mesh(tmp_path, capsys):
+    from engine.bench import large
+
+    assert large.main(["--data", os.fspath(tmp_path), "--template", "nope.obj"]) == 1
+    assert "--template: no mesh file at nope.obj" in capsys.readouterr().err
