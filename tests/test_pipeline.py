@@ -166,6 +166,31 @@ def test_cancel_during_the_registration_race_stops_every_run(small_pair):
     assert threading.active_count() == before
 
 
+def test_the_spectra_are_computed_beside_the_keypoints_and_their_error_is_the_matchs(small_pair, monkeypatch):
+    """With keypoints on, the working copies' bases and descriptors are computed on another
+    thread during the keypoint stage; what that raises is the match's error, no thread stays;
+    with keypoints off they are computed in the match's thread as before."""
+    import threading
+
+    from engine.errors import InputError
+    from engine.pair_context import MeshContext
+
+    before = threading.active_count()
+    where = []
+
+    def no_spectrum(self):
+        where.append(threading.current_thread().name)
+        raise InputError(f"{self.mesh.name}: no spectrum")
+
+    monkeypatch.setattr(MeshContext, "hks", property(no_spectrum))
+    with pytest.raises(InputError, match="no spectrum"):
+        engine.match(*_src_tgt(small_pair), keypoints="auto", **FAST)
+    assert where == ["stablewrap-spectra"] and threading.active_count() == before
+    with pytest.raises(InputError, match="no spectrum"):
+        engine.match(*_src_tgt(small_pair), keypoints="off", **FAST)
+    assert where[1:] == [threading.main_thread().name]
+
+
 def test_a_cancel_from_the_progress_callback_stops_runs_racing_in_threads():
     import threading
 
