@@ -98,13 +98,15 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
 
     t = clock()
     prog.stage("keypoints")
-    spectra = _Spectra(ctx) if method == "full" and keypoints != "off" else None
-    try:
-        with single_thread(spectra is not None and _small(ctx)):  # the other core computes the spectra
+    beside = method == "full" and keypoints != "off"
+    # BLAS on one thread for both threads until the join (see engine.threads.single_thread)
+    with single_thread(beside and _small(ctx)):
+        spectra = _Spectra(ctx) if beside else None
+        try:
             ctx.keypoints = detect_pair(ctx.S, ctx.T, keypoints if method == "full" else "off", progress=prog)
-    finally:  # on a cancel too: no thread outlives the match (the spectra take a few tenths of a second)
-        if spectra is not None:
-            spectra.join()
+        finally:  # on a cancel too: no thread outlives the match (the spectra take a few tenths of a second)
+            if spectra is not None:
+                spectra.join()
     if spectra is not None and spectra.error is not None:
         raise spectra.error
     if not ctx.keypoints.used and keypoints == "auto" and method == "full":
@@ -175,7 +177,7 @@ class _Spectra:
 
     def _compute(self, ctx: PairContext) -> None:
         try:
-            with single_thread(_small(ctx)):
+            with single_thread(_small(ctx), blas=False):  # the BLAS limit: the match thread's block
                 for mesh in (ctx.source, ctx.target):
                     mesh.hks, mesh.wks  # noqa: B018  (cached properties: the basis, HKS and WKS)
         except BaseException as exc:  # raised in the match's thread after the join

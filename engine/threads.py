@@ -45,7 +45,7 @@ SINGLE_THREAD_FACES = 40_000
 
 
 @contextmanager
-def single_thread(enabled: bool = True):
+def single_thread(enabled: bool = True, blas: bool = True):
     """Run the block with torch on one intra-op thread and the BLAS / OpenMP pools on one thread,
     then restore both.
 
@@ -55,7 +55,10 @@ def single_thread(enabled: bool = True):
     when it is busy (measured on 2 cores beside two busy processes: the alignment's eigen
     solve 0.7 s -> 10 s with the pools, the registration 3.2 s -> 5.1 s). The torch count is
     the calling thread's (OpenMP keeps it per thread), so raced registrations in Python
-    threads each set and restore their own; blocks nest. ``enabled=False`` changes nothing.
+    threads each set and restore their own; blocks nest. The BLAS limit is the process's: a
+    helper thread passes ``blas=False`` and runs inside a block of the thread that joins it
+    (restored from two threads, the limits would depend on which restores last).
+    ``enabled=False`` changes nothing.
     """
     if not enabled:
         yield
@@ -68,7 +71,8 @@ def single_thread(enabled: bool = True):
     try:
         from threadpoolctl import threadpool_limits
 
-        limiter = threadpool_limits(limits=1, user_api="blas")
+        if blas:
+            limiter = threadpool_limits(limits=1, user_api="blas")
     except ImportError:  # BLAS keeps its pools
         pass
     try:

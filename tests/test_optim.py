@@ -87,5 +87,8 @@ def test_single_thread_nests_and_restores_the_count():
         assert torch.get_num_threads() == 2  # restored on the way out of an error (a cancel) too
         with single_thread(enabled=False):
             assert torch.get_num_threads() == 2
+        with single_thread(blas=False):  # a helper thread's: its torch count only, the BLAS limit is the process's
+            assert torch.get_num_threads() == 1
+            assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == blas_before
     finally:
         torch.set_num_threads(before)

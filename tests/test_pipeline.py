@@ -191,6 +191,20 @@ def test_the_spectra_are_computed_beside_the_keypoints_and_their_error_is_the_ma
     assert where[1:] == [threading.main_thread().name]
 
 
+def test_a_match_leaves_the_thread_pools_as_it_found_them(small_pair):
+    """The keypoint stage's helper thread and the single-thread stages restore torch's count and
+    the BLAS limit (a helper restoring the process-wide BLAS limit itself could leave it at 1)."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    def pools():
+        return torch.get_num_threads(), [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = pools()
+    engine.match(*_src_tgt(small_pair), keypoints="auto", **FAST)
+    assert pools() == before
+
+
 def test_a_cancel_from_the_progress_callback_stops_runs_racing_in_threads():
     import threading
 
