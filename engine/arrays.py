@@ -53,3 +53,22 @@ def unique_rows(a: np.ndarray, return_index: bool = False, return_inverse: bool 
         rows[:, j] = digit + lo[j]
     out = (rows,) + tuple(x.reshape(-1) for x in res[1:])
     return out[0] if len(out) == 1 else out
+
+
+def triangle_cross(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(m, 3) float64: (v1 - v0) x (v2 - v0) of every triangle (twice its area along its normal).
+
+    vertices : (n, 3) float; faces : (m, 3) int. The products on coordinate columns: the same
+    numbers as ``np.cross`` on gathered corners, in about half the time (the surface fit takes
+    it a hundred times a fit)."""
+    v = np.asarray(vertices, np.float64)
+    f = np.asarray(faces)
+    x, y, z = v[:, 0], v[:, 1], v[:, 2]
+    i, j, k = f[:, 0], f[:, 1], f[:, 2]
+    ax, ay, az = x[j] - x[i], y[j] - y[i], z[j] - z[i]
+    bx, by, bz = x[k] - x[i], y[k] - y[i], z[k] - z[i]
+    out = np.empty((len(f), 3))
+    out[:, 0] = ay * bz - az * by
+    out[:, 1] = az * bx - ax * bz
+    out[:, 2] = ax * by - ay * bx
+    return out

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from .arrays import unique_rows
+from .arrays import triangle_cross, unique_rows
 from .errors import InputError
 
 from .mesh_files import SUPPORTED_EXTENSIONS, load_mesh_file  # noqa: F401 (re-exported)
@@ -54,8 +54,7 @@ class Mesh:
     @cached_property
     def face_cross(self) -> np.ndarray:
         """(m, 3) float64: (v1 - v0) x (v2 - v0), twice the area along the normal."""
-        v = self.vertices[self.faces]
-        return np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+        return triangle_cross(self.vertices, self.faces)
 
     @cached_property
     def face_areas(self) -> np.ndarray:
@@ -314,7 +313,7 @@ def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None
 
     # degenerate faces: repeated index or (near) zero area
     keep = (ctris[:, 0] != ctris[:, 1]) & (ctris[:, 1] != ctris[:, 2]) & (ctris[:, 0] != ctris[:, 2])
-    cr = np.cross(cverts[ctris[:, 1]] - cverts[ctris[:, 0]], cverts[ctris[:, 2]] - cverts[ctris[:, 0]])
+    cr = triangle_cross(cverts, ctris)
     area2 = np.linalg.norm(cr, axis=1)
     keep &= area2 > 1e-12 * diag * diag
     report["degenerate_faces_dropped"] = int((~keep).sum())

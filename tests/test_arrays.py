@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from engine.arrays import compact, unique_rows, unit_rows
+from engine.arrays import compact, triangle_cross, unique_rows, unit_rows
 
 
 @pytest.mark.parametrize("shape, low, high, dtype", [((5000, 2), 0, 300, np.int64), ((800, 3), -4, 4, np.int64),
@@ -25,3 +25,12 @@ def test_unit_rows_and_compact():
     v, f, old_to_new = compact(np.arange(12.0).reshape(4, 3), np.array([[3, 1, 3]]))
     assert v.tolist() == [[3.0, 4.0, 5.0], [9.0, 10.0, 11.0]] and f.tolist() == [[1, 0, 1]]
     assert old_to_new.tolist() == [-1, 0, -1, 1]
+
+
+def test_triangle_cross_is_numpys_cross_of_the_edges():
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(50, 3))
+    f = rng.integers(0, 50, size=(200, 3))
+    p = v[f]
+    assert np.array_equal(triangle_cross(v, f), np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]))
+    assert triangle_cross(v, f[:0]).shape == (0, 3)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import triangle_cross
 from .selection import MapScorer
 
 
@@ -66,8 +67,7 @@ def turned_share(source, target, s2t: np.ndarray) -> float:
     Returns a share in [0, 1] (0 when every mapped triangle collapsed).
     """
     corners = s2t[source.faces]  # (m, 3)
-    p = target.vertices[corners]
-    normal = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    normal = triangle_cross(target.vertices, corners)
     kept = (corners[:, 0] != corners[:, 1]) & (corners[:, 1] != corners[:, 2]) & (corners[:, 0] != corners[:, 2])
     facing = np.einsum("md,md->m", normal, target.vertex_normals[corners].sum(axis=1))
     area = source.face_areas

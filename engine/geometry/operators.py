@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..arrays import triangle_cross
+
 
 def face_areas_normals(vertices: np.ndarray, faces: np.ndarray, eps: float = 1e-20):
     """Face areas (m,) float64 and unit normals (m, 3) float64 (areas clamped to ``eps``)."""
-    v = vertices[faces]
-    cr = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+    cr = triangle_cross(vertices, faces)
     dbl = np.linalg.norm(cr, axis=1)
     area = np.maximum(0.5 * dbl, eps)
     n = cr / np.maximum(dbl, eps)[:, None]

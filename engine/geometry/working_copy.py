@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from ..arrays import compact
+from ..arrays import compact, triangle_cross
 from ..mesh import Mesh
 
 
@@ -137,7 +137,7 @@ def _collapse_degenerate(vertices: np.ndarray, faces: np.ndarray, rounds: int = 
     for _ in range(rounds):
         f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
         p = v[f]
-        area2 = np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
+        area2 = np.linalg.norm(triangle_cross(v, f), axis=1)
         edge2 = (np.linalg.norm(p[:, [1, 2, 0]] - p, axis=2) ** 2).sum(axis=1)
         # quality 2 sqrt(3) area2 / sum(edge^2) (1: equilateral); 0.02: a sliver with angles near 1 degree
         bad = np.nonzero(2.0 * np.sqrt(3.0) * area2 <= 0.02 * np.maximum(edge2, 1e-300))[0]

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from ..arrays import triangle_cross
 from ..errors import InputError
 from .maps import check_faces, check_vertices
 
@@ -43,11 +44,6 @@ class RetopoResult:
     flipped_faces: np.ndarray
     on_surface: np.ndarray
     distance: np.ndarray
-
-
-def _cross(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    p = v[f]
-    return np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
 
 
 def similarity_transform(X: np.ndarray, Y: np.ndarray, allow_scale: bool = True):
@@ -120,7 +116,7 @@ def fit_retopology(src_vertices, src_faces, tgt_vertices, tgt_faces, fitted_vert
         _, _, P, _ = q.closest(x_fit[free])
         target = x_fit.copy()
         target[free] = P
-        ref = _cross(x_fit, f)
+        ref = triangle_cross(x_fit, f)
         ref_len = np.linalg.norm(ref, axis=1)
         check = ref_len > 1e-12 * max(ref_len.max(), 1e-300)
         ref_n = ref / np.maximum(ref_len, 1e-300)[:, None]
@@ -128,7 +124,7 @@ def fit_retopology(src_vertices, src_faces, tgt_vertices, tgt_faces, fitted_vert
 
         def folded_faces(a):
             xx = x_fit + a[:, None] * (target - x_fit)
-            signed = (_cross(xx, f) * ref_n).sum(axis=1)
+            signed = (triangle_cross(xx, f) * ref_n).sum(axis=1)
             return xx, check & (signed <= 0.01 * ref_len)
 
         x, folded = folded_faces(alpha)
@@ -152,8 +148,8 @@ def fit_retopology(src_vertices, src_faces, tgt_vertices, tgt_faces, fitted_vert
 
     _, _, P, dist = q.closest(x)
     tri_f, _, _, _ = q.closest(x[f].mean(axis=1))
-    tn = _cross(tv, tf)[tri_f]
-    cur = _cross(x, f)
+    tn = triangle_cross(tv, tf)[tri_f]
+    cur = triangle_cross(x, f)
     dots = (cur * tn).sum(axis=1)
     area = np.linalg.norm(cur, axis=1)
     checked = ~rigid[f].any(axis=1) & (area > 0)
