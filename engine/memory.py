@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from .errors import InputError
 
-# a match process at the working size: Python, torch, the working copies and their solvers
-# (measured 0.36-0.37 GB at 5k -> 5k, rounded up)
-BASE_BYTES = 600 * 2**20
+# a match process at the working size: Python, torch, the working copies and their solvers,
+# the pose model and its renders (measured 0.66-0.70 GB at 5k -> 5k with the keypoints
+# detected, 0.37-0.39 GB with them cached; rounded up)
+BASE_BYTES = 800 * 2**20
 # per full-resolution vertex: the target's clean copy, search tree and surface-fit arrays
 # (measured 1.9 KB from 5k -> 5k to 5k -> 320k); the source's: the surface fit's sparse factors
 # and per-vertex frames (measured 4.1 KB from 5k -> 5k to 80k -> 5k); both rounded up
