@@ -68,6 +68,32 @@ def test_the_flip_test_after_moving_some_vertices_is_the_whole_tests_answer():
     np.testing.assert_array_equal(check.flipped_after_moving(check.flipped(before), after, moved), check.flipped(after))
 
 
+def test_the_fits_checks_after_moving_some_vertices_are_the_whole_checks():
+    """The surface fit's per-face checks (flips, new folds, areas) redone only near the moved
+    vertices equal the checks of the whole shape, bit for bit, and so do the bad triangles;
+    the fold test on a subset of pairs is the whole test's answer there."""
+    from engine.register.surface_fit import SurfaceFitConfig, SurfaceFitter
+
+    s = trimesh.creation.icosphere(subdivisions=3)
+    fitter = SurfaceFitter(s.vertices, s.faces)
+    rng = np.random.default_rng(6)
+    before = s.vertices + 0.05 * rng.normal(size=s.vertices.shape)
+    moved = np.zeros(len(before), bool)
+    moved[rng.choice(len(before), 20, replace=False)] = True
+    after = before + 0.5 * moved[:, None] * rng.normal(size=before.shape)
+    whole = fitter._checks(after)
+    assert whole.folds.any() and whole.flipped.any()  # the move turned some over and folded some
+    step = fitter._checks_after_moving(fitter._checks(before), after, moved)
+    for name in ("flipped", "folds", "area"):
+        np.testing.assert_array_equal(getattr(step, name), getattr(whole, name))
+    cfg = SurfaceFitConfig()
+    np.testing.assert_array_equal(fitter._bad(step, cfg), fitter._bad_faces(after, cfg))
+    some = np.r_[np.nonzero(whole.folds)[0], np.arange(0, len(whole.folds), 5)]
+    np.testing.assert_array_equal(fitter.check.new_fold_mask(after, some), whole.folds[some])
+    near = fitter.check.faces_of(np.nonzero(moved)[0])
+    assert set(near) == set(np.nonzero(moved[s.faces].any(axis=1))[0])
+
+
 def test_fast_rotations_match_the_svd_reference_including_reflections_and_singular_ones():
     from engine.geometry.mesh_quality import _rotations_svd, rotations_from_covariances
 

@@ -135,18 +135,26 @@ class OrientationCheck:
         self.oriented = ref_area > 1e-10 * max(float(ref_area.max(initial=0.0)), 1e-300)
         self.pairs = adjacent_face_pairs(self.faces)
         self._rest_folded = self._folded(self.rest)
+        # incidences for the checks after a few vertices moved: vertex -> faces, face -> fold pairs
+        m, p = len(self.faces), len(self.pairs)
+        self._vertex_faces = sp.csr_matrix((np.ones(3 * m), (self.faces.ravel(), np.repeat(np.arange(m), 3))),
+                                           shape=(n, m))
+        self._face_pairs = sp.csr_matrix((np.ones(2 * p), (self.pairs.ravel(), np.repeat(np.arange(p), 2))),
+                                         shape=(m, p))
 
     def rotations(self, fitted: np.ndarray, faces: np.ndarray | None = None) -> np.ndarray:
         """(m, 3, 3): per face (or per face of the index array ``faces``), the best rotation of
         the rings around it, rest -> fitted."""
-        n = len(self.rest)
+        rest = self.rest
         if faces is None:
             ring, tri = self._ring, self.faces
-        else:  # only the rows of the faces' vertices
+        else:  # only the rows of the faces' vertices, and the columns of their rings
             verts, tri = np.unique(self.faces[faces], return_inverse=True)
             ring, tri = self._ring[verts], tri.reshape(-1, 3)
-        rm, xm = ring @ self.rest, ring @ fitted
-        outer = (self.rest[:, :, None] * fitted[:, None, :]).reshape(n, 9)
+            cols = np.unique(ring.indices)
+            ring, rest, fitted = ring[:, cols], rest[cols], fitted[cols]
+        rm, xm = ring @ rest, ring @ fitted
+        outer = (rest[:, :, None] * fitted[:, None, :]).reshape(len(rest), 9)
         C = (ring @ outer).reshape(-1, 3, 3) - rm[:, :, None] * xm[:, None, :]
         return rotations_from_covariances(C[tri].sum(axis=1))
 
@@ -162,20 +170,41 @@ class OrientationCheck:
         """:meth:`flipped` of ``fitted`` (n, 3), given its answer ``flipped`` (m,) bool for a shape
         that differs from ``fitted`` only at the ``moved`` (n,) bool vertices: only the triangles
         with a corner within the rings of a moved vertex are tested again."""
-        near = np.nonzero(((self._ring @ moved.astype(np.float64)) > 0)[self.faces].any(axis=1))[0]
+        # the rings are symmetric: the vertices whose rings hold a moved vertex are the moved ones' rings
+        near = self.faces_of(np.unique(self._ring[np.nonzero(moved)[0]].indices))
         out = flipped.copy()
         if len(near):
             out[near] = self.flipped(fitted, near)
         return out
 
-    def _folded(self, v: np.ndarray) -> np.ndarray:
-        nrm = _cross(v, self.faces)
+    def faces_of(self, vertices: np.ndarray) -> np.ndarray:
+        """(k,) int64 sorted: the faces with a corner among ``vertices`` (indices)."""
+        return np.unique(self._vertex_faces[np.asarray(vertices, np.int64)].indices).astype(np.int64)
+
+    def pairs_of(self, faces: np.ndarray) -> np.ndarray:
+        """(k,) int64 sorted: rows of ``pairs`` with a face among ``faces`` (indices)."""
+        return np.unique(self._face_pairs[np.asarray(faces, np.int64)].indices).astype(np.int64)
+
+    def _folded(self, v: np.ndarray, pairs: np.ndarray | None = None) -> np.ndarray:
+        pr = self.pairs if pairs is None else self.pairs[pairs]
+        if pairs is None:
+            nrm = _cross(v, self.faces)
+        else:  # the normals of the pairs' faces only
+            used, pr = np.unique(pr, return_inverse=True)
+            pr = pr.reshape(-1, 2)
+            nrm = _cross(v, self.faces[used])
         nrm = nrm / np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-300)
-        return (nrm[self.pairs[:, 0]] * nrm[self.pairs[:, 1]]).sum(axis=1) < np.cos(np.radians(FOLD_ANGLE_DEG))
+        return (nrm[pr[:, 0]] * nrm[pr[:, 1]]).sum(axis=1) < np.cos(np.radians(FOLD_ANGLE_DEG))
+
+    def new_fold_mask(self, fitted: np.ndarray, pairs: np.ndarray | None = None) -> np.ndarray:
+        """(p,) bool: per row of ``pairs``, folded onto each other in ``fitted`` but not in the rest
+        mesh; with ``pairs`` (k,) int (rows), only those, (k,) bool."""
+        rest = self._rest_folded if pairs is None else self._rest_folded[pairs]
+        return self._folded(fitted, pairs) & ~rest
 
     def new_folds(self, fitted: np.ndarray) -> np.ndarray:
         """(k, 2) int64: adjacent face pairs folded onto each other in ``fitted`` but not in the rest mesh."""
-        return self.pairs[self._folded(fitted) & ~self._rest_folded]
+        return self.pairs[self.new_fold_mask(fitted)]
 
 
 def flipped_faces(rest: np.ndarray, fitted: np.ndarray, faces: np.ndarray) -> np.ndarray:

@@ -90,6 +90,16 @@ class SurfaceFit:
     no_surface: float = 0.0
 
 
+@dataclass
+class _Checks:
+    """The per-face checks of one shape of the template: flipped (m,) bool, new folds per fold
+    pair (p,) bool (``OrientationCheck.pairs``), areas (m,) float64."""
+
+    flipped: np.ndarray
+    folds: np.ndarray
+    area: np.ndarray
+
+
 class SurfaceFitter:
     """Precomputed template side of the fit: edges, the shape operator, adjacency.
 
@@ -136,15 +146,35 @@ class SurfaceFitter:
         """(n, 3): the shape term's right side for the per-vertex similarities ``T`` (n, 3, 3)."""
         return self._rhs_op @ np.ascontiguousarray(T.transpose(2, 0, 1)).reshape(-1, 3)
 
+    def _checks(self, x: np.ndarray, flipped: np.ndarray | None = None) -> "_Checks":
+        """The per-face checks of ``x`` (``flipped``: the flip test's (m,) answer when the caller has it)."""
+        return _Checks(self.check.flipped(x) if flipped is None else flipped, self.check.new_fold_mask(x),
+                       face_areas_normals(x, self.faces)[0])
+
+    def _checks_after_moving(self, checks: "_Checks", y: np.ndarray, moved: np.ndarray) -> "_Checks":
+        """:meth:`_checks` of ``y``, given ``checks`` of a shape that differs from ``y`` only at the
+        ``moved`` (n,) bool vertices: only the triangles and fold pairs near them are tested again."""
+        flipped = self.check.flipped_after_moving(checks.flipped, y, moved)
+        changed = self.check.faces_of(np.nonzero(moved)[0])
+        area = checks.area.copy()
+        area[changed] = face_areas_normals(y, self.faces[changed])[0]
+        pairs = self.check.pairs_of(changed)
+        folds = checks.folds.copy()
+        folds[pairs] = self.check.new_fold_mask(y, pairs)
+        return _Checks(flipped, folds, area)
+
+    def _bad(self, checks: "_Checks", cfg: SurfaceFitConfig) -> np.ndarray:
+        """(m,) bool: triangles flipped, folded onto a neighbour or collapsed."""
+        bad = checks.flipped.copy()
+        bad[self.check.pairs[checks.folds].ravel()] = True
+        scale2 = checks.area.sum() / max(self.rest_area.sum(), 1e-300)
+        bad |= (checks.area < cfg.collapse_ratio * scale2 * self.rest_area) & (self.rest_area > 0)
+        return bad
+
     def _bad_faces(self, x: np.ndarray, cfg: SurfaceFitConfig, flipped: np.ndarray | None = None) -> np.ndarray:
         """(m,) bool: triangles flipped, folded onto a neighbour or collapsed in ``x``
         (``flipped``: the flip test's (m,) answer for ``x`` when the caller has it)."""
-        bad = self.check.flipped(x) if flipped is None else flipped.copy()
-        bad[self.check.new_folds(x).ravel()] = True
-        area, _ = face_areas_normals(x, self.faces)
-        scale2 = area.sum() / max(self.rest_area.sum(), 1e-300)
-        bad |= (area < cfg.collapse_ratio * scale2 * self.rest_area) & (self.rest_area > 0)
-        return bad
+        return self._bad(self._checks(x, flipped), cfg)
 
     def _dilate(self, mask: np.ndarray, rings: int) -> np.ndarray:
         for _ in range(rings):
@@ -231,8 +261,8 @@ class SurfaceFitter:
         n = len(self.rest)
         replaced = np.zeros(n, bool)
         for round_ in range(cfg.replace_rounds):
-            flips = self.check.flipped(x)
-            bad = self._bad_faces(x, cfg, flips)
+            checks = self._checks(x)
+            bad = self._bad(checks, cfg)
             if not bad.any():
                 break
             rings = min(cfg.release_rings * 2 ** round_, cfg.replace_max_rings)
@@ -257,7 +287,7 @@ class SurfaceFitter:
             face_comp = comp[self.faces].max(axis=1) + 1
             m = label.max() + 2
             # the paste and the blend move only the patches' vertices
-            others = [self._bad_faces(y, cfg, self.check.flipped_after_moving(flips, y, solved)) for y in (pasted, blended)]
+            others = [self._bad(self._checks_after_moving(checks, y, solved), cfg) for y in (pasted, blended)]
             counts = [np.bincount(face_comp[b], minlength=m)[1:] for b in (bad, *others)]
             choice = np.argmin(np.stack(counts), axis=0)  # ties keep the earlier: as it is, then the paste
             for k, y in ((1, pasted), (2, blended)):
@@ -290,9 +320,9 @@ class SurfaceFitter:
         then they stay (``cfg.hug_halvings``). Returns the new positions and the step (n,) in [0, 1] each vertex made."""
         alpha = np.ones(len(x))
         y = x + alpha[:, None] * (x_new - x)
-        flips = self.check.flipped(y)
+        checks = self._checks(y)
         for k in range(cfg.hug_halvings + len(self.faces)):
-            new_bad = self._bad_faces(y, cfg, flips) & ~bad_before
+            new_bad = self._bad(checks, cfg) & ~bad_before
             if not new_bad.any():
                 break
             verts = np.unique(self.faces[new_bad])
@@ -303,7 +333,7 @@ class SurfaceFitter:
             y = x + alpha[:, None] * (x_new - x)
             moved = np.zeros(len(x), bool)
             moved[verts] = True
-            flips = self.check.flipped_after_moving(flips, y, moved)
+            checks = self._checks_after_moving(checks, y, moved)
         return y, alpha
 
     def _hug(self, x, target, fixed, weight, cfg):
