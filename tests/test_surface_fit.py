@@ -55,15 +55,21 @@ def test_the_flip_test_of_some_triangles_is_the_whole_tests_answer_for_them():
     np.testing.assert_array_equal(check.flipped(moved, some), full[some])
 
 
-def test_the_flip_test_after_moving_some_vertices_is_the_whole_tests_answer():
-    """Re-testing only the triangles near the moved vertices gives the whole test's answer."""
+def _sphere_moved(seed: int, count: int, scale: float):
+    """An icosphere, a noisy shape of it and that shape with ``count`` vertices moved by ``scale``:
+    (sphere, before, moved mask, after)."""
     s = trimesh.creation.icosphere(subdivisions=3)
-    check = OrientationCheck(s.vertices, s.faces)
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)
     before = s.vertices + 0.05 * rng.normal(size=s.vertices.shape)
     moved = np.zeros(len(before), bool)
-    moved[rng.choice(len(before), 12, replace=False)] = True
-    after = before + 0.4 * moved[:, None] * rng.normal(size=before.shape)
+    moved[rng.choice(len(before), count, replace=False)] = True
+    return s, before, moved, before + scale * moved[:, None] * rng.normal(size=before.shape)
+
+
+def test_the_flip_test_after_moving_some_vertices_is_the_whole_tests_answer():
+    """Re-testing only the triangles near the moved vertices gives the whole test's answer."""
+    s, before, moved, after = _sphere_moved(5, 12, 0.4)
+    check = OrientationCheck(s.vertices, s.faces)
     assert (check.flipped(after) != check.flipped(before)).any()
     np.testing.assert_array_equal(check.flipped_after_moving(check.flipped(before), after, moved), check.flipped(after))
 
@@ -74,13 +80,8 @@ def test_the_fits_checks_after_moving_some_vertices_are_the_whole_checks():
     the fold test on a subset of pairs is the whole test's answer there."""
     from engine.register.surface_fit import SurfaceFitConfig, SurfaceFitter
 
-    s = trimesh.creation.icosphere(subdivisions=3)
+    s, before, moved, after = _sphere_moved(6, 20, 0.5)
     fitter = SurfaceFitter(s.vertices, s.faces)
-    rng = np.random.default_rng(6)
-    before = s.vertices + 0.05 * rng.normal(size=s.vertices.shape)
-    moved = np.zeros(len(before), bool)
-    moved[rng.choice(len(before), 20, replace=False)] = True
-    after = before + 0.5 * moved[:, None] * rng.normal(size=before.shape)
     whole = fitter._checks(after)
     assert whole.folds.any() and whole.flipped.any()  # the move turned some over and folded some
     step = fitter._checks_after_moving(fitter._checks(before), after, moved)
