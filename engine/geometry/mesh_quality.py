@@ -59,19 +59,7 @@ def rotations_from_covariances(C: np.ndarray, iterations: int = 7) -> np.ndarray
     a, b, c, d, e, f, g, h, i = X
     det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
     ok = np.abs(det) > 1e-9
-    a, b, c, d, e, f, g, h, i = (v[ok] for v in (a, b, c, d, e, f, g, h, i))
-    for _ in range(iterations):
-        # cofactors (det * inverse-transpose)
-        A, B, Cc = e * i - f * h, f * g - d * i, d * h - e * g
-        D, E, F = c * h - b * i, a * i - c * g, b * g - a * h
-        G, H, I = b * f - c * e, c * d - a * f, a * e - b * d
-        det_ = a * A + b * B + c * Cc
-        s = np.abs(det_) ** (-1.0 / 3.0)  # determinant scaling: fast convergence from the start
-        t = 1.0 / (s * det_)
-        a, b, c = 0.5 * (s * a + t * A), 0.5 * (s * b + t * B), 0.5 * (s * c + t * Cc)
-        d, e, f = 0.5 * (s * d + t * D), 0.5 * (s * e + t * E), 0.5 * (s * f + t * F)
-        g, h, i = 0.5 * (s * g + t * G), 0.5 * (s * h + t * H), 0.5 * (s * i + t * I)
-    Q = np.stack([a, b, c, d, e, f, g, h, i], axis=1).reshape(-1, 3, 3)
+    Q = _newton_polar([v[ok] for v in (a, b, c, d, e, f, g, h, i)], iterations)
     refl = det[ok] < 0
     if refl.any():
         Qr = Q[refl]
@@ -82,6 +70,25 @@ def rotations_from_covariances(C: np.ndarray, iterations: int = 7) -> np.ndarray
     if (~ok).any():
         out[~ok] = _rotations_svd(C[~ok])
     return out
+
+
+def _newton_polar(entries: list, iterations: int) -> np.ndarray:
+    """(k, 3, 3) polar factors of the matrices whose nine row-major entries are the (k,) arrays
+    ``entries`` (determinant-scaled Newton iterations)."""
+    a, b, c, d, e, f, g, h, i = entries
+    for _ in range(iterations):
+        # cofactors (det * inverse-transpose)
+        A, B, Cc = e * i - f * h, f * g - d * i, d * h - e * g
+        D, E, F = c * h - b * i, a * i - c * g, b * g - a * h
+        G, H, I = b * f - c * e, c * d - a * f, a * e - b * d
+        det_ = a * A + b * B + c * Cc
+        s = np.abs(det_) ** (-1.0 / 3.0)  # determinant scaling: fast convergence from the start
+        # X <- (s X + cof(X) / (s det)) / 2, the halving folded into both factors (exact: a power of two)
+        s, t = 0.5 * s, 0.5 / (s * det_)
+        a, b, c = s * a + t * A, s * b + t * B, s * c + t * Cc
+        d, e, f = s * d + t * D, s * e + t * E, s * f + t * F
+        g, h, i = s * g + t * G, s * h + t * H, s * i + t * I
+    return np.stack([a, b, c, d, e, f, g, h, i], axis=1).reshape(-1, 3, 3)
 
 
 def _smallest_eigenvectors(H: np.ndarray) -> np.ndarray:
