@@ -77,8 +77,9 @@ STARTED = {"started": True}
 STARTUP_TIMEOUT_S = 120.0
 
 
-def _child_main(conn, call: str, args: tuple, kwargs: dict, threads: Optional[int], preload: tuple = ()) -> None:
-    """Entry point of the child: run the call, send a plain dict back."""
+def _child_main(conn, inputs, call: str, threads: Optional[int], preload: tuple = ()) -> None:
+    """Entry point of the child: run the call on the arguments read from ``inputs``, send a plain
+    dict back on ``conn``."""
     result: dict = {"ok": False}
     t0 = None
     try:
@@ -89,6 +90,8 @@ def _child_main(conn, call: str, args: tuple, kwargs: dict, threads: Optional[in
         for target in preload:  # what the call will import, imported before its clock starts
             resolve(target)
         conn.send(STARTED)  # the timeout counts from here: imports on a busy machine are not the call's time
+        args, kwargs = inputs.recv()
+        inputs.close()
         t0 = time.perf_counter()
         result["value"] = fn(*args, **kwargs)
         result["seconds"] = time.perf_counter() - t0
@@ -112,11 +115,15 @@ def run_isolated(call: str, args: tuple = (), kwargs: dict | None = None, *, tim
     more ``"package.module:attr"`` targets the call will use, imported before the timeout starts."""
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(send, call, tuple(args), dict(kwargs or {}), threads, tuple(preload)),
-                       daemon=True)
+    # the arguments (meshes: megabytes) go over a pipe of their own once the child runs: passed to
+    # Process they are written while the child starts, and a child that dies starting (a script
+    # read from stdin it cannot re-run, a broken import) leaves that write blocked for good
+    in_recv, in_send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_main, args=(send, in_recv, call, threads, tuple(preload)), daemon=True)
     start = time.perf_counter()
     proc.start()
     send.close()
+    in_recv.close()
     result: Optional[dict] = None
     failure = ""
     ended_early = started = False
@@ -130,7 +137,15 @@ def run_isolated(call: str, args: tuple = (), kwargs: dict | None = None, *, tim
                     failure = describe_exit(proc.exitcode)
                     break
                 if result == STARTED:  # imported and calling: the timeout counts from here
-                    result, start, started = None, time.perf_counter(), True
+                    result = None
+                    try:
+                        in_send.send((tuple(args), dict(kwargs or {})))
+                    except (BrokenPipeError, EOFError, OSError):  # it died reading them
+                        proc.join(5)
+                        failure = describe_exit(proc.exitcode)
+                        break
+                    in_send.close()
+                    start, started = time.perf_counter(), True
                     continue
                 break
             if not proc.is_alive():
@@ -152,6 +167,7 @@ def run_isolated(call: str, args: tuple = (), kwargs: dict | None = None, *, tim
         raise
     finally:
         recv.close()
+        in_send.close()
         if ended_early:
             proc.terminate()
         proc.join(10)

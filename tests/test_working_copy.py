@@ -2,6 +2,9 @@
 and the deformation is carried back to every full vertex."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import trimesh
 
@@ -176,3 +179,26 @@ def test_a_match_in_a_daemonic_child_decimates_in_place():
     assert res["ok"], res.get("error")
     here = decimate(m.vertices, m.faces, 500)
     np.testing.assert_array_equal(res["value"][1], here[1])
+
+
+def test_a_large_decimation_from_a_script_on_stdin_falls_back_instead_of_hanging():
+    """A script read from stdin cannot be re-run by a spawned child, which dies starting; the
+    mesh (megabytes) used to be written to it while it started, a write nothing ever read:
+    the match hung for good. Now the child fails at once and the decimation runs in place."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, trimesh\n"
+        "from engine.geometry import working_copy\n"
+        "from engine.progress import CancelToken\n"
+        "working_copy.CHILD_DECIMATION_FACES = 1000\n"
+        "m = trimesh.creation.icosphere(subdivisions=7)\n"  # 164k vertices: a 7.8 MB array to send
+        "v, f = working_copy.decimate(np.asarray(m.vertices), np.asarray(m.faces), 2000, CancelToken())\n"
+        "print('copy', len(v))\n"
+    )
+    out = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=120,
+                         cwd=os.fspath(Path(__file__).resolve().parents[1]))
+    assert out.returncode == 0, out.stderr[-2000:]
+    n = int(out.stdout.split()[-1])
+    assert 1500 <= n <= 2500
