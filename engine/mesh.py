@@ -99,11 +99,16 @@ class Mesh:
         return float(np.linalg.norm(self.vertices.max(0) - self.vertices.min(0)))
 
     @cached_property
-    def edges(self) -> np.ndarray:
-        """(e, 2) int64 unique undirected edges, sorted per row."""
+    def _edge_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """The unique undirected edges (e, 2) int64 sorted per row, and how many faces use each (e,)."""
         e = np.concatenate([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]])
         e.sort(axis=1)
-        return unique_rows(e)
+        return unique_rows(e, return_counts=True)
+
+    @property
+    def edges(self) -> np.ndarray:
+        """(e, 2) int64 unique undirected edges, sorted per row."""
+        return self._edge_table[0]
 
     @cached_property
     def adjacency(self) -> sp.csr_matrix:
@@ -128,12 +133,9 @@ class Mesh:
     def n_components(self) -> int:
         return int(self.components.max()) + 1 if len(self.vertices) else 0
 
-    @cached_property
+    @property
     def non_manifold_edge_count(self) -> int:
-        e = np.concatenate([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]])
-        e.sort(axis=1)
-        _, counts = unique_rows(e, return_counts=True)
-        return int((counts > 2).sum())
+        return int((self._edge_table[1] > 2).sum())
 
 
 @dataclass
@@ -355,10 +357,11 @@ def prepare_mesh(vertices: np.ndarray, faces: Faces, name: str = "mesh", uv=None
     clean_to_orig[orig_to_clean[ref_orig][::-1]] = ref_orig[::-1]
     check()
 
-    # normalise: area-weighted centroid to the origin, unit surface area
-    mesh0 = Mesh(final_v, final_f, name)
-    area = mesh0.area
-    center = (mesh0.face_centroids * mesh0.face_areas[:, None]).sum(0) / area
+    # normalise: area-weighted centroid to the origin, unit surface area (the kept faces' cross
+    # products from the degenerate test: the same corners, renumbered)
+    face_area = 0.5 * np.linalg.norm(cr[tri_ids], axis=1)
+    area = float(face_area.sum())
+    center = (final_v[final_f].mean(axis=1) * face_area[:, None]).sum(0) / area
     norm = Normalization(center=center, scale=1.0 / np.sqrt(area))
     mesh = Mesh(norm.apply(final_v), final_f, name)
     report["components"] = mesh.n_components
