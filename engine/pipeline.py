@@ -165,7 +165,7 @@ def _small(ctx: PairContext) -> bool:
 class _Spectra:
     """The working copies' eigenbases and spectral descriptors (what the align and features stages
     read first), computed on another thread while the keypoints are detected: the renders and
-    the pose model wait in native code, so on two cores the two overlap (the 5k pair: 0.4 s).
+    the pose model wait in native code, so on two cores the two overlap (0.2-0.3 s of a 5k pair).
     ``error``: what the computation raised (None)."""
 
     def __init__(self, ctx: PairContext) -> None:
