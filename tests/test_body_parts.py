@@ -45,3 +45,20 @@ def test_a_ball_beside_a_limb_does_not_pull_the_fit_onto_it(small_pair):
     assert d_ball.min() > 1.5 * radius  # the fit keeps clear of the ball (1.0 radius when the ball is matched too)
     assert r.tgt_to_src_face.shape == (len(v),)  # the ball's vertices still map back
     assert r.src_to_tgt_face.max() < len(tf)  # every source vertex lands on the body's faces
+
+
+def test_parts_reaching_the_body_through_another_part_or_inside_it_are_kept():
+    """The body grows round by round: a piece touching only the arm joins once the arm has; a
+    piece deep inside the body (no surface near it) is kept by the winding number; a small
+    piece away from everything still goes."""
+    body = trimesh.creation.icosphere(subdivisions=3)
+    arm = trimesh.creation.cylinder(radius=0.3, height=1.5, sections=16)
+    arm.apply_translation([0, 0, 1.7])  # from z 0.95 (into the body) to 2.45
+    v = np.concatenate([body.vertices, arm.vertices])
+    f = np.concatenate([body.faces, arm.faces + len(body.vertices)])
+    v, f, _ = _with_ball(v, f, np.array([0.0, 0.0, 2.5]), 0.1)  # on the arm's end, far from the body
+    v, f, _ = _with_ball(v, f, np.array([0.0, 0.0, 0.0]), 0.1)  # inside the body, 0.9 from its surface
+    v, f, _ = _with_ball(v, f, np.array([0.0, 2.5, 2.5]), 0.1)  # away from everything
+    b = body_parts(Mesh(v, f))
+    assert b.parts == 5 and b.left_out == 1
+    assert b.faces[:-320].all() and not b.faces[-320:].any()

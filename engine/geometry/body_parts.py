@@ -58,17 +58,28 @@ def body_parts(mesh: Mesh, min_area: float = MIN_AREA, gap: float = GAP) -> Body
     tol = gap * mesh.bbox_diagonal
     keep = np.zeros(n_parts, bool)
     keep[largest] = True
-    grown = True
-    while grown:  # grow the body by every part that touches it or reaches into it
-        grown = False
+    while True:  # grow the body by every part that touches it or reaches into it
+        rest = np.nonzero(~keep)[0]
+        if len(rest) == 0:
+            break
         body_faces = np.ascontiguousarray(mesh.faces[keep[face_comp]], np.int64)
         surface = SurfaceQuery(mesh.vertices, body_faces)
-        for c in np.nonzero(~keep)[0]:
-            pts = np.ascontiguousarray(mesh.vertices[comp == c], np.float64)
-            near = surface.closest(pts)[3].min() <= tol
-            if near or np.abs(igl.fast_winding_number(surface.vertices, body_faces, pts)).max() > 0.5:
-                keep[c] = True
-                grown = True
+        # every remaining part's vertices in one query (each point's answer is its own), grouped by part
+        order = np.nonzero(~keep[comp])[0]
+        order = order[np.argsort(comp[order], kind="stable")]
+        starts = np.searchsorted(comp[order], rest)
+        pts = np.ascontiguousarray(mesh.vertices[order], np.float64)
+        near = np.minimum.reduceat(surface.closest(pts)[3], starts) <= tol
+        inside = np.zeros(len(rest), bool)
+        if not near.all():  # the winding number only for the points of parts not near the body
+            far = np.repeat(~near, np.diff(np.r_[starts, len(order)]))
+            wind = np.zeros(len(order))
+            wind[far] = np.abs(igl.fast_winding_number(surface.vertices, body_faces, pts[far]))
+            inside = np.maximum.reduceat(wind, starts) > 0.5
+        grown = near | inside
+        if not grown.any():
+            break
+        keep[rest[grown]] = True
     keep |= big  # a large detached part (a raised arm modelled apart, a second shoe) stays in the match
     faces = keep[face_comp]
     total = float(area.sum())
