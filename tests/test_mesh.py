@@ -6,7 +6,7 @@ import pytest
 import trimesh
 
 from engine.errors import InputError
-from engine.mesh import Mesh, load_mesh, prepare_mesh
+from engine.mesh import Mesh, load_mesh, prepare_mesh, triangulate
 
 from .conftest import write_obj
 
@@ -178,3 +178,54 @@ def test_prepare_checks_between_its_steps_and_a_raising_check_stops_it():
     with pytest.raises(Cancelled):
         prepare_mesh(s.vertices, s.faces, "sphere", check=cancel_on_third)
     assert len(calls) == 3
+
+
+_OBJ_VERTS = "v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv 0.5 0.5 1\n"
+_OBJ_UVS = "vt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\nvt 0.5 0.5\n"
+
+
+@pytest.mark.parametrize("body, fast", [
+    (_OBJ_VERTS + "f 1 2 5\nf 2 3 5\nf 3 4 5\nf 4 1 5\n", True),  # a scan: triangles, plain indices
+    (_OBJ_VERTS + _OBJ_UVS + "f 1/1 2/2 3/3 4/4\nf 1/1 2/2 5/5 4/4\n", True),  # quads with UVs
+    (_OBJ_VERTS + _OBJ_UVS + "vn 0 0 1\nf 1/1/1 2/2/1 5/5/1\nf 2/2/1 3/3/1 5/5/1\n", True),  # v/t/n
+    (_OBJ_VERTS + "vn 0 0 1\nf 1//1 2//1 5//1\nf 2//1 3//1 5//1\n", True),  # v//n: no UVs
+    (_OBJ_VERTS + "vt 0 0 0\nvt 1 0 0\nvt 1 1 0\nvt 0 1 0\nvt 0.5 0.5 0\nf 1/1 2/2 5/5\n", True),  # u v w
+    (_OBJ_VERTS + "f 1 2 5\nf 2 3 4 5\n", False),  # triangles and a quad
+    (_OBJ_VERTS + "f -5 -4 -1\nf 2 3 5\n", False),  # relative indices
+    ("# exported\no body\n" + _OBJ_VERTS + "g skin\ns 1\nusemtl m\nf 1 2 5\nf 2 3 5\n", True),  # other lines skipped
+    (_OBJ_VERTS + "f 1.0 2 5\nf 2 3 5\n", False),  # not an index: the line-by-line reader's error
+    ("v 0 0 0 1 0 0\nv 1 0 0 1 0 0\nv 0 1 0 1 0 0\nf 1 2 3\n", False),  # vertex colours
+    (_OBJ_VERTS + _OBJ_UVS + "f 1/1 2/2 5/5\nf 2 3 5\n", False),  # UVs on some faces only
+])
+def test_obj_whole_file_reader_gives_the_line_by_line_readers_result(tmp_path, monkeypatch, body, fast):
+    """The common OBJ (every face alike, positive indices) is parsed in a few whole-file passes;
+    any other goes line by line; both give the same mesh, corner UVs and polygon of each triangle."""
+    from engine import mesh_files
+
+    path = tmp_path / "m.obj"
+    path.write_text(body)
+    if "1.0" in body:  # both readers refuse it with the same one line
+        with pytest.raises(InputError, match="m.obj: cannot parse mesh"):
+            mesh_files.load_mesh_file(path)
+        return
+    got = mesh_files.load_mesh_file(path)
+    assert isinstance(got[1], np.ndarray) == fast  # the whole-file parse returns arrays
+    monkeypatch.setattr(mesh_files, "_read_obj_fast", lambda lines, name: None)
+    ref = mesh_files.load_mesh_file(path)
+    np.testing.assert_array_equal(got[0], ref[0])
+    for x, y in zip(triangulate(got[1], len(got[0])), triangulate(ref[1], len(ref[0]))):
+        np.testing.assert_array_equal(x, y)  # the triangles and the polygon of each
+    assert (got[2] is None) == (ref[2] is None)
+    if got[2] is not None:
+        assert len(got[2]) == len(ref[2])
+        for x, y in zip(got[2], ref[2]):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_obj_uv_index_out_of_range_is_one_line_naming_the_file(tmp_path):
+    from engine import mesh_files
+
+    path = tmp_path / "bad.obj"
+    path.write_text(_OBJ_VERTS + _OBJ_UVS + "f 1/1 2/2 5/9\n")
+    with pytest.raises(InputError, match="bad.obj: UV index out of range in a face"):
+        mesh_files.load_mesh_file(path)
