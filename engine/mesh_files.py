@@ -169,8 +169,8 @@ def load_mesh_file(path: str | os.PathLike) -> tuple[np.ndarray, list[list[int]]
     Returns
     -------
     vertices : (n, 3) float64
-    faces : (m, 3) int64 array or list of polygons (0-based vertex indices)
-    corner_uv : list of (k, 2) arrays per polygon, or None (OBJ only)
+    faces : (m, k) int64 array or list of polygons (0-based vertex indices)
+    corner_uv : (m, k, 2) array or list of (k, 2) arrays per polygon, or None (OBJ only)
     """
     path = os.fspath(path)
     base = os.path.basename(path)
