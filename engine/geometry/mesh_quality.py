@@ -8,18 +8,17 @@ not in the rest mesh: the two triangles lie (almost) on top of each other.
 """
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import scipy.sparse as sp
 
+from ..arrays import triangle_cross
 from ..mesh import Mesh
 
 # two adjacent triangles fold onto each other beyond this dihedral turn (120 deg: a crease sharper
 # than any a smooth body surface has at the template's resolution)
 FOLD_ANGLE_DEG = 120.0
-
-
-def _cross(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    return Mesh(vertices, faces).face_cross
 
 
 def vertex_adjacency(edges: np.ndarray, n: int) -> sp.csr_matrix:
@@ -136,18 +135,25 @@ class OrientationCheck:
             N = N @ A
         N = (N > 0).astype(np.float64)
         self._ring = (sp.diags(1.0 / np.asarray(N.sum(axis=1)).ravel()) @ N).tocsr()
-        self.ref = _cross(self.rest, self.faces)
+        self.ref = triangle_cross(self.rest, self.faces)
         ref_area = np.linalg.norm(self.ref, axis=1)
         # degenerate rest triangles have no orientation to keep
         self.oriented = ref_area > 1e-10 * max(float(ref_area.max(initial=0.0)), 1e-300)
         self.pairs = adjacent_face_pairs(self.faces)
         self._rest_folded = self._folded(self.rest)
-        # incidences for the checks after a few vertices moved: vertex -> faces, face -> fold pairs
-        m, p = len(self.faces), len(self.pairs)
-        self._vertex_faces = sp.csr_matrix((np.ones(3 * m), (self.faces.ravel(), np.repeat(np.arange(m), 3))),
-                                           shape=(n, m))
-        self._face_pairs = sp.csr_matrix((np.ones(2 * p), (self.pairs.ravel(), np.repeat(np.arange(p), 2))),
-                                         shape=(m, p))
+
+    # incidences for the checks after a few vertices moved (made on first use)
+    @cached_property
+    def _vertex_faces(self) -> sp.csr_matrix:
+        """(n, m) vertex -> faces."""
+        m = len(self.faces)
+        return sp.csr_matrix((np.ones(3 * m), (self.faces.ravel(), np.repeat(np.arange(m), 3))), shape=(len(self.rest), m))
+
+    @cached_property
+    def _face_pairs(self) -> sp.csr_matrix:
+        """(m, p) face -> fold pairs (rows of ``pairs``)."""
+        p = len(self.pairs)
+        return sp.csr_matrix((np.ones(2 * p), (self.pairs.ravel(), np.repeat(np.arange(p), 2))), shape=(len(self.faces), p))
 
     def rotations(self, fitted: np.ndarray, faces: np.ndarray | None = None) -> np.ndarray:
         """(m, 3, 3): per face (or per face of the index array ``faces``), the best rotation of
@@ -171,7 +177,7 @@ class OrientationCheck:
         those triangles, (k,) bool."""
         sel = slice(None) if faces is None else faces
         carried = np.einsum("kij,kj->ki", self.rotations(fitted, faces), self.ref[sel])
-        return self.oriented[sel] & ((_cross(fitted, self.faces[sel]) * carried).sum(axis=1) <= 0)
+        return self.oriented[sel] & ((triangle_cross(fitted, self.faces[sel]) * carried).sum(axis=1) <= 0)
 
     def flipped_after_moving(self, flipped: np.ndarray, fitted: np.ndarray, moved: np.ndarray) -> np.ndarray:
         """:meth:`flipped` of ``fitted`` (n, 3), given its answer ``flipped`` (m,) bool for a shape
@@ -195,11 +201,11 @@ class OrientationCheck:
     def _folded(self, v: np.ndarray, pairs: np.ndarray | None = None) -> np.ndarray:
         pr = self.pairs if pairs is None else self.pairs[pairs]
         if pairs is None:
-            nrm = _cross(v, self.faces)
+            nrm = triangle_cross(v, self.faces)
         else:  # the normals of the pairs' faces only
             used, pr = np.unique(pr, return_inverse=True)
             pr = pr.reshape(-1, 2)
-            nrm = _cross(v, self.faces[used])
+            nrm = triangle_cross(v, self.faces[used])
         nrm = nrm / np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-300)
         return (nrm[pr[:, 0]] * nrm[pr[:, 1]]).sum(axis=1) < np.cos(np.radians(FOLD_ANGLE_DEG))
 

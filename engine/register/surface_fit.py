@@ -146,12 +146,11 @@ class SurfaceFitter:
         """(n, 3): the shape term's right side for the per-vertex similarities ``T`` (n, 3, 3)."""
         return self._rhs_op @ np.ascontiguousarray(T.transpose(2, 0, 1)).reshape(-1, 3)
 
-    def _checks(self, x: np.ndarray, flipped: np.ndarray | None = None) -> "_Checks":
-        """The per-face checks of ``x`` (``flipped``: the flip test's (m,) answer when the caller has it)."""
-        return _Checks(self.check.flipped(x) if flipped is None else flipped, self.check.new_fold_mask(x),
-                       face_areas_normals(x, self.faces)[0])
+    def _checks(self, x: np.ndarray) -> _Checks:
+        """The per-face checks of ``x``."""
+        return _Checks(self.check.flipped(x), self.check.new_fold_mask(x), face_areas_normals(x, self.faces)[0])
 
-    def _checks_after_moving(self, checks: "_Checks", y: np.ndarray, moved: np.ndarray) -> "_Checks":
+    def _checks_after_moving(self, checks: _Checks, y: np.ndarray, moved: np.ndarray) -> _Checks:
         """:meth:`_checks` of ``y``, given ``checks`` of a shape that differs from ``y`` only at the
         ``moved`` (n,) bool vertices: only the triangles and fold pairs near them are tested again."""
         flipped = self.check.flipped_after_moving(checks.flipped, y, moved)
@@ -163,7 +162,7 @@ class SurfaceFitter:
         folds[pairs] = self.check.new_fold_mask(y, pairs)
         return _Checks(flipped, folds, area)
 
-    def _bad(self, checks: "_Checks", cfg: SurfaceFitConfig) -> np.ndarray:
+    def _bad(self, checks: _Checks, cfg: SurfaceFitConfig) -> np.ndarray:
         """(m,) bool: triangles flipped, folded onto a neighbour or collapsed."""
         bad = checks.flipped.copy()
         bad[self.check.pairs[checks.folds].ravel()] = True
@@ -171,10 +170,9 @@ class SurfaceFitter:
         bad |= (checks.area < cfg.collapse_ratio * scale2 * self.rest_area) & (self.rest_area > 0)
         return bad
 
-    def _bad_faces(self, x: np.ndarray, cfg: SurfaceFitConfig, flipped: np.ndarray | None = None) -> np.ndarray:
-        """(m,) bool: triangles flipped, folded onto a neighbour or collapsed in ``x``
-        (``flipped``: the flip test's (m,) answer for ``x`` when the caller has it)."""
-        return self._bad(self._checks(x, flipped), cfg)
+    def _bad_faces(self, x: np.ndarray, cfg: SurfaceFitConfig) -> np.ndarray:
+        """(m,) bool: triangles flipped, folded onto a neighbour or collapsed in ``x``."""
+        return self._bad(self._checks(x), cfg)
 
     def _dilate(self, mask: np.ndarray, rings: int) -> np.ndarray:
         for _ in range(rings):
