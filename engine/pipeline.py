@@ -98,17 +98,9 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
 
     t = clock()
     prog.stage("keypoints")
-    beside = method == "full" and keypoints != "off"
-    # BLAS on one thread for both threads until the join (see engine.threads.single_thread)
-    with single_thread(beside and _small(ctx)):
-        spectra = _Spectra(ctx) if beside else None
-        try:
-            ctx.keypoints = detect_pair(ctx.S, ctx.T, keypoints if method == "full" else "off", progress=prog)
-        finally:  # on a cancel too: no thread outlives the match (the spectra take a few tenths of a second)
-            if spectra is not None:
-                spectra.join()
-    if spectra is not None and spectra.error is not None:
-        raise spectra.error
+    with single_thread(_small(ctx)):  # working-size renders and eigen solves: see engine.threads
+        ctx.keypoints = detect_pair(ctx.S, ctx.T, keypoints if method == "full" else "off", progress=prog,
+                                    meanwhile=lambda: _spectra(ctx))
     if not ctx.keypoints.used and keypoints == "auto" and method == "full":
         ctx.notices.append(ctx.keypoints.reason)
     ctx.lap("keypoints", t)
@@ -162,29 +154,14 @@ def _small(ctx: PairContext) -> bool:
     return ctx.device == "cpu" and max(ctx.S.n_faces, ctx.T.n_faces) <= SINGLE_THREAD_FACES
 
 
-class _Spectra:
-    """The working copies' eigenbases and spectral descriptors (what the align and features stages
-    read first), computed on another thread while the keypoints are detected: the renders and
-    the pose model wait in native code, so on two cores the two overlap (0.2-0.3 s of a 5k pair).
-    ``error``: what the computation raised (None)."""
-
-    def __init__(self, ctx: PairContext) -> None:
-        import threading
-
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._compute, args=(ctx,), name="stablewrap-spectra", daemon=True)
-        self._thread.start()
-
-    def _compute(self, ctx: PairContext) -> None:
-        try:
-            with single_thread(_small(ctx), blas=False):  # the BLAS limit: the match thread's block
-                for mesh in (ctx.source, ctx.target):
-                    mesh.hks, mesh.wks  # noqa: B018  (cached properties: the basis, HKS and WKS)
-        except BaseException as exc:  # raised in the match's thread after the join
-            self.error = exc
-
-    def join(self) -> None:
-        self._thread.join()
+def _spectra(ctx: PairContext) -> None:
+    """The working copies' eigenbases, HKS and WKS (what the align and features stages read
+    first; cached on the contexts), computed while the pose model works on the keypoint renders:
+    it waits in native code without Python's lock, so on two cores the two overlap (a fresh 5k
+    pair: keypoints and spectra 1.7 -> 1.1 s; on a thread of their own the spectra held Python's
+    lock against the renders and gained nothing)."""
+    for mesh in (ctx.source, ctx.target):
+        mesh.hks, mesh.wks  # noqa: B018  (cached properties)
 
 
 def _align(ctx: PairContext) -> list:

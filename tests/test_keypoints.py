@@ -12,8 +12,8 @@ from scipy.spatial.transform import Rotation
 from engine.correspond.keypoint_guidance import KeypointGuidance, joint_regions
 from engine.correspond.keypoint_pairs import detect_pair, keypoint_verdict
 from engine.errors import InputError
-from engine.features.keypoints import (Keypoints, KeypointSettings, camera_rays, detect_keypoints, not_found,
-                                       triangulate)
+from engine.features.keypoints import (Keypoints, KeypointSettings, camera_rays, detect_keypoints,
+                                       detect_keypoints_many, not_found, triangulate)
 from engine.features.pose_model import BODY_NAMES, mediapipe_status, mirror_name
 from engine.mesh import Mesh, prepare_mesh
 from engine.render.cameras import orbit_cameras
@@ -115,6 +115,45 @@ def test_keypoints_are_cached_per_mesh_and_settings(tmp_path):
     assert np.array_equal(a.vertices, b.vertices) and a.humanoid == b.humanoid
     detect_keypoints(v, f, model=model, cache_dir=str(tmp_path), settings=KeypointSettings(views=6))
     assert model.calls > n  # other settings: detected again
+
+
+@needs_mediapipe
+def test_several_meshes_overlapped_give_each_ones_keypoints_and_stop_at_a_mesh_without_a_body(small_pair, tmp_path):
+    """``detect_keypoints_many`` (the model on its helper thread, the renders and the caller's
+    ``meanwhile`` on this one) gives what one-by-one detection gives; with ``stop_at_miss`` a mesh
+    after one without a body is not searched; ``meanwhile`` runs once, also when all is cached;
+    a cancel raised from the progress leaves no thread behind."""
+    import threading
+
+    creature = prepare_mesh(small_pair.source_vertices, small_pair.source_faces, "creature").mesh
+    figure = humanoid()
+    raised = humanoid(left_arm_raise_deg=80.0)
+    alone = [detect_keypoints(*m, use_cache=False) for m in (figure, raised)]
+    calls = []
+    both = detect_keypoints_many([figure, raised], use_cache=False, meanwhile=lambda: calls.append(1))
+    assert calls == [1]
+    for a, b in zip(alone, both):
+        assert a.humanoid and b.humanoid and np.array_equal(a.vertices, b.vertices)
+        assert np.allclose(a.points, b.points, equal_nan=True)
+    first, second = detect_keypoints_many([(creature.vertices, creature.faces), figure], cache_dir=str(tmp_path),
+                                          stop_at_miss=True)
+    assert not first.humanoid and second is None
+    # the creature is cached now: known without a body, nothing is rendered, meanwhile still runs
+    assert detect_keypoints_many([(creature.vertices, creature.faces), figure], cache_dir=str(tmp_path),
+                                 stop_at_miss=True, meanwhile=lambda: calls.append(2))[1] is None
+    assert calls == [1, 2]
+
+    class Cancel(Exception):
+        pass
+
+    class Stop:
+        def update(self, fraction):
+            raise Cancel
+
+    before = threading.active_count()
+    with pytest.raises(Cancel):
+        detect_keypoints_many([figure, raised], use_cache=False, progress=Stop())
+    assert threading.active_count() == before
 
 
 @needs_mediapipe

@@ -166,29 +166,45 @@ def test_cancel_during_the_registration_race_stops_every_run(small_pair):
     assert threading.active_count() == before
 
 
-def test_the_spectra_are_computed_beside_the_keypoints_and_their_error_is_the_matchs(small_pair, monkeypatch):
-    """With keypoints on, the working copies' bases and descriptors are computed on another
-    thread during the keypoint stage; what that raises is the match's error, no thread stays;
-    with keypoints off they are computed in the match's thread as before."""
+def test_the_spectra_are_computed_while_the_pose_model_works_and_their_error_is_the_matchs(small_pair, monkeypatch,
+                                                                                           tmp_path):
+    """With keypoints detected, the working copies' bases and descriptors are computed in the
+    keypoint stage, in the match's thread, while the pose model's detections are in flight on its
+    helper; what that raises is the match's error and no thread stays. With keypoints off they are
+    computed in the align stage as before."""
     import threading
 
     from engine.errors import InputError
+    from engine.features.pose_model import MediaPipePose
     from engine.pair_context import MeshContext
 
     before = threading.active_count()
-    where = []
+    stage, where, overlapped = [None], [], []
+    spectra_started = threading.Event()
+    detect = MediaPipePose.detect
+
+    def waiting_detect(self, images):  # a detection waits (up to 10 s) for the spectra to start
+        overlapped.append(spectra_started.wait(timeout=10.0))
+        return detect(self, images)
 
     def no_spectrum(self):
-        where.append(threading.current_thread().name)
+        spectra_started.set()
+        where.append((threading.current_thread().name, stage[0]))
         raise InputError(f"{self.mesh.name}: no spectrum")
 
+    def progress(name, fraction):
+        stage[0] = name
+
+    monkeypatch.setenv("STABLEWRAP_CACHE", str(tmp_path / "features"))  # no cached keypoints: detected
+    monkeypatch.setattr(MediaPipePose, "detect", waiting_detect)
     monkeypatch.setattr(MeshContext, "hks", property(no_spectrum))
     with pytest.raises(InputError, match="no spectrum"):
-        engine.match(*_src_tgt(small_pair), keypoints="auto", **FAST)
-    assert where == ["stablewrap-spectra"] and threading.active_count() == before
+        engine.match(*_src_tgt(small_pair), keypoints="auto", progress=progress, **FAST)
+    assert where == [(threading.main_thread().name, "keypoints")] and overlapped and all(overlapped)
+    assert threading.active_count() == before
     with pytest.raises(InputError, match="no spectrum"):
-        engine.match(*_src_tgt(small_pair), keypoints="off", **FAST)
-    assert where[1:] == [threading.main_thread().name]
+        engine.match(*_src_tgt(small_pair), keypoints="off", progress=progress, **FAST)
+    assert where[1:] == [(threading.main_thread().name, "align")]
 
 
 def test_a_match_leaves_the_thread_pools_as_it_found_them(small_pair):

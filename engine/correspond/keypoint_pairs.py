@@ -19,7 +19,6 @@ import numpy as np
 
 from ..errors import BackendUnavailable, InputError
 from ..mesh import Mesh
-from ..progress import SubProgress
 
 KEYPOINT_MODES = ("auto", "on", "off")
 # pairs whose two confidences multiply below this are left out (a keypoint seen by few views)
@@ -63,17 +62,18 @@ class PairKeypoints:
 
 
 def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir: str | None = None,
-                model=None, settings=None) -> PairKeypoints:
+                model=None, settings=None, meanwhile=None) -> PairKeypoints:
     """Detect keypoints on both meshes and decide whether the match uses them (see the module docstring).
 
-    progress : object with ``update(fraction)``; model / settings : passed to ``detect_keypoints``
+    progress : object with ``update(fraction)``; model / settings / meanwhile : passed to
+    ``detect_keypoints_many`` (``meanwhile`` runs only when the detector does)
     Raises InputError ("on" and no body on a mesh) or BackendUnavailable ("on" and no mediapipe).
     """
     if mode not in KEYPOINT_MODES:
         raise InputError(f"keypoints: unknown mode {mode!r}; use one of {', '.join(KEYPOINT_MODES)}")
     if mode == "off":
         return PairKeypoints(reason="keypoints off")
-    from ..features.keypoints import detect_keypoints
+    from ..features.keypoints import detect_keypoints_many
     from ..features.pose_model import mediapipe_status
 
     if model is None:
@@ -82,12 +82,11 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
             if mode == "on":
                 raise BackendUnavailable(f"keypoints: {why}")
             return PairKeypoints(reason=f"keypoints: {why}; using geometric orientation")
-    kps = []
-    for i, mesh in enumerate((source, target)):
-        sub = SubProgress(progress, i / 2, 0.5)
-        kp = detect_keypoints(mesh.vertices, mesh.faces, model=model, settings=settings, cache_dir=cache_dir, progress=sub)
-        kps.append(kp)
-        if not kp.humanoid:
+    kps = detect_keypoints_many([(source.vertices, source.faces), (target.vertices, target.faces)], model=model,
+                                settings=settings, cache_dir=cache_dir, progress=progress, stop_at_miss=True,
+                                meanwhile=meanwhile)
+    for i, (kp, mesh) in enumerate(zip(kps, (source, target))):
+        if kp is not None and not kp.humanoid:
             which = "source" if i == 0 else "target"
             msg = (f"keypoints: no body found on the {which} mesh '{mesh.name}' "
                    f"({kp.views_found} of the views show one)")

@@ -12,8 +12,9 @@ or modelled Z-up is seen from around its body; the model itself is rotation
 invariant, so which way is up comes from the landmarks (hips -> shoulders), not
 from the renders. Results are cached per mesh content and settings.
 
-``detect_keypoints(vertices, faces)`` is the one-shot call; a mesh where no
-body is found gives ``Keypoints.humanoid == False`` (never an exception).
+``detect_keypoints(vertices, faces)`` is the one-shot call, ``detect_keypoints_many``
+the same for several meshes with the model's work overlapping the renders; a mesh
+where no body is found gives ``Keypoints.humanoid == False`` (never an exception).
 """
 from __future__ import annotations
 
@@ -317,46 +318,119 @@ def detect_keypoints(vertices: np.ndarray, faces: np.ndarray, *, settings: Keypo
     keep_views : keep the renders and 2D detections on the result (``Keypoints.views``), for pictures
     returns Keypoints (``humanoid`` False when no body was found in enough views)
     """
+    return detect_keypoints_many([(vertices, faces)], settings=settings, model=model, cache_dir=cache_dir,
+                                 use_cache=use_cache, progress=progress, keep_views=keep_views,
+                                 hand_model=hand_model)[0]
+
+
+def detect_keypoints_many(meshes, *, settings: KeypointSettings | None = None, model: PoseModel | None = None,
+                          cache_dir: str | None = None, use_cache: bool = True, progress=None,
+                          keep_views: bool = False, hand_model: PoseModel | None = None,
+                          stop_at_miss: bool = False, meanwhile=None) -> list[Keypoints | None]:
+    """:func:`detect_keypoints` of several meshes (a match's source and target), overlapped: the pose
+    model loads and runs on a helper thread (it waits in native code, without Python's lock) while
+    this one renders every mesh's first orbit and then does the caller's ``meanwhile`` work; other
+    orbits, when the first does not show the body, follow one by one.
+
+    meshes : sequence of (vertices (n, 3) float, faces (m, 3) int); the other arguments as in
+    :func:`detect_keypoints` (``progress`` runs over all meshes)
+    stop_at_miss : once a mesh is known to show no body (cached, or detected: in order), the
+        meshes after it are not searched further, and come back None (a pair that needs both)
+    meanwhile : optional callable (no arguments) run on this thread while the model works (or
+        right away when every mesh is cached); what it raises is raised
+    returns one Keypoints (or None, see ``stop_at_miss``) per mesh, in order
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from .cache import FeatureCache, default_cache_dir, mesh_key
 
     s = (settings or KeypointSettings()).check()
-    v = np.asarray(vertices, np.float64)
-    f = np.asarray(faces, np.int64)
-    if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0 or f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
-        raise InputError(f"keypoints: expected (n, 3) vertices and (m, 3) triangles, got {v.shape} and {f.shape}")
+    arrays = []
+    for vertices, faces in meshes:
+        v = np.asarray(vertices, np.float64)
+        f = np.asarray(faces, np.int64)
+        if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0 or f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
+            raise InputError(f"keypoints: expected (n, 3) vertices and (m, 3) triangles, got {v.shape} and {f.shape}")
+        arrays.append((v, f))
     pm = _model(model)
-    key = mesh_key(v, f, {"kind": "keypoints", "version": SETTINGS_VERSION, "model": pm.name, **vars(s)})
     cache = FeatureCache(cache_dir or os.path.join(os.path.dirname(default_cache_dir()), "keypoints"))
+    keys = [mesh_key(v, f, {"kind": "keypoints", "version": SETTINGS_VERSION, "model": pm.name, **vars(s)})
+            for v, f in arrays]
+    out: list[Keypoints | None] = [None] * len(arrays)
     if use_cache and not keep_views:
-        hit = cache.get(key)
-        if hit is not None:
-            return Keypoints.from_arrays(hit, ALL_NAMES, pm.name)
-    best = None
+        for i, key in enumerate(keys):
+            hit = cache.get(key)
+            if hit is not None:
+                out[i] = Keypoints.from_arrays(hit, ALL_NAMES, pm.name)
+    todo = [i for i in range(len(arrays)) if out[i] is None]
+    if not todo or (stop_at_miss and any(kp is not None and not kp.humanoid for kp in out)):
+        if meanwhile is not None:
+            meanwhile()
+        return out
+    share = 1.0 / len(todo)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="stablewrap-pose")
+    try:
+        if hasattr(pm, "warm_up"):  # (a duck-typed model may have none) the jobs run in order: the
+            pool.submit(pm.warm_up)  # model is loaded by the time the first images are
+        first = {}
+        for n, i in enumerate(todo):  # each mesh's images go to the model as soon as they are rendered
+            v, f = arrays[i]
+            axis = _axis_order(v, s.axes)[0]
+            images, cams, raster = _render(v, f, axis, s)
+            first[i] = (axis, images, cams, raster, pool.submit(pm.detect, images))
+            if progress is not None:
+                progress.update((n + 0.25) * share)
+        if meanwhile is not None:
+            meanwhile()
+        for n, i in enumerate(todo):
+            v, f = arrays[i]
+            kp, best = _search(v, f, s, pm, first.pop(i), progress, n * share, share)
+            if kp.humanoid and s.hands:
+                from .hand_keypoints import add_hand_keypoints
+
+                add_hand_keypoints(v, f, kp, hand_model)
+            if use_cache:
+                cache.put(keys[i], kp.to_arrays())
+            if keep_views:
+                n_found, axis, dets, cams, raster, images = best
+                kp.views = [(images[j], dets[j]) for j in range(len(dets))]
+            out[i] = kp
+            if stop_at_miss and not kp.humanoid:
+                break
+    finally:  # on a cancel too: detections not started are dropped, a running one is waited for
+        pool.shutdown(wait=True, cancel_futures=True)
+    if progress is not None:
+        progress.update(1.0)
+    return out
+
+
+def _search(v: np.ndarray, f: np.ndarray, s: KeypointSettings, pm: PoseModel, first: tuple, progress,
+            offset: float, share: float):
+    """The orbit search of one mesh from its first orbit (axis, images, cameras, raster, the pose
+    model's future): further axes until one shows the body in most views; returns the lifted
+    Keypoints and the best orbit's (views found, axis, detections, cameras, raster, images)."""
+    axis, images, cams, raster, job = first
     axes = _axis_order(v, s.axes)
+    best = None
     for n_axis, axis in enumerate(axes):
-        images, cams, raster = _render(v, f, axis, s)
-        if progress is not None:
-            progress.update((n_axis + 0.5) / len(axes))
-        dets = pm.detect(images)
+        if n_axis:
+            images, cams, raster = _render(v, f, axis, s)
+            if progress is not None:
+                progress.update(offset + share * (n_axis + 0.5) / len(axes))
+            dets = pm.detect(images)
+        else:
+            dets = job.result()
         n_found = sum(_torso_seen(d) for d in dets)
         if best is None or n_found > best[0]:
             best = (n_found, axis, dets, cams, raster, images)
+        if progress is not None:
+            progress.update(offset + share * (n_axis + 1) / len(axes))
         # most views found: this orbit sees the body; the other axes cannot do much better
         if n_found >= max(s.min_views, int(0.75 * s.views)):
             break
     n_found, axis, dets, cams, raster, images = best
     kp = _lift(v, f, dets, cams, raster, s, axis, pm.name) if n_found >= 2 else not_found(ALL_NAMES, axis, pm.name)
-    if kp.humanoid and s.hands:
-        from .hand_keypoints import add_hand_keypoints
-
-        add_hand_keypoints(v, f, kp, hand_model)
-    if use_cache:
-        cache.put(key, kp.to_arrays())
-    if keep_views:
-        kp.views = [(images[i], dets[i]) for i in range(len(dets))]
-    if progress is not None:
-        progress.update(1.0)
-    return kp
+    return kp, best
 
 
 def keypoint_pairs(source: Keypoints, target: Keypoints, min_confidence: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
@@ -370,5 +444,5 @@ def keypoint_pairs(source: Keypoints, target: Keypoints, min_confidence: float =
     return pairs, (source.confidence[ok] * target.confidence[ok]).astype(np.float64)
 
 
-__all__ = ["Keypoints", "KeypointSettings", "detect_keypoints", "keypoint_pairs", "triangulate", "camera_rays",
+__all__ = ["Keypoints", "KeypointSettings", "detect_keypoints", "detect_keypoints_many", "keypoint_pairs", "triangulate", "camera_rays",
            "mirror_name", "BODY_NAMES"]

@@ -75,6 +75,10 @@ class PoseModel:
         """images : (K, H, W, 3) uint8 RGB; returns one ViewKeypoints (or None: no body) per image."""
         raise NotImplementedError
 
+    def warm_up(self) -> None:
+        """Load what the first ``detect`` would (a caller runs this on another thread while it
+        renders); never raises: ``detect`` reports what failed."""
+
 
 @contextlib.contextmanager
 def _muted_stderr():
@@ -169,6 +173,15 @@ class _MediaPipeModel(PoseModel):
                 graph.process(np.zeros((64, 64, 3), np.uint8))
             self._graphs[key] = graph
         return self._graphs[key]
+
+    def warm_up(self) -> None:
+        """Import mediapipe and build the graph (0.4-0.5 s in a fresh process, mostly in native
+        code); an error is left for ``detect`` to raise."""
+        try:
+            with self._lock:
+                self._graph()
+        except Exception:  # noqa: BLE001  (detect builds the graph again and says what failed)
+            pass
 
     def detect(self, images: np.ndarray) -> list[ViewKeypoints | None]:
         images = np.asarray(images)
