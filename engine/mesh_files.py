@@ -107,7 +107,9 @@ def _read_obj(path: str) -> tuple[np.ndarray, list[list[int]] | np.ndarray, np.n
     return v, polys, corner_uv  # type: ignore[return-value]
 
 
-def _read_off(path: str) -> tuple[np.ndarray, list[list[int]]]:
+def _read_off(path: str) -> tuple[np.ndarray, list[list[int]] | np.ndarray]:
+    """Vertices (n, 3) and the faces: an (m, k) int64 array when every face has k corners and no
+    colour, else a list of index lists."""
     with open(path, "r", encoding="utf-8", errors="replace") as fh:
         tokens_lines = [ln.split("#")[0].split() for ln in fh]
     lines = [t for t in tokens_lines if t]
@@ -126,8 +128,13 @@ def _read_off(path: str) -> tuple[np.ndarray, list[list[int]]]:
     if len(vlines) < nv:
         raise InputError(f"{os.path.basename(path)}: OFF file is truncated (expected {nv} vertices)")
     v = np.asarray([[float(x) for x in ln[:3]] for ln in vlines], dtype=np.float64).reshape(-1, 3)
+    flines = lines[pos + nv : pos + nv + nf]
+    counts = {len(ln) for ln in flines}
+    if len(counts) == 1 and flines and all(ln[0] == str(len(flines[0]) - 1) for ln in flines):
+        # every face "k i1 .. ik" with one k and nothing after it (no colours): one (m, k) array
+        return v, np.asarray(flines, dtype=np.int64)[:, 1:]
     polys = []
-    for ln in lines[pos + nv : pos + nv + nf]:
+    for ln in flines:
         k = int(ln[0])
         polys.append([int(x) for x in ln[1 : 1 + k]])
     return v, polys

@@ -38,6 +38,31 @@ def test_off_file_with_quads(tmp_path):
     np.testing.assert_array_equal(np.bincount(pm.tri_to_poly), [2] * 6)
 
 
+def test_off_faces_come_as_one_array_when_regular_and_as_polygons_otherwise(tmp_path):
+    """A regular OFF (one corner count, no face colours) is read as an (m, k) array, which the
+    cleaning triangulates in one go; mixed polygons or coloured faces keep the polygon list. Both
+    give the same triangles and polygon of each triangle."""
+    from engine.mesh_files import load_mesh_file
+
+    head = ["OFF", "8 6 0"] + [" ".join(map(str, p)) for p in CUBE_V]
+    quads = [f"4 {' '.join(map(str, q))}" for q in CUBE_QUADS]
+    coloured = [q + " 255 0 0" for q in quads]
+    mixed = quads[:5] + [f"3 {' '.join(map(str, CUBE_QUADS[5][:3]))}", f"3 {CUBE_QUADS[5][0]} {CUBE_QUADS[5][2]} {CUBE_QUADS[5][3]}"]
+    got = {}
+    for name, faces in (("regular", quads), ("coloured", coloured), ("mixed", mixed)):
+        path = tmp_path / f"{name}.off"
+        count = 7 if name == "mixed" else 6
+        path.write_text("\n".join(head[:1] + [f"8 {count} 0"] + head[2:] + faces) + "\n")
+        got[name] = (load_mesh_file(path)[1], load_mesh(path))
+    assert isinstance(got["regular"][0], np.ndarray) and got["regular"][0].shape == (6, 4)
+    np.testing.assert_array_equal(got["regular"][0], CUBE_QUADS)
+    assert isinstance(got["coloured"][0], list) and isinstance(got["mixed"][0], list)
+    for name in ("coloured",):
+        np.testing.assert_array_equal(got[name][1].orig_triangles, got["regular"][1].orig_triangles)
+        np.testing.assert_array_equal(got[name][1].tri_to_poly, got["regular"][1].tri_to_poly)
+    assert got["mixed"][1].mesh.n_faces == 12 and len(got["mixed"][0]) == 7
+
+
 @pytest.mark.parametrize("ext", [".ply", ".stl"])
 def test_ply_and_stl_through_trimesh(tmp_path, ext):
     box = trimesh.creation.box()
