@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from ..arrays import unique_rows
 from ..geometry import mesh_quality
 from ..geometry.operators import face_areas_normals
+from ..geometry.shifted_factor import ShiftedFactor
 from ..mesh import Mesh
 
 
@@ -132,6 +133,8 @@ class SurfaceFitter:
         self._rhs_op = sp.hstack([0.5 * D.T @ sp.diags(self.rest_edges[:, b]) @ B for b in range(3)]).tocsr()
         self.check = mesh_quality.OrientationCheck(self.rest, self.faces)
         self.rest_area, _ = face_areas_normals(self.rest, self.faces)
+        # every pull solves laplacian + diag(data weights): one symbolic analysis for all of them
+        self._system = ShiftedFactor(self.laplacian)
 
     def _similarities(self, x: np.ndarray) -> np.ndarray:
         """(n, 3, 3): per vertex, s R best carrying its rest edges onto the current ones (over the
@@ -182,16 +185,13 @@ class SurfaceFitter:
     def _step(self, x, target, weight_mask, mu, cfg):
         """One pull, then ``cfg.inner_iterations`` local + global steps on one factor;
         returns the new x and the data weights used."""
-        from ..geometry.poisson import SparseFactor
-        import torch
-
         closest, w_surface, _ = target.pull(x, Mesh(x, self.faces).vertex_normals, cfg, plane=True)
         weight = weight_mask * w_surface
         eps = 1e-6  # keeps the system definite where no vertex has data (a released part)
         data = (mu * weight + eps)[:, None] * np.where(weight[:, None] > 0, closest, x)
-        factor = SparseFactor(self.laplacian + sp.diags(mu * weight + eps), torch.device("cpu"))
+        factor = self._system.factor(mu * weight + eps)
         for _ in range(cfg.inner_iterations):
-            x = factor.solve_array(self._shape_rhs(self._similarities(x)) + data)
+            x = factor.solve(self._shape_rhs(self._similarities(x)) + data)
         return x, weight
 
     def fit(self, start: np.ndarray, target, fixed_weight: np.ndarray | None = None,
