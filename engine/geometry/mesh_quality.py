@@ -40,6 +40,11 @@ def adjacent_face_pairs(faces: np.ndarray) -> np.ndarray:
     return pairs[pairs[:, 0] != pairs[:, 1]].astype(np.int64)
 
 
+# matrices per block of the Newton iterations: the ~30 flat temporaries of 8192 entries stay in
+# the CPU's cache (80k matrices: 50 -> 32 ms; at 5k one block, as before)
+_POLAR_BLOCK = 8192
+
+
 def rotations_from_covariances(C: np.ndarray, iterations: int = 7) -> np.ndarray:
     """(k, 3, 3) rotations R maximising tr(R C) for cross-covariances C = sum r x^T (k, 3, 3).
 
@@ -51,6 +56,9 @@ def rotations_from_covariances(C: np.ndarray, iterations: int = 7) -> np.ndarray
     removed (the reference, see the tests).
     """
     C = np.asarray(C, np.float64)
+    if len(C) > _POLAR_BLOCK:  # each matrix on its own: blocks give the same rotations bit for bit
+        return np.concatenate([rotations_from_covariances(C[s: s + _POLAR_BLOCK], iterations)
+                               for s in range(0, len(C), _POLAR_BLOCK)])
     k = len(C)
     X = np.ascontiguousarray(np.transpose(C, (0, 2, 1)).reshape(k, 9).T)  # (9, k): rows of C^T
     scale = np.maximum(np.abs(X).max(axis=0), 1e-300) if k else np.ones(0)
