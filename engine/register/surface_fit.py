@@ -136,13 +136,18 @@ class SurfaceFitter:
         # every pull solves laplacian + diag(data weights): one symbolic analysis for all of them
         self._system = ShiftedFactor(self.laplacian)
 
-    def _similarities(self, x: np.ndarray) -> np.ndarray:
+    def _similarities(self, x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """(n, 3, 3): per vertex, s R best carrying its rest edges onto the current ones (over the
-        two rings around it: a small tangle then turns the way its surroundings do)."""
+        two rings around it: a small tangle then turns the way its surroundings do). ``rows``
+        (r,) int: only those vertices' (r, 3, 3), the same values (each row is its own sum)."""
         n = len(self.rest)
-        C = (self._cov_op @ x).reshape(3, n, 3).transpose(1, 0, 2)  # (n, 3, 3): sum of r (x_i - x_j)^T
+        if rows is None:
+            op, rest_sq, k = self._cov_op, self.ring_rest_sq, n
+        else:
+            op, rest_sq, k = self._cov_op[np.concatenate([rows, rows + n, rows + 2 * n])], self.ring_rest_sq[rows], len(rows)
+        C = (op @ x).reshape(3, k, 3).transpose(1, 0, 2)  # (k, 3, 3): sum of r (x_i - x_j)^T
         R = mesh_quality.rotations_from_covariances(C)
-        s = np.einsum("kij,kji->k", R, C) / np.maximum(self.ring_rest_sq, 1e-300)
+        s = np.einsum("kij,kji->k", R, C) / np.maximum(rest_sq, 1e-300)
         return np.maximum(s, 0.0)[:, None, None] * R
 
     def _shape_rhs(self, T: np.ndarray) -> np.ndarray:
@@ -258,8 +263,8 @@ class SurfaceFitter:
 
         n = len(self.rest)
         replaced = np.zeros(n, bool)
+        checks = self._checks(x)
         for round_ in range(cfg.replace_rounds):
-            checks = self._checks(x)
             bad = self._bad(checks, cfg)
             if not bad.any():
                 break
@@ -288,10 +293,13 @@ class SurfaceFitter:
             others = [self._bad(self._checks_after_moving(checks, y, solved), cfg) for y in (pasted, blended)]
             counts = [np.bincount(face_comp[b], minlength=m)[1:] for b in (bad, *others)]
             choice = np.argmin(np.stack(counts), axis=0)  # ties keep the earlier: as it is, then the paste
+            moved = np.zeros(n, bool)
             for k, y in ((1, pasted), (2, blended)):
                 took = np.isin(comp, np.nonzero(choice == k)[0])
                 x = np.where(took[:, None], y, x)
-                replaced |= took
+                moved |= took
+            replaced |= moved
+            checks = self._checks_after_moving(checks, x, moved)  # the next round's, re-tested near the patches
         return x, replaced
 
     def _solve_inside(self, x: np.ndarray, inside: np.ndarray, T: np.ndarray, iterations: int) -> np.ndarray:
@@ -305,10 +313,10 @@ class SurfaceFitter:
         rows = self.laplacian[idx]
         lu = splu(rows[:, idx].tocsc())  # the graph Laplacian with the rim held: definite
         held = rows[:, ~inside] @ x[~inside]
-        y = x.copy()
+        y, T = x.copy(), T.copy()
         for k in range(iterations + 1):
             if k:
-                T = np.where(inside[:, None, None], self._similarities(y), T)
+                T[idx] = self._similarities(y, idx)
             y[idx] = lu.solve(self._shape_rhs(T)[idx] - held)
         return y
 
