@@ -202,3 +202,30 @@ def test_a_large_decimation_from_a_script_on_stdin_falls_back_instead_of_hanging
     assert out.returncode == 0, out.stderr[-2000:]
     n = int(out.stdout.split()[-1])
     assert 1500 <= n <= 2500
+
+
+def test_a_reduction_far_beyond_one_pass_is_made_in_passes_and_reaches_its_size(monkeypatch):
+    """The library's single pass stops short of a large reduction; more than ONE_PASS_RATIO times
+    the target is taken down 4x per pass first, then one pass lands on the size asked for."""
+    import fast_simplification
+
+    from engine.geometry import working_copy
+
+    calls = []
+    simplify = fast_simplification.simplify
+
+    def counted(v, f, **kw):
+        calls.append(len(v))
+        return simplify(v, f, **kw)
+
+    monkeypatch.setattr(fast_simplification, "simplify", counted)
+    m = _sphere_mesh(6)  # 40962 vertices
+    monkeypatch.setattr(working_copy, "ONE_PASS_RATIO", 8)
+    v, f = working_copy.decimate(m.vertices, m.faces, 400)
+    assert len(calls) == 3 and calls[0] == m.n_vertices and calls[1] < m.n_vertices / 3 and calls[2] <= 8 * 400
+    assert 380 <= len(v) <= 420 and f.max() < len(v)
+    assert trimesh.Trimesh(v, f, process=False).is_watertight
+    calls.clear()
+    monkeypatch.setattr(working_copy, "ONE_PASS_RATIO", 64)
+    v, f = working_copy.decimate(m.vertices, m.faces, 1000)  # within 64x: one pass, as before
+    assert calls == [m.n_vertices] and 950 <= len(v) <= 1050

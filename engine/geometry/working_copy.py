@@ -119,13 +119,26 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, max_vertices: int, cancel=
 _SIMPLIFY_LOCK = threading.Lock()
 
 
+# one pass of the library stops short of a large reduction (its iteration budget runs out: a
+# 1.28M-vertex body asked for 3000 vertices came back with 8035, in 4.7 s); passes of 4x while
+# the mesh is more than 64x the target reach it, faster (3001 vertices in 3.8 s; 320k -> 3000:
+# 1.07 -> 0.93 s); within 64x one pass reaches the target (80k and 320k bodies: 3001)
+ONE_PASS_RATIO = 64
+PASS_REDUCTION = 0.75
+
+
 def _simplify(vertices: np.ndarray, faces: np.ndarray, reduction: float) -> tuple[np.ndarray, np.ndarray]:
     import fast_simplification
 
+    target = max(4, int(round(len(vertices) * (1.0 - reduction))))
+    v, f = vertices, faces
     # aggressiveness 3 (the library's default is 7): better shaped triangles (median quality
     # 0.94 against 0.71 on a subdivided FAUST body) and no holes, at the same speed
     with _SIMPLIFY_LOCK:
-        v, f = fast_simplification.simplify(vertices, faces, target_reduction=reduction, agg=3)
+        while len(v) > ONE_PASS_RATIO * target:
+            v, f = fast_simplification.simplify(v, f, target_reduction=PASS_REDUCTION, agg=3)
+        if len(v) > target:
+            v, f = fast_simplification.simplify(v, f, target_reduction=1.0 - target / len(v), agg=3)
     return np.asarray(v, np.float64), np.asarray(f, np.int64)
 
 
