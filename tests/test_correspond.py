@@ -38,6 +38,35 @@ def test_nearest_rows_both_ways_equals_two_one_way_searches():
     assert np.array_equal(b2a, np.argmin(((b[:, None] - a[None]) ** 2).sum(-1), axis=1))
 
 
+def test_nearest_rows_from_a_gram_matrix_equal_those_of_the_joined_features(monkeypatch):
+    """The registration's feature guidance keeps its features' Gram matrix and adds the moving
+    positions' part at each update: the same maps as the joined [feature, w * position] rows
+    (brute force), and as the blocked products that larger pairs take."""
+    import torch
+
+    from engine.correspond import vertex_nn
+    from engine.correspond.functional_map import nearest_rows_both_ways_gram
+    from engine.mesh import Mesh
+
+    rng = np.random.default_rng(2)
+    fa, fb = rng.normal(size=(300, 20)), rng.normal(size=(250, 20))
+    xa, xb = rng.normal(size=(300, 3)), rng.normal(size=(250, 3))
+    w = 1.7
+    ja, jb = np.concatenate([fa, w * xa], 1), np.concatenate([fb, w * xb], 1)
+    d = ((ja[:, None] - jb[None]) ** 2).sum(-1)
+    Fa, Fb = torch.tensor(fa, dtype=torch.float32), torch.tensor(fb, dtype=torch.float32)
+    a2b, b2a = nearest_rows_both_ways_gram(Fa @ Fb.T, (Fa * Fa).sum(1), (Fb * Fb).sum(1), xa,
+                                           torch.tensor(xb, dtype=torch.float32), w * w, chunk=64)
+    assert np.array_equal(a2b, d.argmin(axis=1)) and np.array_equal(b2a, d.argmin(axis=0))
+    guidance = vertex_nn.VertexFeatureGuidance(fa, fb, w_pos=(w, w))
+    guidance.prepare(Mesh(xa, np.array([[0, 1, 2]])), Mesh(xb, np.array([[0, 1, 2]])))
+    with_gram = guidance.current_maps(xa, 0.5)
+    monkeypatch.setattr(vertex_nn, "GRAM_MAX_ENTRIES", 0)
+    blocked = guidance.current_maps(xa, 0.5)
+    for got in (with_gram, blocked):
+        assert np.array_equal(got[0], a2b) and np.array_equal(got[1], b2a)
+
+
 def test_descriptors_from_a_larger_basis_equal_those_of_their_own_basis():
     """The registration hands its eigenpairs (any count >= 100) to the part matcher: the
     descriptors must be those the part matcher would compute from 100 eigenpairs itself."""
