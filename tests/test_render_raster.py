@@ -159,6 +159,27 @@ def test_nvdiffrast_without_cuda_is_backend_unavailable():
     assert rasterize(v, f, orbit_cameras(2), 16, backend="auto").backend == "torch"
 
 
+def test_clay_shading_lights_the_covered_pixels_as_whole_images_would():
+    """shade_lambert lights only the covered pixels: the same images, bit for bit, as the
+    headlight computed over whole images and composed over the background (the reference)."""
+    from engine.render.shading import shade_lambert
+
+    v, f = _two_boxes()
+    cams = orbit_cameras(3, elevations=(20.0,), fit_radius=1.5)
+    r = rasterize(v, f, cams, (48, 40), backend="torch")
+    albedo = torch.rand(3, 48, 40, 3, generator=torch.Generator().manual_seed(1))
+    for alb, background in ((None, 1.0), (albedo, 0.25)):
+        pts = r.interpolate(v, f)
+        to_cam = cams.positions[:, None, None, :] - pts
+        to_cam = to_cam / to_cam.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        light = 0.35 + 0.65 * (r.normal * to_cam).sum(-1).abs()
+        base = alb if alb is not None else torch.full_like(pts, 0.8)
+        m = r.mask.unsqueeze(-1).float()
+        want = (base * light.unsqueeze(-1) * m + background * (1 - m)).permute(0, 3, 1, 2).clamp(0, 1)
+        got = shade_lambert(r, cams, v, f, background=background, albedo=alb)
+        assert got.shape == (3, 3, 48, 40) and torch.equal(got, want)
+
+
 def test_shading_modes_and_colours(tmp_path):
     v, f = _two_boxes()
     cams = orbit_cameras(2, fit_radius=bounding_radius(v.numpy()))

@@ -83,13 +83,6 @@ def load_texture(path: str | os.PathLike) -> np.ndarray:
     return arr
 
 
-def _headlight(raster: Raster, cameras: Cameras, points: torch.Tensor) -> torch.Tensor:
-    """(K, H, W) |cos| between the normal and the direction to the camera."""
-    to_cam = cameras.positions[:, None, None, :].to(points.dtype) - points
-    to_cam = to_cam / to_cam.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return (raster.normal * to_cam).sum(-1).abs()
-
-
 def _compose(color: torch.Tensor, raster: Raster, background: float) -> torch.Tensor:
     m = raster.mask.unsqueeze(-1).to(color.dtype)
     img = color * m + background * (1 - m)
@@ -98,11 +91,20 @@ def _compose(color: torch.Tensor, raster: Raster, background: float) -> torch.Te
 
 def shade_lambert(raster: Raster, cameras: Cameras, vertices: torch.Tensor, faces: torch.Tensor, background: float = 1.0,
                   albedo: torch.Tensor | None = None, ambient: float = 0.35) -> torch.Tensor:
-    """Clay (or albedo) shading with a headlight: (K, 3, H, W) float32."""
-    pts = raster.interpolate(vertices.to(torch.float32), faces)
-    light = ambient + (1.0 - ambient) * _headlight(raster, cameras.to(vertices.device), pts)
-    base = albedo if albedo is not None else torch.full_like(pts, 0.8)
-    return _compose(base * light.unsqueeze(-1), raster, background)
+    """Clay (or albedo) shading with a headlight: (K, 3, H, W) float32.
+
+    Lit on the covered pixels only (|cos| between the normal and the direction to the camera),
+    the background filled in: the pixels' values are those of lighting whole images."""
+    k, h, w = raster.mask.shape
+    idx, pts = raster.interpolate_covered(vertices.to(torch.float32), faces)
+    cams = cameras.to(vertices.device)
+    to_cam = cams.positions[idx // (h * w)].to(pts.dtype) - pts
+    to_cam = to_cam / to_cam.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    light = ambient + (1.0 - ambient) * (raster.normal.reshape(-1, 3)[idx] * to_cam).sum(-1).abs()
+    base = albedo.reshape(-1, albedo.shape[-1])[idx] if albedo is not None else torch.full_like(pts, 0.8)
+    img = torch.full((k * h * w, 3), float(background), dtype=torch.float32, device=pts.device)
+    img[idx] = (base * light.unsqueeze(-1)).to(torch.float32)
+    return img.reshape(k, h, w, 3).permute(0, 3, 1, 2).contiguous().clamp(0, 1)
 
 
 def shade_normals(raster: Raster, background: float = 1.0) -> torch.Tensor:
