@@ -129,8 +129,7 @@ def _read_off(path: str) -> tuple[np.ndarray, list[list[int]] | np.ndarray]:
         raise InputError(f"{os.path.basename(path)}: OFF file is truncated (expected {nv} vertices)")
     v = np.asarray([[float(x) for x in ln[:3]] for ln in vlines], dtype=np.float64).reshape(-1, 3)
     flines = lines[pos + nv : pos + nv + nf]
-    counts = {len(ln) for ln in flines}
-    if len(counts) == 1 and flines and all(ln[0] == str(len(flines[0]) - 1) for ln in flines):
+    if flines and all(len(ln) == len(flines[0]) and ln[0] == str(len(ln) - 1) for ln in flines):
         # every face "k i1 .. ik" with one k and nothing after it (no colours): one (m, k) array
         return v, np.asarray(flines, dtype=np.int64)[:, 1:]
     polys = []

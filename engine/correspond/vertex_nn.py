@@ -18,7 +18,7 @@ from .functional_map import nearest_rows_both_ways, nearest_rows_both_ways_gram
 
 # the features do not change during a registration, only the positions: their Gram matrix is
 # made once when it stays small (the 3000-vertex working copies: 36 MB), and each update adds
-# the positions' rank-3 part (55 -> 15 ms an update at 3000 x 3000 x 126); larger pairs take
+# the positions' rank-3 part (55 -> 22 ms an update at 3000 x 3000 x 126); larger pairs take
 # the blocked products of nearest_rows_both_ways every time
 GRAM_MAX_ENTRIES = 16 * 2**20
 

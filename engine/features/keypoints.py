@@ -375,9 +375,8 @@ def detect_keypoints_many(meshes, *, settings: KeypointSettings | None = None, m
         first = {}
         for n, i in enumerate(todo):  # each mesh's images go to the model as soon as they are rendered
             v, f = arrays[i]
-            axis = _axis_order(v, s.axes)[0]
-            images, cams, raster = _render(v, f, axis, s)
-            first[i] = (axis, images, cams, raster, pool.submit(pm.detect, images))
+            images, cams, raster = _render(v, f, _axis_order(v, s.axes)[0], s)
+            first[i] = (images, cams, raster, pool.submit(pm.detect, images))
             if progress is not None:
                 progress.update((n + 0.25) * share)
         if meanwhile is not None:
@@ -406,10 +405,11 @@ def detect_keypoints_many(meshes, *, settings: KeypointSettings | None = None, m
 
 def _search(v: np.ndarray, f: np.ndarray, s: KeypointSettings, pm: PoseModel, first: tuple, progress,
             offset: float, share: float):
-    """The orbit search of one mesh from its first orbit (axis, images, cameras, raster, the pose
-    model's future): further axes until one shows the body in most views; returns the lifted
-    Keypoints and the best orbit's (views found, axis, detections, cameras, raster, images)."""
-    axis, images, cams, raster, job = first
+    """The orbit search of one mesh from its first orbit (images, cameras, raster and the pose
+    model's future, round the first of ``_axis_order``): further axes until one shows the body in
+    most views; returns the lifted Keypoints and the best orbit's (views found, axis, detections,
+    cameras, raster, images)."""
+    images, cams, raster, job = first
     axes = _axis_order(v, s.axes)
     best = None
     for n_axis, axis in enumerate(axes):

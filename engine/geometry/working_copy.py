@@ -122,7 +122,7 @@ _SIMPLIFY_LOCK = threading.Lock()
 # one pass of the library stops short of a large reduction (its iteration budget runs out: a
 # 1.28M-vertex body asked for 3000 vertices came back with 8035, in 4.7 s); passes of 4x while
 # the mesh is more than 64x the target reach it, faster (3001 vertices in 3.8 s; 320k -> 3000:
-# 1.07 -> 0.93 s); within 64x one pass reaches the target (80k and 320k bodies: 3001)
+# 1.07 -> 0.93 s); within 64x one pass reaches the target (80k -> 3000: 3001 vertices)
 ONE_PASS_RATIO = 64
 PASS_REDUCTION = 0.75
 

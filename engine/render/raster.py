@@ -56,13 +56,10 @@ class Raster:
         out[idx] = vals
         return out.reshape(k, h, w, -1)
 
-    def covered(self) -> torch.Tensor:
-        """(P,) int64 flat indices (into K * H * W) of the covered pixels."""
-        return self.mask.reshape(-1).nonzero().squeeze(1)
-
     def interpolate_covered(self, attributes: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`interpolate` on the covered pixels only: their flat indices (P,) and values (P, C)."""
-        idx = self.covered()
+        """:meth:`interpolate` on the covered pixels only: their flat indices (P,) into K * H * W and
+        values (P, C)."""
+        idx = self.mask.reshape(-1).nonzero().squeeze(1)
         corners = faces[self.triangle_id.reshape(-1)[idx]]  # (P, 3)
         b = self.bary.reshape(-1, 3)[idx].to(attributes.dtype)
         return idx, (attributes[corners] * b.unsqueeze(-1)).sum(1)
