@@ -47,7 +47,7 @@ SINGLE_THREAD_FACES = 40_000
 @contextmanager
 def single_thread(enabled: bool = True, blas: bool = True):
     """Run the block with torch on one intra-op thread and the BLAS / OpenMP pools on one thread,
-    then restore both.
+    then restore them.
 
     For the stages that work on working-size meshes (a few thousand vertices: eigen solves,
     feature nearest neighbours, the registration's small tensor operations): handing such work
@@ -71,8 +71,8 @@ def single_thread(enabled: bool = True, blas: bool = True):
     try:
         from threadpoolctl import threadpool_limits
 
-        if blas:
-            limiter = threadpool_limits(limits=1, user_api="blas")
+        # OpenMP's limit is the calling thread's (the k-d trees' queries of the registration)
+        limiter = threadpool_limits(limits=1, user_api=None if blas else "openmp")
     except ImportError:  # BLAS keeps its pools
         pass
     try:

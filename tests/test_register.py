@@ -9,13 +9,20 @@ from engine.mesh import Mesh, prepare_mesh
 from engine.register.njf import RegistrationConfig, polar_rotation, register
 
 
-def test_polar_rotation_matches_svd_and_is_orthogonal():
+def test_polar_rotation_matches_svd_and_is_a_rotation():
+    """The closest rotation: U V^T where det A > 0, with the smallest singular direction flipped
+    where A is a reflection (an inverted face)."""
     g = torch.Generator().manual_seed(0)
     A = torch.randn(500, 3, 3, generator=g, dtype=torch.float64) + 2 * torch.eye(3, dtype=torch.float64)
     R = polar_rotation(A)
     U, _, Vh = torch.linalg.svd(A)
-    assert torch.allclose(R, U @ Vh, atol=1e-10)
+    d = torch.sign(torch.linalg.det(U @ Vh))
+    assert (d < 0).sum() > 5 and (d > 0).sum() > 300  # both kinds are tested
+    Vh = Vh.clone()
+    Vh[:, 2] *= d[:, None]
+    assert torch.allclose(R, U @ Vh, atol=1e-9)
     assert torch.allclose(R @ R.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(500, 3, 3), atol=1e-10)
+    assert torch.allclose(torch.linalg.det(R), torch.ones(500, dtype=torch.float64), atol=1e-10)
 
 
 def _sphere(sub=3):

@@ -175,8 +175,13 @@ class _MediaPipeModel(PoseModel):
         return self._graphs[key]
 
     def warm_up(self) -> None:
-        """Import mediapipe and build the graph (0.4-0.5 s in a fresh process, mostly in native
-        code); an error is left for ``detect`` to raise."""
+        """Start the models' child process (engine.features.pose_server: it imports on its own),
+        or where none runs import mediapipe and build the graph here (0.4-0.5 s in a fresh
+        process); an error is left for ``detect`` to raise."""
+        from . import pose_server
+
+        if pose_server.server() is not None:
+            return
         try:
             with self._lock:
                 self._graph()
@@ -187,6 +192,11 @@ class _MediaPipeModel(PoseModel):
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"{self.name}: expected (K, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+        from . import pose_server
+
+        found = pose_server.detect(type(self).__name__, self.min_detection, images)
+        if found is not None:  # the child process ran the model
+            return found
         h, w = images.shape[1:3]
         out: list[ViewKeypoints | None] = []
         with self._lock:

@@ -1,0 +1,204 @@
+"""The MediaPipe models in a child process of their own (``python -m engine.features.pose_server``).
+
+Importing mediapipe and building its graph costs about 0.3 s of Python work in a fresh process,
+all of it under Python's lock: on a helper thread it stalled the match's own renders by as much
+(a fresh 5k pair's first render 0.18 -> 0.46 s). In a child it runs beside the match on the
+other core, and the detections wait in the child too. The child also keeps a crash in
+mediapipe's native code away from the match: it becomes a one-line error.
+
+The parent starts the child as early as it knows keypoints may be wanted (:func:`prestart`),
+sends (model, images) and reads the detections back (pickles over the child's stdin and a
+duplicate of its stdout; the child's own stdout and stderr go to the null device, where the
+graphs' native logging goes). One child per process, shared by the pose and hand models, one
+request at a time; it ends when the parent closes its stdin (or dies). Where no child can run
+(no Python executable: an embedded interpreter; a child that cannot import the engine) the
+models run in the calling process, as before. ``STABLEWRAP_POSE_PROCESS=0`` keeps them there.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import subprocess
+import sys
+import threading
+
+from ..errors import BackendUnavailable
+
+ENV_SWITCH = "STABLEWRAP_POSE_PROCESS"
+
+
+class NotStarted(Exception):
+    """The child could not start or import the engine: run the models in this process."""
+
+
+class PoseServer:
+    """Parent side: the child process and its pipes."""
+
+    def __init__(self) -> None:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds engine/
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env[ENV_SWITCH] = "0"  # the child runs the models itself
+        flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
+        self.proc = subprocess.Popen([sys.executable, "-m", "engine.features.pose_server"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, creationflags=flags)
+        self._lock = threading.Lock()
+        self._ready = False
+
+    def _receive(self):
+        try:
+            return pickle.load(self.proc.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            return None
+
+    def detect(self, model: str, min_detection: float, images):
+        """The child's ``detect`` of ``images`` with the model class named ``model`` (pose_model's).
+        Raises NotStarted when the child never came up, BackendUnavailable for what the model or
+        the child's end reports (one line)."""
+        with self._lock:
+            if not self._ready:
+                msg = self._receive()  # the child imports mediapipe and builds the pose graph first
+                if msg is None:
+                    raise NotStarted(f"the pose model's process ended at start ({_exit(self.proc)})")
+                if msg[0] != "ready":
+                    raise BackendUnavailable(msg[1])
+                self._ready = True
+            try:
+                pickle.dump((model, float(min_detection), images), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                self.proc.stdin.flush()
+            except OSError:
+                msg = None
+            else:
+                msg = self._receive()
+        if msg is None:
+            raise BackendUnavailable(f"keypoints: the pose model's process ended ({_exit(self.proc)})")
+        if msg[0] != "ok":
+            raise BackendUnavailable(msg[1])
+        return msg[1]
+
+    def close(self) -> None:
+        """End the child: its stdin closes (it exits at once), then it is killed if it lingers."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(2.0)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _exit(proc: subprocess.Popen) -> str:
+    try:
+        code = proc.wait(1.0)
+    except subprocess.TimeoutExpired:
+        return "no reply"
+    return f"exit code {code}"
+
+
+_server: PoseServer | None = None
+_failed = False  # a child could not start here once: the models run in this process from then on
+_start_lock = threading.Lock()
+
+
+def enabled() -> bool:
+    """Whether the models go to a child process: allowed by ``STABLEWRAP_POSE_PROCESS`` (the
+    child's own is 0), and ``sys.executable`` is a Python (not Blender or another host)."""
+    if _failed or os.environ.get(ENV_SWITCH, "1") == "0":
+        return False
+    exe = os.path.basename(sys.executable or "").lower()
+    return exe.startswith("python")
+
+
+def server() -> PoseServer | None:
+    """The running child, started on first use (None where none can run)."""
+    global _server, _failed
+    if not enabled():
+        return None
+    with _start_lock:
+        if _server is not None and _server.proc.poll() is not None:  # it died: the next match gets a new one
+            _server = None
+        if _server is None:
+            try:
+                _server = PoseServer()
+            except OSError:
+                _failed = True
+                return None
+            atexit.register(_server.close)
+        return _server
+
+
+def prestart() -> None:
+    """Start the child now (it imports while the caller loads meshes), when mediapipe is installed."""
+    from .pose_model import mediapipe_status
+
+    if enabled() and mediapipe_status()[0]:
+        server()
+
+
+def detect(model: str, min_detection: float, images):
+    """The detections of ``images`` by the child, or None where the models must run in this
+    process (no child here, or it could not start: then never again in this process)."""
+    global _failed, _server
+    srv = server()
+    if srv is None:
+        return None
+    try:
+        return srv.detect(model, min_detection, images)
+    except NotStarted:
+        with _start_lock:
+            _failed, _server = True, None
+        return None
+    except BackendUnavailable:
+        if srv.proc.poll() is not None:
+            with _start_lock:
+                if _server is srv:
+                    _server = None
+        raise
+
+
+def main() -> None:
+    """The child: import mediapipe and build the pose graph, say ready, then answer requests
+    until stdin closes."""
+    reply = os.fdopen(os.dup(1), "wb")
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)  # stray prints of the libraries would break the replies
+    requests = sys.stdin.buffer
+
+    def send(msg) -> None:
+        pickle.dump(msg, reply, protocol=pickle.HIGHEST_PROTOCOL)
+        reply.flush()
+
+    from . import pose_model
+    from ..isolated import one_line
+
+    models: dict = {}
+
+    def model_of(name: str, min_detection: float):
+        key = (name, min_detection)
+        if key not in models:
+            cls = {c.__name__: c for c in (pose_model.MediaPipePose, pose_model.MediaPipeHands)}[name]
+            models[key] = cls(min_detection)
+        return models[key]
+
+    try:
+        model_of("MediaPipePose", 0.5)._graph()
+    except Exception as exc:  # noqa: BLE001  (mediapipe missing or broken: every request would fail so)
+        send(("error", str(exc) if isinstance(exc, BackendUnavailable) else f"keypoints: {one_line(exc)}"))
+        return
+    send(("ready", None))
+    while True:
+        try:
+            name, min_detection, images = pickle.load(requests)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            return
+        try:
+            send(("ok", model_of(name, min_detection).detect(images)))
+        except Exception as exc:  # noqa: BLE001  (reported to the parent, which raises it)
+            send(("error", str(exc) if isinstance(exc, BackendUnavailable) else f"keypoints: {one_line(exc)}"))
+
+
+if __name__ == "__main__":
+    main()
