@@ -81,10 +81,6 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     dev_t = resolve_device(device)
     prog = Progress(progress, cancel, STAGES)
     t0 = clock()
-    if method == "full" and keypoints != "off":
-        from .features.pose_server import prestart
-
-        prestart()  # the pose model's process imports mediapipe while the meshes load
 
     prog.stage("prepare")
     src = as_prepared(source, "source", check=prog.token.raise_if_cancelled)

@@ -6,8 +6,10 @@ all of it under Python's lock: on a helper thread it stalled the match's own ren
 other core, and the detections wait in the child too. The child also keeps a crash in
 mediapipe's native code away from the match: it becomes a one-line error.
 
-The parent starts the child as early as it knows keypoints may be wanted (:func:`prestart`),
-sends (model, images) and reads the detections back (pickles over the child's stdin and a
+The parent starts the child when a model warms up (the keypoint stage, when some mesh's
+keypoints are not cached: started at the match's start instead, it gained nothing on a fresh
+5k pair, whose renders and eigenbases take longer than the child's start and detections, and
+cost 0.1 s where both were cached), sends (model, images) and reads the detections back (pickles over the child's stdin and a
 duplicate of its stdout; the child's own stdout and stderr go to the null device, where the
 graphs' native logging goes). One child per process, shared by the pose and hand models, one
 request at a time; it ends when the parent closes its stdin (or dies). Where no child can run
@@ -130,14 +132,6 @@ def server() -> PoseServer | None:
         return _server
 
 
-def prestart() -> None:
-    """Start the child now (it imports while the caller loads meshes), when mediapipe is installed."""
-    from .pose_model import mediapipe_status
-
-    if enabled() and mediapipe_status()[0]:
-        server()
-
-
 def detect(model: str, min_detection: float, images):
     """The detections of ``images`` by the child, or None where the models must run in this
     process (no child here, or it could not start: then never again in this process)."""
@@ -159,6 +153,18 @@ def detect(model: str, min_detection: float, images):
         raise
 
 
+def _stub_unused_modules() -> None:
+    """Empty stand-ins, in the child only, for what mediapipe imports and the graphs never use:
+    matplotlib (its drawing helpers) and the Tasks API (0.1 s of the child's 0.5 s start, on the
+    core the match's renders share)."""
+    import types
+
+    for name in ("matplotlib", "matplotlib.pyplot", "mediapipe.tasks", "mediapipe.tasks.python"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["matplotlib"].pyplot = sys.modules["matplotlib.pyplot"]
+    sys.modules["mediapipe.tasks"].python = sys.modules["mediapipe.tasks.python"]
+
+
 def main() -> None:
     """The child: import mediapipe and build the pose graph, say ready, then answer requests
     until stdin closes."""
@@ -171,6 +177,7 @@ def main() -> None:
         pickle.dump(msg, reply, protocol=pickle.HIGHEST_PROTOCOL)
         reply.flush()
 
+    _stub_unused_modules()
     from . import pose_model
     from ..isolated import one_line
 
