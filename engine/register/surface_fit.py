@@ -40,7 +40,7 @@ from ..mesh import Mesh
 class SurfaceFitConfig:
     """Schedule of the fit (the defaults hold for any mesh: the energies are scale-free)."""
 
-    iterations: int = 14
+    iterations: int = 8  # pulls with a rising data weight (engine.config.surface_fit_iterations: why 8)
     # data weight per vertex against one edge's shape term: starts where the template's shape
     # rules (the registration's output is kept), ends where the fit sits on the target to a few
     # thousandths of an edge length
