@@ -6,15 +6,16 @@ all of it under Python's lock: on a helper thread it stalled the match's own ren
 other core, and the detections wait in the child too. The child also keeps a crash in
 mediapipe's native code away from the match: it becomes a one-line error.
 
-The parent starts the child when a model warms up (the keypoint stage, when some mesh's
-keypoints are not cached: started at the match's start instead, it gained nothing on a fresh
-5k pair, whose renders and eigenbases take longer than the child's start and detections, and
-cost 0.1 s where both were cached), sends (model, images) and reads the detections back (pickles over the child's stdin and a
-duplicate of its stdout; the child's own stdout and stderr go to the null device, where the
-graphs' native logging goes). One child per process, shared by the pose and hand models, one
-request at a time; it ends when the parent closes its stdin (or dies). Where no child can run
-(no Python executable: an embedded interpreter; a child that cannot import the engine) the
-models run in the calling process, as before. ``STABLEWRAP_POSE_PROCESS=0`` keeps them there.
+The parent starts the child when a model warms up: in the keypoint stage, when some mesh's
+keypoints are not cached (started at the match's start instead, it gained nothing on a fresh
+5k pair, whose renders and eigenbases outlast the child's start and detections, and cost 0.1 s
+where both meshes were cached). It sends (model, images) and reads the detections back:
+pickles over the child's stdin and a duplicate of its stdout; the child's own stdout and
+stderr go to the null device, with the graphs' native logging. One child per process, shared
+by the pose and hand models, one request at a time; it ends when the parent closes its stdin
+(or dies). Where no child can run (no Python executable: an embedded interpreter; a child that
+cannot import the engine) the models run in the calling process, as before.
+``STABLEWRAP_POSE_PROCESS=0`` keeps them there.
 """
 from __future__ import annotations
 
