@@ -99,11 +99,25 @@ class Mesh:
         return float(np.linalg.norm(self.vertices.max(0) - self.vertices.min(0)))
 
     @cached_property
+    def _edge_incidence(self) -> sp.csr_matrix:
+        """(n, n) upper-triangular: entry (i, j), i < j, counts the faces with the edge i-j. Built
+        in one pass (a 2.6M-face mesh's 7.7M edge rows: 0.16 s against 0.32 s for sorting them
+        as keys; its components 0.55 -> 0.1 s without the length-weighted adjacency)."""
+        f = self.faces
+        a = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
+        b = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
+        n = len(self.vertices)
+        m = sp.coo_matrix((np.ones(len(a), np.int64), (np.minimum(a, b), np.maximum(a, b))), shape=(n, n)).tocsr()
+        m.sum_duplicates()  # sorted column indices per row, one entry per edge
+        return m
+
+    @cached_property
     def _edge_table(self) -> tuple[np.ndarray, np.ndarray]:
-        """The unique undirected edges (e, 2) int64 sorted per row, and how many faces use each (e,)."""
-        e = np.concatenate([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]])
-        e.sort(axis=1)
-        return unique_rows(e, return_counts=True)
+        """The unique undirected edges (e, 2) int64 sorted per row (and lexicographically), and
+        how many faces use each (e,)."""
+        m = self._edge_incidence
+        rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+        return np.stack([rows, m.indices.astype(np.int64)], axis=1), np.asarray(m.data, np.int64)
 
     @property
     def edges(self) -> np.ndarray:
@@ -122,7 +136,7 @@ class Mesh:
     @cached_property
     def components(self) -> np.ndarray:
         """(n,) int64 connected-component label of each vertex (0..c-1, largest first)."""
-        _, labels = connected_components(self.adjacency, directed=False)
+        _, labels = connected_components(self._edge_incidence, directed=False)
         counts = np.bincount(labels)
         order = np.argsort(-counts, kind="stable")
         remap = np.empty_like(order)

@@ -113,6 +113,25 @@ def test_components_are_labelled_largest_first():
     assert prepare_mesh(v, f).report["components"] == 2
 
 
+def test_edge_table_matches_sorting_the_face_edges_with_counts():
+    """The one-pass edge table (face counts per undirected edge, non-manifold and repeated-corner
+    faces included) against the sort-based reference."""
+    from engine.arrays import unique_rows
+
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        m = trimesh.creation.icosphere(2)
+        f = np.concatenate([m.faces, m.faces[:20], rng.integers(0, len(m.vertices) + 10, (15, 3))])
+        v = np.concatenate([m.vertices, rng.normal(size=(10, 3))])
+        e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+        e.sort(axis=1)
+        want, want_counts = unique_rows(e, return_counts=True)
+        mesh = Mesh(v, f)
+        assert np.array_equal(mesh.edges, want) and mesh.edges.dtype == np.int64
+        assert np.array_equal(mesh._edge_table[1], want_counts)
+        assert mesh.non_manifold_edge_count == int((want_counts > 2).sum()) > 0
+
+
 def test_normalisation_is_inverted_exactly():
     rng = np.random.default_rng(1)
     s = trimesh.creation.icosphere(subdivisions=2)
