@@ -298,6 +298,26 @@ def test_missing_mediapipe_is_a_backend_error_with_on_and_a_notice_with_auto(mon
     assert not pk.used and "mediapipe package is not installed" in pk.reason and "geometric" in pk.reason
 
 
+def test_a_pose_model_that_fails_while_detecting_is_an_error_with_on_and_a_notice_with_auto(tmp_path):
+    """A model that breaks mid-way (its process ended): "on" fails in one line, "auto" goes on
+    without keypoints and still runs what the caller wanted done meanwhile."""
+    from engine.errors import BackendUnavailable
+
+    class Dying:
+        name, names = "dying", BODY_NAMES
+
+        def detect(self, images):
+            raise BackendUnavailable("keypoints: the pose model's process ended (exit code -9)")
+
+    mesh = Mesh(*humanoid())
+    with pytest.raises(BackendUnavailable, match=r"^keypoints: the pose model's process ended \(exit code -9\)$"):
+        detect_pair(mesh, mesh, "on", model=Dying(), cache_dir=str(tmp_path))
+    ran = []
+    pk = detect_pair(mesh, mesh, "auto", model=Dying(), cache_dir=str(tmp_path), meanwhile=lambda: ran.append(1))
+    assert not pk.used and pk.reason == "keypoints: the pose model's process ended (exit code -9); using geometric orientation"
+    assert ran == [1]
+
+
 @needs_mediapipe
 def test_loading_the_pose_model_leaves_pyplot_unloaded_until_something_uses_it():
     # mediapipe's drawing helpers import matplotlib.pyplot (a quarter second per process) and the

@@ -67,7 +67,8 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
 
     progress : object with ``update(fraction)``; model / settings / meanwhile : passed to
     ``detect_keypoints_many`` (``meanwhile`` runs only when the detector does)
-    Raises InputError ("on" and no body on a mesh) or BackendUnavailable ("on" and no mediapipe).
+    Raises InputError ("on" and no body on a mesh) or BackendUnavailable ("on" and no working
+    pose model: not installed, broken, or its process ended); "auto" goes on without keypoints.
     """
     if mode not in KEYPOINT_MODES:
         raise InputError(f"keypoints: unknown mode {mode!r}; use one of {', '.join(KEYPOINT_MODES)}")
@@ -82,9 +83,22 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
             if mode == "on":
                 raise BackendUnavailable(f"keypoints: {why}")
             return PairKeypoints(reason=f"keypoints: {why}; using geometric orientation")
-    kps = detect_keypoints_many([(source.vertices, source.faces), (target.vertices, target.faces)], model=model,
-                                settings=settings, cache_dir=cache_dir, progress=progress, stop_at_miss=True,
-                                meanwhile=meanwhile)
+    ran = []
+
+    def once() -> None:  # the caller's meanwhile work, run once whether or not the detection ends early
+        if meanwhile is not None and not ran:
+            ran.append(True)
+            meanwhile()
+
+    try:
+        kps = detect_keypoints_many([(source.vertices, source.faces), (target.vertices, target.faces)], model=model,
+                                    settings=settings, cache_dir=cache_dir, progress=progress, stop_at_miss=True,
+                                    meanwhile=once)
+    except BackendUnavailable as exc:  # a broken install, or the model's process ended (engine.features.pose_server)
+        if mode == "on":
+            raise
+        once()
+        return PairKeypoints(reason=f"{exc}; using geometric orientation")
     for i, (kp, mesh) in enumerate(zip(kps, (source, target))):
         if kp is not None and not kp.humanoid:
             which = "source" if i == 0 else "target"
