@@ -119,6 +119,16 @@ class Mesh:
         rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
         return np.stack([rows, m.indices.astype(np.int64)], axis=1), np.asarray(m.data, np.int64)
 
+    @cached_property
+    def opposite_edge_counts(self) -> np.ndarray:
+        """(m, 3) int64: per face and corner k, how many faces use the edge opposite corner k
+        (1: a boundary edge)."""
+        m = self._edge_incidence
+        n = m.shape[0]
+        keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(m.indptr)) * n + m.indices  # ascending
+        a, b = self.faces[:, [1, 2, 0]], self.faces[:, [2, 0, 1]]
+        return np.asarray(m.data, np.int64)[np.searchsorted(keys, np.minimum(a, b) * n + np.maximum(a, b))]
+
     @property
     def edges(self) -> np.ndarray:
         """(e, 2) int64 unique undirected edges, sorted per row."""

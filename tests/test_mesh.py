@@ -130,6 +130,10 @@ def test_edge_table_matches_sorting_the_face_edges_with_counts():
         assert np.array_equal(mesh.edges, want) and mesh.edges.dtype == np.int64
         assert np.array_equal(mesh._edge_table[1], want_counts)
         assert mesh.non_manifold_edge_count == int((want_counts > 2).sum()) > 0
+        # per face corner: the count of the opposite edge
+        opp = np.sort(np.stack([f[:, [1, 2]], f[:, [2, 0]], f[:, [0, 1]]], axis=1), axis=2).reshape(-1, 2)
+        row = np.searchsorted(want[:, 0] * (len(v) + 1) + want[:, 1], opp[:, 0] * (len(v) + 1) + opp[:, 1])
+        assert np.array_equal(mesh.opposite_edge_counts, want_counts[row].reshape(-1, 3))
 
 
 def test_normalisation_is_inverted_exactly():

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..arrays import unique_rows
 from ..geometry import mesh_quality
 from ..geometry.operators import face_areas_normals
 from ..geometry.shifted_factor import ShiftedFactor
@@ -366,12 +365,11 @@ class TargetSurface:
         self.faces = np.asarray(faces, np.int64)
         _, self.normals = face_areas_normals(self.vertices, self.faces)
         # per face and corner k: is the edge opposite corner k on the boundary (used by one face)?
-        e = np.sort(np.stack([self.faces[:, [1, 2]], self.faces[:, [2, 0]], self.faces[:, [0, 1]]], axis=1), axis=2)
-        flat = e.reshape(-1, 2)
-        _, inv, counts = unique_rows(flat, return_inverse=True, return_counts=True)
-        self.boundary_opposite = (counts[inv.ravel()] == 1).reshape(-1, 3)
+        self.boundary_opposite = Mesh(self.vertices, self.faces).opposite_edge_counts == 1
         self.boundary_vertex = np.zeros(len(self.vertices), bool)
-        self.boundary_vertex[flat[counts[inv.ravel()] == 1].ravel()] = True
+        face, corner = np.nonzero(self.boundary_opposite)
+        self.boundary_vertex[self.faces[face, (corner + 1) % 3]] = True
+        self.boundary_vertex[self.faces[face, (corner + 2) % 3]] = True
 
     def pull(self, x: np.ndarray, normals: np.ndarray, cfg: SurfaceFitConfig, plane: bool = False):
         """Where each vertex of ``x`` (n, 3) is pulled to, the pull's weight (n,) in [0, 1] (the
