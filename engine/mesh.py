@@ -123,11 +123,11 @@ class Mesh:
     def opposite_edge_counts(self) -> np.ndarray:
         """(m, 3) int64: per face and corner k, how many faces use the edge opposite corner k
         (1: a boundary edge)."""
-        m = self._edge_incidence
-        n = m.shape[0]
-        keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(m.indptr)) * n + m.indices  # ascending
+        edges, counts = self._edge_table
+        n = len(self.vertices)
+        keys = edges[:, 0] * n + edges[:, 1]  # ascending: the table is in lexicographic order
         a, b = self.faces[:, [1, 2, 0]], self.faces[:, [2, 0, 1]]
-        return np.asarray(m.data, np.int64)[np.searchsorted(keys, np.minimum(a, b) * n + np.maximum(a, b))]
+        return counts[np.searchsorted(keys, np.minimum(a, b) * n + np.maximum(a, b))]
 
     @property
     def edges(self) -> np.ndarray:

@@ -113,7 +113,7 @@ class MeshContext:
         """The mesh as the surface a fitted source settles onto (closest points, normals, boundary)."""
         from .register.surface_fit import TargetSurface
 
-        return TargetSurface(self.surface, self.mesh.vertices, self.mesh.faces)
+        return TargetSurface(self.surface, self.mesh)
 
     @cached_property
     def tree(self):

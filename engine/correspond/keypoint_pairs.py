@@ -66,7 +66,7 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
     """Detect keypoints on both meshes and decide whether the match uses them (see the module docstring).
 
     progress : object with ``update(fraction)``; model / settings / meanwhile : passed to
-    ``detect_keypoints_many`` (``meanwhile`` runs only when the detector does)
+    ``detect_keypoints_many`` (``meanwhile`` runs once when the detector runs, also when it fails)
     Raises InputError ("on" and no body on a mesh) or BackendUnavailable ("on" and no working
     pose model: not installed, broken, or its process ended); "auto" goes on without keypoints.
     """

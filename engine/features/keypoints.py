@@ -328,9 +328,10 @@ def detect_keypoints_many(meshes, *, settings: KeypointSettings | None = None, m
                           keep_views: bool = False, hand_model: PoseModel | None = None,
                           stop_at_miss: bool = False, meanwhile=None) -> list[Keypoints | None]:
     """:func:`detect_keypoints` of several meshes (a match's source and target), overlapped: the pose
-    model loads and runs on a helper thread (it waits in native code, without Python's lock) while
-    this one renders every mesh's first orbit and then does the caller's ``meanwhile`` work; other
-    orbits, when the first does not show the body, follow one by one.
+    model loads and runs on a helper thread (the MediaPipe models in their own process,
+    engine.features.pose_server: the thread waits without Python's lock) while this one renders
+    every mesh's first orbit and then does the caller's ``meanwhile`` work; other orbits, when
+    the first does not show the body, follow one by one.
 
     meshes : sequence of (vertices (n, 3) float, faces (m, 3) int); the other arguments as in
     :func:`detect_keypoints` (``progress`` runs over all meshes)

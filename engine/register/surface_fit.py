@@ -356,16 +356,17 @@ class SurfaceFitter:
 class TargetSurface:
     """The target side of the fit: closest points, face normals and boundary edges.
 
-    query : engine.geometry.closest.SurfaceQuery of the target; vertices (nt, 3), faces (mt, 3)
+    query : engine.geometry.closest.SurfaceQuery of the target; mesh : the target Mesh (its edge
+    table, often made already when it was cleaned, gives the boundary)
     """
 
-    def __init__(self, query, vertices: np.ndarray, faces: np.ndarray) -> None:
+    def __init__(self, query, mesh: Mesh) -> None:
         self.query = query
-        self.vertices = np.asarray(vertices, np.float64)
-        self.faces = np.asarray(faces, np.int64)
+        self.vertices = np.asarray(mesh.vertices, np.float64)
+        self.faces = np.asarray(mesh.faces, np.int64)
         _, self.normals = face_areas_normals(self.vertices, self.faces)
         # per face and corner k: is the edge opposite corner k on the boundary (used by one face)?
-        self.boundary_opposite = Mesh(self.vertices, self.faces).opposite_edge_counts == 1
+        self.boundary_opposite = mesh.opposite_edge_counts == 1
         self.boundary_vertex = np.zeros(len(self.vertices), bool)
         face, corner = np.nonzero(self.boundary_opposite)
         self.boundary_vertex[self.faces[face, (corner + 1) % 3]] = True
@@ -404,5 +405,5 @@ def fit_surface(rest_vertices, faces, start, target_vertices, target_faces, fixe
     from ..geometry.closest import SurfaceQuery
 
     tv, tf = np.asarray(target_vertices, np.float64), np.asarray(target_faces, np.int64)
-    target = TargetSurface(SurfaceQuery(tv, tf), tv, tf)
+    target = TargetSurface(SurfaceQuery(tv, tf), Mesh(tv, tf))
     return SurfaceFitter(rest_vertices, faces).fit(start, target, fixed_weight, config)
