@@ -2,7 +2,7 @@
 
 ``python -m engine batch PAIRS.csv -o OUTDIR [--workers N] [--threads N] [--retries K]
 [--timeout S] [--force] [--cluster local|ray|ray://HOST:PORT] [--gpus-per-job X]`` reads one
-pair per CSV row (columns below), runs every match in its own spawned process
+pair per CSV row (columns below), runs every match in its own fresh process
 (``engine.isolated``: a crash or a timeout fails that pair only; it is retried up to
 ``retries`` times), ``workers`` at once with ``threads`` each (by default workers x threads
 fits the cores) or as Ray tasks on a cluster (engine.batch_ray), and writes

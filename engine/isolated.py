@@ -1,20 +1,29 @@
-"""Run one call in a fresh spawned process: a crash, a hang or an exception fails that call only.
+"""Run one call in a fresh Python process: a crash, a hang or an exception fails that call only.
 
-``run_isolated("package.module:function", args, kwargs, timeout=...)`` starts a spawned child,
-calls the function there and returns a plain dict: ``ok``, ``value`` (the function's return,
-picklable), ``error`` (one line) on failure, ``seconds`` (the call's wall time), ``peak_rss``
-(the child's peak resident memory, bytes) and ``peak_gpu`` (CUDA bytes torch allocated at most;
-NaN without CUDA). A crash (a signal, ``os._exit``), a ``timeout`` (counted from the call,
-after the child's start and imports, which get ``STARTUP_TIMEOUT_S`` at least) or a ``stop``
-event set by the caller (Ctrl-C) ends the child and becomes ``ok=False`` with a description.
-The benchmark runner and the batch command use it: one match per process, so memory is measured per match and a
-failure stays with its pair.
+``run_isolated("package.module:function", args, kwargs, timeout=...)`` starts a child
+interpreter, calls the function there and returns a plain dict: ``ok``, ``value`` (the function's
+return, picklable), ``error`` (one line) on failure, ``seconds`` (the call's wall time),
+``peak_rss`` (the child's peak resident memory, bytes) and ``peak_gpu`` (CUDA bytes torch
+allocated at most; NaN without CUDA). A crash (a signal, ``os._exit``), a ``timeout`` (counted
+from the call, after the child's start and imports, which get ``STARTUP_TIMEOUT_S`` at least) or a
+``stop`` event set by the caller (Ctrl-C) ends the child and becomes ``ok=False`` with a
+description. The benchmark runner, the batch command and large decimations use it.
+
+The child is a plain ``python -c`` that gets the caller's ``sys.path`` and imports only the
+call's module, not the caller's script: multiprocessing's spawn runs the main script again in
+its child, so a pipeline script without an ``if __name__ == "__main__"`` guard did all its work
+twice (a match on a 1M-vertex scan from such a script matched it a second time in the child
+that was to decimate it) and a script read from stdin could not start one at all. Requests and
+replies are pickles over the child's stdin and a duplicate of its stdout; what the call prints
+goes to the child's stderr, which is the caller's.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
+import pickle
+import queue
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -77,21 +86,77 @@ STARTED = {"started": True}
 STARTUP_TIMEOUT_S = 120.0
 
 
-def _child_main(conn, inputs, call: str, threads: Optional[int], preload: tuple = ()) -> None:
-    """Entry point of the child: run the call on the arguments read from ``inputs``, send a plain
-    dict back on ``conn``."""
+# set in the child's environment: a call running there is already isolated (a batch or benchmark
+# match); it does its own work in place instead of starting children of its own
+CHILD_ENV = "STABLEWRAP_ISOLATED_CHILD"
+# the child: the caller's sys.path first (the call's module may live beside the caller's script),
+# then engine.isolated from it; nothing of the caller's __main__
+_BOOT = ("import sys, pickle; requests = sys.stdin.buffer; sys.path[:] = pickle.load(requests); "
+         "from engine.isolated import _child_main; _child_main(requests)")
+
+_LIVE: "set[subprocess.Popen]" = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def in_child() -> bool:
+    """Whether this process is a child started by :func:`run_isolated`."""
+    return os.environ.get(CHILD_ENV) == "1"
+
+
+def live_children() -> list:
+    """The children of :func:`run_isolated` still running in this process (subprocess.Popen)."""
+    with _LIVE_LOCK:
+        return [p for p in _LIVE if p.poll() is None]
+
+
+def child_python() -> Optional[str]:
+    """The Python executable a child process runs (``sys.executable``), or None where that is
+    not a Python (Blender, another embedding host)."""
+    exe = sys.executable or ""
+    return exe if os.path.basename(exe).lower().startswith("python") else None
+
+
+def start_child(code: str, args: tuple = (), env: Optional[dict] = None, stderr=None) -> subprocess.Popen:
+    """``python -c code *args`` with pipes on its stdin and stdout (no console window on Windows);
+    ``stderr`` as subprocess.Popen takes it (None: the caller's). OSError where no Python can run here."""
+    exe = child_python()
+    if exe is None:
+        raise OSError("no Python executable to start a child process with (embedded interpreter)")
+    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
+    return subprocess.Popen([exe, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=stderr, env=env, creationflags=flags)
+
+
+def reply_stream(stdout_to: Optional[int] = 2):
+    """In a child: a binary stream on a duplicate of its stdout for the replies; the stdout itself
+    then goes to ``stdout_to`` (a descriptor; None: the null device), so that what the libraries
+    print cannot break the replies."""
+    reply = os.fdopen(os.dup(1), "wb")
+    if stdout_to is None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    else:
+        os.dup2(stdout_to, 1)
+    return reply
+
+
+def _child_main(requests) -> None:
+    """The child: import the call (and ``preload``), say STARTED, read the arguments, run the
+    call and send a plain dict back."""
+    reply = reply_stream(2)
+
+    def send(msg) -> None:
+        pickle.dump(msg, reply, protocol=pickle.HIGHEST_PROTOCOL)
+        reply.flush()
+
     result: dict = {"ok": False}
     t0 = None
     try:
-        if threads:  # before any library starts its pools (torch's follows OMP_NUM_THREADS): no torch import here
-            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ[var] = str(threads)
+        call, preload = pickle.load(requests)
         fn = resolve(call)
         for target in preload:  # what the call will import, imported before its clock starts
             resolve(target)
-        conn.send(STARTED)  # the timeout counts from here: imports on a busy machine are not the call's time
-        args, kwargs = inputs.recv()
-        inputs.close()
+        send(STARTED)  # the timeout counts from here: imports on a busy machine are not the call's time
+        args, kwargs = pickle.load(requests)
         t0 = time.perf_counter()
         result["value"] = fn(*args, **kwargs)
         result["seconds"] = time.perf_counter() - t0
@@ -103,55 +168,67 @@ def _child_main(conn, inputs, call: str, threads: Optional[int], preload: tuple 
     result["peak_rss"] = peak_rss_bytes()
     result["peak_gpu"] = peak_gpu_bytes()
     try:
-        conn.send(result)
-    finally:
-        conn.close()
+        send(result)
+    except Exception as exc:  # noqa: BLE001  (a value that does not pickle: that is the failure)
+        if result.get("ok"):
+            send({**result, "ok": False, "value": None, "error": f"the call's result cannot be sent back ({one_line(exc)})"})
+
+
+def _read_replies(stream, out: "queue.Queue") -> None:
+    """Reader thread: every pickle from the child's reply pipe into ``out``; None at its end."""
+    while True:
+        try:
+            out.put(pickle.load(stream))
+        except (EOFError, OSError, pickle.UnpicklingError, ValueError):
+            out.put(None)
+            return
 
 
 def run_isolated(call: str, args: tuple = (), kwargs: dict | None = None, *, timeout: float = 600.0,
                  threads: Optional[int] = None, stop: threading.Event | None = None, preload: tuple = ()) -> dict:
-    """Call ``call`` (``"package.module:function"``) with ``args`` / ``kwargs`` in a fresh spawned
+    """Call ``call`` (``"package.module:function"``) with ``args`` / ``kwargs`` in a fresh Python
     process (see the module docstring); ``stop``: an event that ends the child early; ``preload``:
-    more ``"package.module:attr"`` targets the call will use, imported before the timeout starts."""
-    ctx = mp.get_context("spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    # the arguments (meshes: megabytes) go over a pipe of their own once the child runs: passed to
-    # Process they are written while the child starts, and a child that dies starting (a script
-    # read from stdin it cannot re-run, a broken import) leaves that write blocked for good
-    in_recv, in_send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(send, in_recv, call, threads, tuple(preload)), daemon=True)
+    more ``"package.module:attr"`` targets the call will use, imported before the timeout starts.
+    Raises OSError where no child can start (no Python executable: an embedded interpreter)."""
+    env = dict(os.environ)
+    env[CHILD_ENV] = "1"
+    if threads:  # before any library starts its pools (torch's follows OMP_NUM_THREADS)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+    proc = start_child(_BOOT, env=env)
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
+    replies: "queue.Queue" = queue.Queue()
     start = time.perf_counter()
-    proc.start()
-    send.close()
-    in_recv.close()
     result: Optional[dict] = None
     failure = ""
     ended_early = started = False
     try:
+        try:  # small: the pipe's buffer takes them even before the child reads
+            for msg in (list(sys.path), (call, tuple(preload))):
+                pickle.dump(msg, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            proc.stdin.flush()
+        except OSError:
+            pass  # it died at once: its exit says why below
+        threading.Thread(target=_read_replies, args=(proc.stdout, replies), daemon=True).start()
         while True:
-            if recv.poll(0.2):
-                try:
-                    result = recv.recv()
-                except (EOFError, OSError):
-                    proc.join(5)
-                    failure = describe_exit(proc.exitcode)
-                    break
-                if result == STARTED:  # imported and calling: the timeout counts from here
-                    result = None
-                    try:
-                        in_send.send((tuple(args), dict(kwargs or {})))
-                    except (BrokenPipeError, EOFError, OSError):  # it died reading them
-                        proc.join(5)
-                        failure = describe_exit(proc.exitcode)
-                        break
-                    in_send.close()
-                    start, started = time.perf_counter(), True
-                    continue
+            try:
+                msg = replies.get(timeout=0.2)
+            except queue.Empty:
+                msg = False
+            if msg is None:  # the pipe closed without a result
+                failure = describe_exit(_wait(proc, 5))
                 break
-            if not proc.is_alive():
-                if recv.poll(0.5):
-                    continue
-                failure = describe_exit(proc.exitcode)
+            if msg == STARTED:  # imported and calling: the timeout counts from here
+                try:  # the meshes (megabytes): the child reads them as soon as it has said STARTED
+                    pickle.dump((tuple(args), dict(kwargs or {})), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                    proc.stdin.close()
+                except OSError:  # it died reading them: its exit (the pipe's end) says why
+                    pass
+                start, started = time.perf_counter(), True
+                continue
+            if msg is not False:
+                result = msg
                 break
             if started and time.perf_counter() - start > timeout:
                 failure, ended_early = f"timed out after {timeout:g} s", True
@@ -166,18 +243,35 @@ def run_isolated(call: str, args: tuple = (), kwargs: dict | None = None, *, tim
         ended_early = True
         raise
     finally:
-        recv.close()
-        in_send.close()
         if ended_early:
             proc.terminate()
-        proc.join(10)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
+        _end(proc)
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
     if result is None:
         return {"ok": False, "error": failure, "seconds": time.perf_counter() - start, "peak_rss": float("nan"),
                 "peak_gpu": float("nan")}
     return result
+
+
+def _wait(proc: subprocess.Popen, seconds: float) -> Optional[int]:
+    """The child's exit code once it has ended, None if it still runs after ``seconds``."""
+    try:
+        return proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """Close the pipes and make sure the child is gone: it ends by itself once it has replied;
+    otherwise it is terminated, then killed."""
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            stream.close()
+        except OSError:
+            pass
+    if _wait(proc, 10) is None:
+        proc.terminate()
+        if _wait(proc, 5) is None:
+            proc.kill()
+            proc.wait()

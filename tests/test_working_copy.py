@@ -84,7 +84,7 @@ def test_a_match_on_working_copies_returns_full_resolution_results_as_accurate(s
 
 
 def test_a_large_decimation_runs_in_a_child_and_gives_the_same_copy(monkeypatch):
-    """Above CHILD_DECIMATION_FACES a decimation with a cancel token runs in a spawned child
+    """Above CHILD_DECIMATION_FACES a decimation with a cancel token runs in a child process
     (a cancel can end it): the same library call, so the same working copy as in this process."""
     from engine.geometry import working_copy
     from engine.progress import CancelToken
@@ -111,13 +111,13 @@ def test_a_large_decimation_runs_in_a_child_and_gives_the_same_copy(monkeypatch)
 def test_cancel_ends_a_large_decimation_within_a_second():
     """A 1.3M-face decimation is one library call of seconds (2.8 s here); with a cancel token it
     runs in a child, and a cancel while it runs raises Cancelled at once and leaves no child behind."""
-    import multiprocessing as mp
     import threading
     import time
 
     import pytest
 
     from engine.errors import Cancelled
+    from engine.isolated import live_children
     from engine.geometry import working_copy
     from engine.progress import CancelToken
 
@@ -127,7 +127,7 @@ def test_cancel_ends_a_large_decimation_within_a_second():
 
     def cancel_once_the_child_runs():
         deadline = time.monotonic() + 60
-        while not mp.active_children() and time.monotonic() < deadline:
+        while not live_children() and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(1.0)  # the child has imported numpy and is inside the library call
         cancelled_at.append(time.perf_counter())
@@ -137,7 +137,7 @@ def test_cancel_ends_a_large_decimation_within_a_second():
     with pytest.raises(Cancelled):
         WorkingCopy(m, 3000, token)
     assert cancelled_at and time.perf_counter() - cancelled_at[0] < 1.0
-    assert not mp.active_children()
+    assert not live_children()
 
 
 def test_decimations_in_two_threads_at_once_give_what_each_gives_alone():
@@ -160,17 +160,22 @@ def test_decimations_in_two_threads_at_once_give_what_each_gives_alone():
 
 
 def _decimate_with_a_token(vertices, faces, max_vertices):
-    """(In a daemonic child, as a batch or benchmark match runs) a decimation given a cancel token."""
+    """(In engine.isolated's child, where a batch or benchmark match runs) a decimation given a cancel token."""
+    from engine import isolated
     from engine.geometry import working_copy
     from engine.progress import CancelToken
 
+    def no_grandchild(*args, **kwargs):
+        raise AssertionError("a decimation in an isolated child started a child of its own")
+
+    isolated.run_isolated = no_grandchild
     working_copy.CHILD_DECIMATION_FACES = 1000
     return working_copy.decimate(vertices, faces, max_vertices, CancelToken())
 
 
-def test_a_match_in_a_daemonic_child_decimates_in_place():
-    """Batch and benchmark matches run in daemonic children, which may not start children of
-    their own: a large decimation there runs in the match's process."""
+def test_a_match_in_an_isolated_child_decimates_in_place():
+    """Batch and benchmark matches run in engine.isolated's children, which whoever runs them
+    ends on a cancel: a large decimation there runs in the match's process, no grandchild."""
     from engine.geometry.working_copy import decimate
     from engine.isolated import run_isolated
 
@@ -181,25 +186,30 @@ def test_a_match_in_a_daemonic_child_decimates_in_place():
     np.testing.assert_array_equal(res["value"][1], here[1])
 
 
-def test_a_large_decimation_from_a_script_on_stdin_falls_back_instead_of_hanging():
-    """A script read from stdin cannot be re-run by a spawned child, which dies starting; the
-    mesh (megabytes) used to be written to it while it started, a write nothing ever read:
-    the match hung for good. Now the child fails at once and the decimation runs in place."""
+def test_a_large_decimation_from_a_script_on_stdin_runs_in_its_child():
+    """A script read from stdin: multiprocessing's spawned child had to re-run it and died
+    starting (the mesh written to it while it started once hung the match for good, later the
+    decimation fell back to the script's process). The child re-runs nothing now: it decimates."""
     import subprocess
     import sys
 
     code = (
         "import numpy as np, trimesh\n"
         "from engine.geometry import working_copy\n"
+        "from engine import isolated\n"
         "from engine.progress import CancelToken\n"
+        "real, children = isolated.run_isolated, []\n"
+        "isolated.run_isolated = lambda *a, **k: children.append(real(*a, **k)) or children[-1]\n"
         "working_copy.CHILD_DECIMATION_FACES = 1000\n"
         "m = trimesh.creation.icosphere(subdivisions=7)\n"  # 164k vertices: a 7.8 MB array to send
         "v, f = working_copy.decimate(np.asarray(m.vertices), np.asarray(m.faces), 2000, CancelToken())\n"
+        "print('child', [c['ok'] for c in children])\n"
         "print('copy', len(v))\n"
     )
     out = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=120,
                          cwd=os.fspath(Path(__file__).resolve().parents[1]))
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "child [True]" in out.stdout, out.stdout
     n = int(out.stdout.split()[-1])
     assert 1500 <= n <= 2500
 

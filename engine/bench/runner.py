@@ -7,7 +7,7 @@ a variant may also name another callable with the reserved key ``"_call"``
 (``"package.module:function"``, called as ``function(path_a, path_b,
 **options)`` and returning a :class:`engine.Correspondence`).
 
-Every match runs in its own spawned process, so that the peak resident memory
+Every match runs in its own fresh process, so that the peak resident memory
 (``ru_maxrss``) is that of one pair, and a crash, a hang (``timeout``) or an
 exception fails that pair only.
 """
@@ -155,7 +155,7 @@ def run_match_subprocess(
     timeout: float = 600.0,
     threads: Optional[int] = None,
 ) -> dict:
-    """Run one match in a fresh spawned process.
+    """Run one match in a fresh process (engine.isolated).
 
     Returns the child's dict: ``ok``, ``seconds``, ``peak_rss`` and ``peak_gpu`` (bytes), and
     ``face``/``bary``/``meta`` on success or ``error`` (one line) on failure.

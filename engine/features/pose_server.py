@@ -39,12 +39,12 @@ class PoseServer:
     """Parent side: the child process and its pipes."""
 
     def __init__(self) -> None:
+        from ..isolated import start_child
+
         env = dict(os.environ)
         env[ENV_SWITCH] = "0"  # the child runs the models itself
-        flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
         engine_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self.proc = subprocess.Popen([sys.executable, "-c", _CHILD_BOOT, engine_dir], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, creationflags=flags)
+        self.proc = start_child(_CHILD_BOOT, (engine_dir,), env, stderr=subprocess.DEVNULL)
         self._lock = threading.Lock()
         self._ready = False
 
@@ -114,10 +114,11 @@ _start_lock = threading.Lock()
 def enabled() -> bool:
     """Whether the models go to a child process: allowed by ``STABLEWRAP_POSE_PROCESS`` (the
     child's own is 0), and ``sys.executable`` is a Python (not Blender or another host)."""
+    from ..isolated import child_python
+
     if _failed or os.environ.get(ENV_SWITCH, "1") == "0":
         return False
-    exe = os.path.basename(sys.executable or "").lower()
-    return exe.startswith("python")
+    return child_python() is not None
 
 
 def server() -> PoseServer | None:
@@ -175,9 +176,9 @@ def _stub_unused_modules() -> None:
 def main() -> None:
     """The child: import mediapipe and build the pose graph, say ready, then answer requests
     until stdin closes."""
-    reply = os.fdopen(os.dup(1), "wb")
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)  # stray prints of the libraries would break the replies
+    from ..isolated import reply_stream
+
+    reply = reply_stream(None)  # stray prints of the libraries go nowhere
     requests = sys.stdin.buffer
 
     def send(msg) -> None:

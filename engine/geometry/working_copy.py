@@ -89,22 +89,20 @@ CHILD_DECIMATION_FACES = 400_000
 def decimate(vertices: np.ndarray, faces: np.ndarray, max_vertices: int, cancel=None) -> tuple[np.ndarray, np.ndarray]:
     """The mesh (n, 3) float / (m, 3) int decimated to about ``max_vertices`` vertices (quadric
     edge collapses, fast-simplification). With a ``cancel`` token (engine.progress.CancelToken)
-    and at least ``CHILD_DECIMATION_FACES`` faces it runs in a spawned child that a cancel stops
+    and at least ``CHILD_DECIMATION_FACES`` faces it runs in a child process that a cancel stops
     within a fraction of a second (engine.errors.Cancelled); where no child can start it runs here."""
-    import multiprocessing as mp
+    from .. import isolated
 
     reduction = 1.0 - max_vertices / len(vertices)
     args = (np.asarray(vertices, np.float64), np.asarray(faces, np.int64), reduction)
-    # a daemonic process (a batch or benchmark match in engine.isolated's child) may not start
-    # children; whoever stops it ends the decimation with it
-    if cancel is None or len(faces) < CHILD_DECIMATION_FACES or mp.current_process().daemon:
+    # a match in engine.isolated's child (batch, benchmark) decimates in place: whoever stops that
+    # child ends the decimation with it
+    if cancel is None or len(faces) < CHILD_DECIMATION_FACES or isolated.in_child():
         return _simplify(*args)
-    from ..isolated import run_isolated
-
     cancel.raise_if_cancelled()
     try:
-        res = run_isolated(f"{__name__}:_simplify", args, timeout=3600.0, threads=1, stop=cancel.event)
-    except (OSError, AssertionError, RuntimeError):  # no child can start here (an embedded interpreter)
+        res = isolated.run_isolated(f"{__name__}:_simplify", args, timeout=3600.0, threads=1, stop=cancel.event)
+    except OSError:  # no child can start here (an embedded interpreter)
         res = {"ok": False, "error": "no child"}
     cancel.raise_if_cancelled()  # a stopped child: the cancel that stopped it raises here
     if res["ok"]:
