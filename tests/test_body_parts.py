@@ -62,3 +62,17 @@ def test_parts_reaching_the_body_through_another_part_or_inside_it_are_kept():
     b = body_parts(Mesh(v, f))
     assert b.parts == 5 and b.left_out == 1
     assert b.faces[:-320].all() and not b.faces[-320:].any()
+
+
+def test_a_part_near_a_large_triangle_but_far_from_its_corners_is_kept():
+    """Nearest body vertices settle most parts quickly; a part over the middle of a large body
+    triangle (within the gap of its surface, far from every corner) still counts as touching."""
+    body = trimesh.creation.box(extents=[4.0, 4.0, 0.5])  # large faces: corners 2 apart
+    top = body.vertices[:, 2].max()
+    # a small ball hovering just above the middle of the top face: 0.005 of the diagonal above it
+    diag = float(np.linalg.norm(np.ptp(body.vertices, axis=0)))
+    v, f, _ = _with_ball(body.vertices, body.faces, np.array([0.3, -0.2, top + 0.05 + 0.005 * diag]), 0.05)
+    b = body_parts(Mesh(v, f))
+    assert b.parts == 2 and b.left_out == 0
+    v, f, _ = _with_ball(body.vertices, body.faces, np.array([0.3, -0.2, top + 0.05 + 0.03 * diag]), 0.05)
+    assert body_parts(Mesh(v, f)).left_out == 1  # beyond the gap: left out

@@ -31,6 +31,7 @@ def test_carrying_a_similarity_moves_every_full_vertex_by_it():
     m = _sphere_mesh(5)  # 10242 vertices
     c = WorkingCopy(m, 1000)
     assert c.decimated and 800 <= c.mesh.n_vertices <= 1100
+    assert c._ties is None  # tied on the first carry only (a target's copy is never carried)
     # the identity carries the full mesh onto itself
     np.testing.assert_allclose(c.carry(c.mesh.vertices), m.vertices, atol=1e-9)
     R = trimesh.transformations.rotation_matrix(1.1, [1, -2, 0.5])[:3, :3]
@@ -212,6 +213,19 @@ def test_a_large_decimation_from_a_script_on_stdin_runs_in_its_child():
     assert "child [True]" in out.stdout, out.stdout
     n = int(out.stdout.split()[-1])
     assert 1500 <= n <= 2500
+
+
+def test_a_read_only_mesh_decimates():
+    """The library takes writable C-ordered arrays only; a read-only one (a cached file's) was a
+    TypeError from inside it."""
+    from engine.geometry.working_copy import decimate
+
+    m = _sphere_mesh(4)
+    v, f = m.vertices.copy(), m.faces.copy()
+    v.setflags(write=False)
+    f.setflags(write=False)
+    dv, df = decimate(v, f[:, ::-1][:, ::-1], 500)
+    assert 450 <= len(dv) <= 550 and df.max() < len(dv)
 
 
 def test_a_reduction_far_beyond_one_pass_is_made_in_passes_and_reaches_its_size(monkeypatch):

@@ -45,7 +45,7 @@ def body_parts(mesh: Mesh, min_area: float = MIN_AREA, gap: float = GAP) -> Body
     """The parts of ``mesh`` a match should wrap (see the module docstring)."""
     import igl
 
-    from .closest import SurfaceQuery
+    from .closest import PointTree, SurfaceQuery
 
     comp = mesh.components  # per vertex
     n_parts = int(comp.max()) + 1 if len(comp) else 0
@@ -63,13 +63,22 @@ def body_parts(mesh: Mesh, min_area: float = MIN_AREA, gap: float = GAP) -> Body
         if len(rest) == 0:
             break
         body_faces = np.ascontiguousarray(mesh.faces[keep[face_comp]], np.int64)
-        surface = SurfaceQuery(mesh.vertices, body_faces)
         # every remaining part's vertices in one query (each point's answer is its own), grouped by part
         order = np.nonzero(~keep[comp])[0]
         order = order[np.argsort(comp[order], kind="stable")]
         starts = np.searchsorted(comp[order], rest)
         pts = np.ascontiguousarray(mesh.vertices[order], np.float64)
-        near = np.minimum.reduceat(surface.closest(pts)[3], starts) <= tol
+        # a part with a vertex within tol of a body vertex is near (the body's surface is at least as
+        # close): nearest vertices settle most parts (the subdivided ogre's 43 clothes and props:
+        # 144k points in 0.05 s against 0.43 s for the exact closest points), the rest go exact
+        dist = PointTree(np.ascontiguousarray(mesh.vertices[keep[comp]], np.float64)).query(pts, distance_upper_bound=tol)[0]
+        near = np.minimum.reduceat(np.where(np.isfinite(dist), dist, np.inf), starts) <= tol
+        if not near.all():
+            undecided = np.repeat(~near, np.diff(np.r_[starts, len(order)]))
+            exact = np.full(len(order), np.inf)
+            surface = SurfaceQuery(mesh.vertices, body_faces)
+            exact[undecided] = surface.closest(pts[undecided])[3]
+            near |= np.minimum.reduceat(exact, starts) <= tol
         inside = np.zeros(len(rest), bool)
         if not near.all():  # the winding number only for the points of parts not near the body
             far = np.repeat(~near, np.diff(np.r_[starts, len(order)]))

@@ -30,15 +30,23 @@ class WorkingCopy:
         if not self.decimated:
             self.mesh = full
             return
-        from .closest import SurfaceQuery
-
         v, f = _collapse_degenerate(*decimate(full.vertices, full.faces, max_vertices, cancel))
         self.mesh = Mesh(v, f, full.name)
-        self._face, self._bary, point, _ = SurfaceQuery(v, f).closest(full.vertices)
-        frames, scale = self._frames(self.mesh)
-        # the offset from the closest point in the face's frame, in units of the face's size
-        self._offset = np.einsum("kij,kj->ki", frames[self._face], full.vertices - point) / scale[self._face, None]
+        self._ties: tuple | None = None  # made on the first carry: only the source's copy is carried
         self._nearest = None
+
+    def _tied(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every full vertex's closest working face (n,) int, barycentrics (n, 3) and offset from
+        that point in the face's frame, in units of the face's size (n, 3). A 248k-vertex
+        target's would cost 0.35 s on the path its copy is made on, for nothing."""
+        if self._ties is None:
+            from .closest import SurfaceQuery
+
+            face, bary, point, _ = SurfaceQuery(self.mesh.vertices, self.mesh.faces).closest(self.full.vertices)
+            frames, scale = self._frames(self.mesh)
+            offset = np.einsum("kij,kj->ki", frames[face], self.full.vertices - point) / scale[face, None]
+            self._ties = (face, bary, offset)
+        return self._ties
 
     @staticmethod
     def _frames(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
@@ -54,9 +62,10 @@ class WorkingCopy:
         deformed = np.asarray(deformed, np.float64)
         if not self.decimated:
             return deformed.copy()
+        face, bary, offset = self._tied()
         frames, scale = self._frames(Mesh(deformed, self.mesh.faces, self.mesh.name))
-        point = np.einsum("ij,ijk->ik", self._bary, deformed[self.mesh.faces[self._face]])
-        return point + np.einsum("kji,kj->ki", frames[self._face], self._offset) * scale[self._face, None]
+        point = np.einsum("ij,ijk->ik", bary, deformed[self.mesh.faces[face]])
+        return point + np.einsum("kji,kj->ki", frames[face], offset) * scale[face, None]
 
     def to_working(self, full_vertices: np.ndarray) -> np.ndarray:
         """Working-copy vertex nearest to each of the given full-mesh vertex indices."""
@@ -80,10 +89,12 @@ class WorkingCopy:
         return mask[nn]
 
 
-# above this many faces a decimation is one library call of 2 s or more (3.1 s for 640k faces on
-# a 2-core CPU) that nothing can interrupt: it runs in a child process that a cancel ends at once;
-# the child costs about 1.3 s more (a fresh interpreter, the mesh sent over), not worth it for less
-CHILD_DECIMATION_FACES = 400_000
+# above this many faces a decimation is one library call of over a second that nothing can
+# interrupt (in place on a 2-core CPU: 1.2-1.4 s for a 640k-face subdivided FAUST body, 0.63-0.70 s
+# for the 496k-face subdivided ogre, 1.5 s for a 1.3M-face sphere): it runs in a child process that
+# a cancel ends at once. Below, a cancel waits at most about a second, and the match saves the
+# child's cost (0.3-0.9 s: a fresh interpreter, the mesh sent over; the ogre's 0.96 s against 0.65 s)
+CHILD_DECIMATION_FACES = 600_000
 
 
 def decimate(vertices: np.ndarray, faces: np.ndarray, max_vertices: int, cancel=None) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +105,8 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, max_vertices: int, cancel=
     from .. import isolated
 
     reduction = 1.0 - max_vertices / len(vertices)
-    args = (np.asarray(vertices, np.float64), np.asarray(faces, np.int64), reduction)
+    # the library takes C-ordered, writable arrays only (a read-only or strided one is a TypeError)
+    args = (np.require(vertices, np.float64, ['C', 'W']), np.require(faces, np.int64, ['C', 'W']), reduction)
     # a match in engine.isolated's child (batch, benchmark) decimates in place: whoever stops that
     # child ends the decimation with it
     if cancel is None or len(faces) < CHILD_DECIMATION_FACES or isolated.in_child():

@@ -15,11 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-try:  # pykdtree: Chamfer's per-step queries about 2x faster than scipy's; its cKDTree (the same indices)
-    from pykdtree.kdtree import KDTree  # where an environment made before this dependency lacks it
-except ImportError:  # pragma: no cover
-    from scipy.spatial import cKDTree as KDTree
-
+from ..geometry.closest import PointTree as KDTree
 from ..geometry.mesh_quality import rotations_from_covariances
 from ..geometry.poisson import PoissonSolver
 from ..mesh import Mesh
