@@ -11,7 +11,7 @@ import pytest
 from tests.test_addon_modal import Event, _operator, sw  # noqa: F401  (the fixture)
 from tests.test_addon_support import assert_unchanged, bpy, snapshot, suzanne_pair, use_matcher
 
-CANCEL_LIMIT_S = 3.0  # the issue's bar: the worker stops within 3 s of Esc
+CANCEL_LIMIT_S = 2.0  # issue 20: Esc stops a 300k-vertex match within 2 s (measured 0.12-0.20 s); the add-on issue asked 3 s
 
 
 def _large_target(nu: int = 1100, nv: int = 275):
