@@ -71,7 +71,7 @@ FINISH_MU_START = 30.0
 # decimated copy's fit made those pulls already. Faster and no more flips on every large source
 # tried (FAUST subdivided to 80k -> tr_reg_007, ogre -> tr_reg_000, X Bot -> tr_reg_000, ogre ->
 # MakeHuman body: flipped 131 / 166 / 10 / 234 -> 104 / 162 / 7 / 187 in 1.1 / 0.8 / 0.2 / 1.0 s
-# less), 0.25-0.5 % more of the source off the target (unsupported)
+# less); of the source off the target (unsupported), read on the first two: 0.25 / 0.5 % more
 FINISH_REATTACH_STEPS = 1
 
 

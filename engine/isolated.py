@@ -217,7 +217,7 @@ def run_isolated(call: str, args: tuple = (), kwargs: dict | None = None, *, tim
             except queue.Empty:
                 msg = False
             if msg is None:  # the pipe closed without a result
-                failure = describe_exit(_wait(proc, 5))
+                failure = describe_exit(wait_exit(proc, 5))
                 break
             if msg == STARTED:  # imported and calling: the timeout counts from here
                 try:  # the meshes (megabytes): the child reads them as soon as it has said STARTED
@@ -245,7 +245,7 @@ def run_isolated(call: str, args: tuple = (), kwargs: dict | None = None, *, tim
     finally:
         if ended_early:
             proc.terminate()
-        _end(proc)
+        end_child(proc)
         with _LIVE_LOCK:
             _LIVE.discard(proc)
     if result is None:
@@ -254,7 +254,7 @@ def run_isolated(call: str, args: tuple = (), kwargs: dict | None = None, *, tim
     return result
 
 
-def _wait(proc: subprocess.Popen, seconds: float) -> Optional[int]:
+def wait_exit(proc: subprocess.Popen, seconds: float) -> Optional[int]:
     """The child's exit code once it has ended, None if it still runs after ``seconds``."""
     try:
         return proc.wait(seconds)
@@ -262,16 +262,16 @@ def _wait(proc: subprocess.Popen, seconds: float) -> Optional[int]:
         return None
 
 
-def _end(proc: subprocess.Popen) -> None:
-    """Close the pipes and make sure the child is gone: it ends by itself once it has replied;
-    otherwise it is terminated, then killed."""
+def end_child(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Close a child's pipes and make sure it is gone: it ends by itself once its stdin closes or
+    it has replied; one still running after ``grace`` seconds is terminated, then killed."""
     for stream in (proc.stdin, proc.stdout):
         try:
             stream.close()
         except OSError:
             pass
-    if _wait(proc, 10) is None:
+    if wait_exit(proc, grace) is None:
         proc.terminate()
-        if _wait(proc, 5) is None:
+        if wait_exit(proc, 5) is None:
             proc.kill()
             proc.wait()

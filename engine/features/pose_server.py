@@ -80,16 +80,10 @@ class PoseServer:
         return msg[1]
 
     def close(self) -> None:
-        """End the child: its stdin closes (it exits at once), then it is killed if it lingers."""
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(2.0)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        """End the child: its stdin closes (it exits at once), then it is stopped if it lingers."""
+        from ..isolated import end_child
+
+        end_child(self.proc, grace=2.0)
 
 
 # The child's start: this engine's package (argv[1]) without its __init__ (the public API's
@@ -99,11 +93,10 @@ _CHILD_BOOT = ("import sys, types; pkg = types.ModuleType('engine'); pkg.__path_
 
 
 def _exit(proc: subprocess.Popen) -> str:
-    try:
-        code = proc.wait(1.0)
-    except subprocess.TimeoutExpired:
-        return "no reply"
-    return f"exit code {code}"
+    from ..isolated import wait_exit
+
+    code = wait_exit(proc, 1.0)
+    return "no reply" if code is None else f"exit code {code}"
 
 
 _server: PoseServer | None = None

@@ -105,7 +105,8 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, max_vertices: int, cancel=
     from .. import isolated
 
     reduction = 1.0 - max_vertices / len(vertices)
-    # the library takes C-ordered, writable arrays only (a read-only or strided one is a TypeError)
+    # the library takes C-ordered, writable arrays only (a read-only one, a cached file's, was a
+    # TypeError from inside it); np.require copies only what is not so already
     args = (np.require(vertices, np.float64, ['C', 'W']), np.require(faces, np.int64, ['C', 'W']), reduction)
     # a match in engine.isolated's child (batch, benchmark) decimates in place: whoever stops that
     # child ends the decimation with it
