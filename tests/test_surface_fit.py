@@ -96,7 +96,7 @@ def test_the_fits_checks_after_moving_some_vertices_are_the_whole_checks():
 
 
 def test_fast_rotations_match_the_svd_reference_including_reflections_and_singular_ones():
-    from engine.geometry.mesh_quality import _rotations_svd, rotations_from_covariances
+    from engine.geometry.rotations import _rotations_svd, rotations_from_covariances
 
     rng = np.random.default_rng(3)
     C = rng.normal(size=(500, 3, 3))  # about half have a reflection as polar factor
@@ -108,25 +108,47 @@ def test_fast_rotations_match_the_svd_reference_including_reflections_and_singul
     np.testing.assert_allclose(np.einsum("kji,kjl->kil", R, R), np.broadcast_to(np.eye(3), R.shape), atol=1e-9)
 
 
+def test_rotations_of_flat_neighbourhoods_match_the_svd_reference():
+    """A flat rest neighbourhood (a subdivided or a planar patch) has a rank-2 covariance whose
+    determinant's sign is noise: about half come out of the Newton iterations as reflections and
+    take the flat-array fix; all must be the reference's proper rotations, and the flat entry API
+    is the (k, 3, 3) one's."""
+    from engine.geometry.rotations import _rotations_svd, best_rotations_flat, rotations_from_covariances
+
+    rng = np.random.default_rng(11)
+    k, pts = 400, 12
+    rest = rng.normal(size=(k, pts, 3)) * [1.0, 0.7, 1e-7]  # coplanar up to noise
+    rot = _rotations_svd(rng.normal(size=(k, 3, 3)))
+    cur = np.einsum("kij,kpj->kpi", rot, rest) + 1e-3 * rng.normal(size=(k, pts, 3))
+    rest -= rest.mean(axis=1, keepdims=True)
+    cur -= cur.mean(axis=1, keepdims=True)
+    C = np.einsum("kpi,kpj->kij", rest, cur)
+    assert 50 < int((np.linalg.det(C) < 0).sum()) < 350
+    R = rotations_from_covariances(C)
+    np.testing.assert_allclose(R, _rotations_svd(C), atol=1e-9)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-9)
+    np.testing.assert_array_equal(best_rotations_flat(C.reshape(k, 9).T), R.reshape(k, 9).T)
+
+
 def test_rotations_in_blocks_are_the_rotations_of_one_call(monkeypatch):
     """Large batches run the Newton iterations in cache-sized blocks: every matrix is handled on
     its own, so the blocks give the very same rotations (bit for bit), reflections and singular
     matrices included, whatever the block boundaries cut."""
-    from engine.geometry import mesh_quality
+    from engine.geometry import rotations
 
     rng = np.random.default_rng(5)
     C = rng.normal(size=(1000, 3, 3))
     C[::7, :, 2] *= 1e-6
     C[::11] = 0.0
-    whole = mesh_quality.rotations_from_covariances(C)
-    monkeypatch.setattr(mesh_quality, "_POLAR_BLOCK", 97)
-    assert np.array_equal(mesh_quality.rotations_from_covariances(C), whole)
+    whole = rotations.rotations_from_covariances(C)
+    monkeypatch.setattr(rotations, "_POLAR_BLOCK", 97)
+    assert np.array_equal(rotations.rotations_from_covariances(C), whole)
 
 
 def test_the_fits_sparse_local_and_global_operators_match_the_per_edge_sums():
     """The surface fit's covariances (two rings of rest edge x current edge products) and the
     shape term's right side are precomputed sparse operators: they give the per-edge sums."""
-    from engine.geometry.mesh_quality import rotations_from_covariances
+    from engine.geometry.rotations import rotations_from_covariances
     from engine.register.surface_fit import SurfaceFitter
 
     s = trimesh.creation.icosphere(subdivisions=3)

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from ..arrays import triangle_cross
 from ..mesh import Mesh
+from .rotations import best_rotations_flat
 
 # two adjacent triangles fold onto each other beyond this dihedral turn (120 deg: a crease sharper
 # than any a smooth body surface has at the template's resolution)
@@ -38,93 +39,6 @@ def adjacent_face_pairs(faces: np.ndarray) -> np.ndarray:
     same = np.all(e[1:] == e[:-1], axis=1)
     pairs = np.stack([fid[:-1][same], fid[1:][same]], axis=1)
     return pairs[pairs[:, 0] != pairs[:, 1]].astype(np.int64)
-
-
-# matrices per block of the Newton iterations: the ~30 flat temporaries of 8192 entries stay in
-# the CPU's cache (80k matrices: 50 -> 32 ms; at 5k one block, as before)
-_POLAR_BLOCK = 8192
-
-
-def rotations_from_covariances(C: np.ndarray, iterations: int = 7) -> np.ndarray:
-    """(k, 3, 3) rotations R maximising tr(R C) for cross-covariances C = sum r x^T (k, 3, 3).
-
-    R is the polar factor of C^T, found by determinant-scaled Newton iterations on the nine
-    entries as flat arrays (several times faster than a batched SVD). Where that factor Q is a
-    reflection (det C < 0: a tangled neighbourhood) the best rotation flips the direction u of
-    the smallest singular value, R = Q (I - 2 u u^T), u the smallest eigenvector of the
-    symmetric Q^T C^T (closed form); near singular matrices take the SVD with the reflection
-    removed (the reference, see the tests).
-    """
-    C = np.asarray(C, np.float64)
-    if len(C) > _POLAR_BLOCK:  # each matrix on its own: blocks give the same rotations bit for bit
-        return np.concatenate([rotations_from_covariances(C[s: s + _POLAR_BLOCK], iterations)
-                               for s in range(0, len(C), _POLAR_BLOCK)])
-    k = len(C)
-    X = np.ascontiguousarray(np.transpose(C, (0, 2, 1)).reshape(k, 9).T)  # (9, k): rows of C^T
-    scale = np.maximum(np.abs(X).max(axis=0), 1e-300) if k else np.ones(0)
-    X = X / scale
-    a, b, c, d, e, f, g, h, i = X
-    det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
-    ok = np.abs(det) > 1e-9
-    Q = _newton_polar([v[ok] for v in (a, b, c, d, e, f, g, h, i)], iterations)
-    refl = det[ok] < 0
-    if refl.any():
-        Qr = Q[refl]
-        u = _smallest_eigenvectors(np.einsum("kji,kjl->kil", Qr, X[:, ok][:, refl].T.reshape(-1, 3, 3)))
-        Q[refl] = Qr - 2.0 * np.einsum("kij,kj,kl->kil", Qr, u, u)
-    out = np.empty((k, 3, 3))
-    out[ok] = Q
-    if (~ok).any():
-        out[~ok] = _rotations_svd(C[~ok])
-    return out
-
-
-def _newton_polar(entries: list, iterations: int) -> np.ndarray:
-    """(k, 3, 3) polar factors of the matrices whose nine row-major entries are the (k,) arrays
-    ``entries`` (determinant-scaled Newton iterations)."""
-    a, b, c, d, e, f, g, h, i = entries
-    for _ in range(iterations):
-        # cofactors (det * inverse-transpose)
-        A, B, Cc = e * i - f * h, f * g - d * i, d * h - e * g
-        D, E, F = c * h - b * i, a * i - c * g, b * g - a * h
-        G, H, I = b * f - c * e, c * d - a * f, a * e - b * d
-        det_ = a * A + b * B + c * Cc
-        s = np.abs(det_) ** (-1.0 / 3.0)  # determinant scaling: fast convergence from the start
-        # X <- (s X + cof(X) / (s det)) / 2, the halving folded into both factors (exact: a power of two)
-        s, t = 0.5 * s, 0.5 / (s * det_)
-        a, b, c = s * a + t * A, s * b + t * B, s * c + t * Cc
-        d, e, f = s * d + t * D, s * e + t * E, s * f + t * F
-        g, h, i = s * g + t * G, s * h + t * H, s * i + t * I
-    return np.stack([a, b, c, d, e, f, g, h, i], axis=1).reshape(-1, 3, 3)
-
-
-def _smallest_eigenvectors(H: np.ndarray) -> np.ndarray:
-    """(k, 3) unit eigenvectors of the smallest eigenvalue of symmetric (k, 3, 3) matrices: the
-    eigenvalue in closed form (the trigonometric solution of the characteristic cubic), the
-    vector as the largest cross product of two rows of H - lambda I."""
-    H = 0.5 * (H + np.transpose(H, (0, 2, 1)))
-    q = np.trace(H, axis1=1, axis2=2) / 3.0
-    Hq = H - q[:, None, None] * np.eye(3)
-    p = np.sqrt(np.maximum((Hq ** 2).sum(axis=(1, 2)) / 6.0, 1e-300))
-    r = np.clip(np.linalg.det(Hq / p[:, None, None]) / 2.0, -1.0, 1.0)
-    lam = q + 2.0 * p * np.cos(np.arccos(r) / 3.0 + 2.0 * np.pi / 3.0)  # the smallest root
-    M = H - lam[:, None, None] * np.eye(3)
-    cands = np.stack([np.cross(M[:, 0], M[:, 1]), np.cross(M[:, 0], M[:, 2]), np.cross(M[:, 1], M[:, 2])], axis=1)
-    norms = np.linalg.norm(cands, axis=2)
-    best = np.argmax(norms, axis=1)
-    v = cands[np.arange(len(H)), best]
-    n = norms[np.arange(len(H)), best]
-    v = np.where(n[:, None] > 1e-300, v / np.maximum(n, 1e-300)[:, None], np.array([0.0, 0.0, 1.0]))
-    return v
-
-
-def _rotations_svd(C: np.ndarray) -> np.ndarray:
-    U, _, Vt = np.linalg.svd(C)
-    d = np.sign(np.linalg.det(np.einsum("kij,kjl->kil", U, Vt)))
-    d[d == 0] = 1.0
-    Vt = Vt.copy()
-    Vt[:, 2] *= d[:, None]  # no reflections
-    return np.einsum("kji,klj->kil", Vt, U)  # V diag(1,1,d) U^T
 
 
 class OrientationCheck:
@@ -163,29 +77,49 @@ class OrientationCheck:
         p = len(self.pairs)
         return sp.csr_matrix((np.ones(2 * p), (self.pairs.ravel(), np.repeat(np.arange(p), 2))), shape=(len(self.faces), p))
 
+    @cached_property
+    def _ring_rest(self) -> np.ndarray:
+        """(n, 3) the rest mesh's ring means."""
+        return self._ring @ self.rest
+
+    @cached_property
+    def _face_sum(self) -> sp.csr_matrix:
+        """(m, n) face -> its three corners (a face's covariance is its corners' sum)."""
+        m = len(self.faces)
+        return sp.csr_matrix((np.ones(3 * m), (np.repeat(np.arange(m), 3), self.faces.ravel())), shape=(m, len(self.rest)))
+
+    def _rotation_rows(self, fitted: np.ndarray, faces: np.ndarray | None = None) -> np.ndarray:
+        """(9, k) row-major entries of :meth:`rotations` (every face, or the index array ``faces``)."""
+        rest, rm = self.rest, self._ring_rest
+        if faces is None:
+            ring = self._ring
+        else:  # only the rows of the faces' vertices, and the columns of their rings
+            verts, tri = np.unique(self.faces[faces], return_inverse=True)
+            ring, rm = self._ring[verts], rm[verts]
+            cols = np.unique(ring.indices)
+            ring, rest, fitted = ring[:, cols], rest[cols], fitted[cols]
+        xm = ring @ fitted
+        outer = (rest[:, :, None] * fitted[:, None, :]).reshape(len(rest), 9)
+        C = (ring @ outer) - (rm[:, :, None] * xm[:, None, :]).reshape(-1, 9)  # (vertices, 9)
+        Cf = self._face_sum @ C if faces is None else C[tri.reshape(-1, 3)].sum(axis=1)
+        return best_rotations_flat(Cf.T)
+
     def rotations(self, fitted: np.ndarray, faces: np.ndarray | None = None) -> np.ndarray:
         """(m, 3, 3): per face (or per face of the index array ``faces``), the best rotation of
         the rings around it, rest -> fitted."""
-        rest = self.rest
-        if faces is None:
-            ring, tri = self._ring, self.faces
-        else:  # only the rows of the faces' vertices, and the columns of their rings
-            verts, tri = np.unique(self.faces[faces], return_inverse=True)
-            ring, tri = self._ring[verts], tri.reshape(-1, 3)
-            cols = np.unique(ring.indices)
-            ring, rest, fitted = ring[:, cols], rest[cols], fitted[cols]
-        rm, xm = ring @ rest, ring @ fitted
-        outer = (rest[:, :, None] * fitted[:, None, :]).reshape(len(rest), 9)
-        C = (ring @ outer).reshape(-1, 3, 3) - rm[:, :, None] * xm[:, None, :]
-        return rotations_from_covariances(C[tri].sum(axis=1))
+        return self._rotation_rows(fitted, faces).T.reshape(-1, 3, 3)
 
     def flipped(self, fitted: np.ndarray, faces: np.ndarray | None = None) -> np.ndarray:
         """(m,) bool: triangles facing against the rest triangle under the local rotation
         (collapsed ones included; degenerate rest triangles never); with ``faces`` (k,) int, only
         those triangles, (k,) bool."""
         sel = slice(None) if faces is None else faces
-        carried = np.einsum("kij,kj->ki", self.rotations(fitted, faces), self.ref[sel])
-        return self.oriented[sel] & ((triangle_cross(fitted, self.faces[sel]) * carried).sum(axis=1) <= 0)
+        R = self._rotation_rows(fitted, faces)
+        ref = self.ref[sel]
+        cross = triangle_cross(fitted, self.faces[sel])
+        dot = sum(cross[:, r] * (R[3 * r] * ref[:, 0] + R[3 * r + 1] * ref[:, 1] + R[3 * r + 2] * ref[:, 2])
+                  for r in range(3))  # the current normal against the carried rest one
+        return self.oriented[sel] & (dot <= 0)
 
     def flipped_after_moving(self, flipped: np.ndarray, fitted: np.ndarray, moved: np.ndarray) -> np.ndarray:
         """:meth:`flipped` of ``fitted`` (n, 3), given its answer ``flipped`` (m,) bool for a shape

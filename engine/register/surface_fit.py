@@ -31,6 +31,7 @@ import scipy.sparse as sp
 
 from ..geometry import mesh_quality
 from ..geometry.operators import face_areas_normals
+from ..geometry.rotations import TRANSPOSED_ENTRIES, best_rotations_flat
 from ..geometry.shifted_factor import ShiftedFactor
 from ..mesh import Mesh
 
@@ -144,10 +145,11 @@ class SurfaceFitter:
             op, rest_sq, k = self._cov_op, self.ring_rest_sq, n
         else:
             op, rest_sq, k = self._cov_op[np.concatenate([rows, rows + n, rows + 2 * n])], self.ring_rest_sq[rows], len(rows)
-        C = (op @ x).reshape(3, k, 3).transpose(1, 0, 2)  # (k, 3, 3): sum of r (x_i - x_j)^T
-        R = mesh_quality.rotations_from_covariances(C)
-        s = np.einsum("kij,kji->k", R, C) / np.maximum(rest_sq, 1e-300)
-        return np.maximum(s, 0.0)[:, None, None] * R
+        P = (op @ x).reshape(3, k, 3)  # P[a, v] = sum over v's rings of r_a (x_i - x_j)
+        C9 = P.transpose(0, 2, 1).reshape(9, k)  # row-major entries of C = sum r (x_i - x_j)^T
+        R9 = best_rotations_flat(C9)
+        s = (R9 * C9[TRANSPOSED_ENTRIES]).sum(axis=0) / np.maximum(rest_sq, 1e-300)  # tr(R C) / rest
+        return (np.maximum(s, 0.0) * R9).T.reshape(k, 3, 3)
 
     def _shape_rhs(self, T: np.ndarray) -> np.ndarray:
         """(n, 3): the shape term's right side for the per-vertex similarities ``T`` (n, 3, 3)."""
