@@ -99,8 +99,10 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     t = clock()
     prog.stage("keypoints")
     with single_thread(_small(ctx)):  # working-size renders and eigen solves: see engine.threads
+        finer = (ctx.full_source.mesh if ctx.source_copy.decimated else None,
+                 ctx.full_target.mesh if ctx.target_copy.decimated else None)
         ctx.keypoints = detect_pair(ctx.S, ctx.T, keypoints if method == "full" else "off", progress=prog,
-                                    meanwhile=lambda: _spectra(ctx))
+                                    meanwhile=lambda: _spectra(ctx), finer=finer)
     if not ctx.keypoints.used and keypoints == "auto" and method == "full":
         ctx.notices.append(ctx.keypoints.reason)
     ctx.lap("keypoints", t)

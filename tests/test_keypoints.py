@@ -170,6 +170,75 @@ def test_a_creature_is_not_humanoid_and_on_mode_names_the_mesh(small_pair, tmp_p
         detect_pair(h, s, "yes")
 
 
+@needs_mediapipe
+def test_a_working_copy_that_hides_the_body_is_searched_again_on_the_mesh_it_came_from(tmp_path):
+    """A working copy too coarse to show the body (the generated figure decimated to ~300 vertices:
+    its chain of joints breaks, as MakeHuman's 3000-vertex copy with its helper geometry did) is
+    searched again on the finer mesh it was made from: the landmarks land on the copy's vertices
+    nearest to the finer mesh's, the target is searched after it and the pairs are used; without
+    the finer mesh the copy alone shows no body and "on" names it."""
+    from scipy.spatial import cKDTree
+
+    from engine.geometry.working_copy import WorkingCopy
+
+    full = prepare_mesh(*humanoid(), "figure").mesh
+    copy = WorkingCopy(full, 250).mesh
+    other = prepare_mesh(*humanoid(left_arm_raise_deg=30.0), "other").mesh
+    cache = str(tmp_path)
+    alone = detect_pair(copy, other, "auto", cache_dir=cache)
+    assert not alone.used and not alone.source.humanoid and alone.target is None
+    with pytest.raises(InputError, match="no body found on the source mesh 'figure'"):
+        detect_pair(copy, other, "on", cache_dir=cache)
+    pk = detect_pair(copy, other, "on", cache_dir=cache, finer=(full, None))
+    assert pk.used and pk.source.humanoid and pk.target.humanoid
+    assert pk.meta()["source"]["found_on_vertices"] == full.n_vertices and "found_on_vertices" not in pk.meta()["target"]
+    fine = detect_keypoints(full.vertices, full.faces, cache_dir=cache)
+    found = fine.found()
+    assert np.array_equal(pk.source.found(), found) and np.array_equal(pk.source.points, fine.points, equal_nan=True)
+    at = full.vertices[fine.vertices[found]]
+    dist, nearest = cKDTree(copy.vertices).query(at)
+    assert np.array_equal(pk.source.vertices[found], nearest)
+    assert dist.max() < 0.1 * np.linalg.norm(np.ptp(full.vertices, axis=0))
+    assert pk.pairs[:, 0].max() < copy.n_vertices
+
+
+def test_nearly_a_body_is_a_chain_seen_at_every_level_by_enough_views():
+    """What earns a working copy a second search on its finer mesh: every level of the chain
+    seen (one side) with at least MediaPipe's visibility threshold, the torso in enough views."""
+    from engine.features.keypoints import CHAIN, MIN_VISIBILITY, nearly_a_body
+
+    def kp(ankle: float, views: int = 8, humanoid: bool = False) -> Keypoints:
+        k = not_found()
+        for level in CHAIN:
+            for n in level:
+                k.confidence[k.index(n)] = 0.9
+        k.confidence[k.index("left_ankle")], k.confidence[k.index("right_ankle")] = ankle, 0.1
+        k.views_found, k.humanoid = views, humanoid
+        return k
+
+    assert nearly_a_body(kp(MIN_VISIBILITY + 0.05), 4)
+    assert not nearly_a_body(kp(MIN_VISIBILITY - 0.05), 4)  # a level barely seen: an animal's legs
+    assert not nearly_a_body(kp(0.9, views=3), 4)
+    assert not nearly_a_body(kp(0.9, humanoid=True), 4)  # found already
+
+
+@needs_mediapipe
+def test_a_creature_copy_is_not_searched_again_on_its_finer_mesh(small_pair, tmp_path, monkeypatch):
+    """A copy that shows no body at all (a creature) costs no second search."""
+    from engine.correspond import keypoint_pairs
+    from engine.geometry.working_copy import WorkingCopy
+
+    def never(*a, **k):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(keypoint_pairs, "_search_finer", never)
+    creature = prepare_mesh(small_pair.source_vertices, small_pair.source_faces, "creature").mesh
+    copy = WorkingCopy(creature, creature.n_vertices // 2).mesh
+    pk = detect_pair(copy, prepare_mesh(*humanoid(), "figure").mesh, "auto", cache_dir=str(tmp_path),
+                     finer=(creature, None))
+    assert not pk.used and pk.detected_on == (0, 0) and "creature" in pk.reason
+
+
 def _fake_keypoints(points: np.ndarray, vertices: np.ndarray) -> Keypoints:
     kp = not_found()
     kp.points[:], kp.vertices[:], kp.confidence[:] = points, vertices, 0.9
@@ -266,6 +335,23 @@ def test_match_with_keypoints_orients_an_upside_down_figure_and_says_so(tmp_path
         engine.match((vs, fs), (vt, ft), keypoints="yes")
 
 
+@needs_mediapipe
+def test_match_finds_the_body_on_the_whole_mesh_when_its_working_copy_hides_it(tmp_path, monkeypatch):
+    """A match whose source's working copy is too coarse to show the body ("on" failed on it) finds
+    it on the whole source and is guided by it."""
+    import engine
+
+    monkeypatch.setenv("STABLEWRAP_CACHE", str(tmp_path))
+    vs, fs = humanoid()
+    vt, ft = humanoid(left_arm_raise_deg=30.0)
+    r = engine.match((vs, fs), (vt, ft), quality="fast", features="geometric", keypoints="on",
+                     config={"working_vertices": 250})
+    kp = r.meta["keypoints"]
+    assert r.meta["working_vertices"][0] < 400
+    assert kp["used"] and kp["source"]["found_on_vertices"] > 3000 and kp["target"]["humanoid"]
+    assert r.meta["verdict"]["verdict"] == "good", r.meta["verdict"]
+
+
 DATA = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -338,3 +424,22 @@ def test_loading_the_pose_model_leaves_pyplot_unloaded_until_something_uses_it()
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+@needs_mediapipe
+@pytest.mark.skipif(not (DATA / "realworld" / "mh_base_full.obj").is_file(), reason="benchmark data not available")
+def test_makehuman_base_mesh_with_its_helper_geometry_shows_its_body_on_the_whole_mesh(tmp_path):
+    """MakeHuman's base mesh as shipped (helper geometry round the body, joint cubes inside): its
+    3000-vertex working copy blurs the ankles into the helpers and shows no body; the whole mesh does."""
+    from engine.correspond.keypoint_pairs import FINER_VERTICES
+    from engine.geometry.working_copy import WorkingCopy
+    from engine.mesh import load_mesh
+
+    full = load_mesh(DATA / "realworld" / "mh_base_full.obj").mesh
+    assert full.n_vertices <= FINER_VERTICES  # searched again as it is
+    copy = WorkingCopy(full, 3000).mesh
+    assert not detect_keypoints(copy.vertices, copy.faces, cache_dir=str(tmp_path)).humanoid
+    pk = detect_pair(copy, copy, "on", cache_dir=str(tmp_path), finer=(full, full))
+    assert pk.used and pk.meta()["source"]["found_on_vertices"] == full.n_vertices
+    up = pk.source.frame()[1]
+    assert pk.source.point("nose") @ up > pk.source.point("left_hip") @ up > pk.source.point("right_knee") @ up

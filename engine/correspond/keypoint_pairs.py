@@ -29,6 +29,12 @@ MIN_PAIR_CONFIDENCE = 0.25
 # joint estimate), so 0.1 is clearly off and 0.25 is another body part altogether
 VERDICT_OFF = 0.10
 VERDICT_FAR = 0.25
+# a working copy that nearly shows a body (engine.features.keypoints.nearly_a_body) is searched
+# again on the mesh it was decimated from, itself decimated to at most this many vertices: the
+# renders are 384 px, where a 20k-vertex body's triangles are about a pixel across, so finer
+# meshes show nothing more (MakeHuman's base mesh with its helper geometry: the 3000-vertex
+# copy's ankles blur into the helpers, its 19k vertices show them)
+FINER_VERTICES = 20_000
 
 
 @dataclass
@@ -39,6 +45,8 @@ class PairKeypoints:
     pairs : (p, 2) int64 (source vertex, target vertex) on the clean meshes
     weights : (p,) float64 pair confidences; names : (p,) the keypoint names
     used : whether the match is guided by them; reason : why not (one line), "" when used
+    detected_on : per side, the vertex count of the finer mesh the body was found on when the
+        working copy showed none (0: found on the mesh given, or not searched again)
     """
 
     source: object = None
@@ -48,6 +56,7 @@ class PairKeypoints:
     names: list = field(default_factory=list)
     used: bool = False
     reason: str = ""
+    detected_on: tuple = (0, 0)
 
     def meta(self) -> dict:
         out: dict = {"used": self.used}
@@ -55,18 +64,23 @@ class PairKeypoints:
             out["reason"] = self.reason
         if self.used:
             out["pairs"] = {n: round(float(w), 3) for n, w in zip(self.names, self.weights)}
-        for side, kp in (("source", self.source), ("target", self.target)):
+        for side, kp, finer in zip(("source", "target"), (self.source, self.target), self.detected_on):
             if kp is not None:
                 out[side] = {"humanoid": bool(kp.humanoid), "views_found": int(kp.views_found), "axis": kp.axis}
+                if finer:
+                    out[side]["found_on_vertices"] = int(finer)
         return out
 
 
 def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir: str | None = None,
-                model=None, settings=None, meanwhile=None) -> PairKeypoints:
+                model=None, settings=None, meanwhile=None, finer: tuple = (None, None)) -> PairKeypoints:
     """Detect keypoints on both meshes and decide whether the match uses them (see the module docstring).
 
     progress : object with ``update(fraction)``; model / settings / meanwhile : passed to
     ``detect_keypoints_many`` (``meanwhile`` runs once when the detector runs, also when it fails)
+    finer : per side, the mesh that ``source`` / ``target`` is a decimated working copy of (same
+        frame), or None: where the copy nearly shows a body but not quite, it is searched again on
+        that mesh (decimated to ``FINER_VERTICES``) and the landmarks are carried to the copy
     Raises InputError ("on" and no body on a mesh) or BackendUnavailable ("on" and no working
     pose model: not installed, broken, or its process ended); "auto" goes on without keypoints.
     """
@@ -74,7 +88,7 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
         raise InputError(f"keypoints: unknown mode {mode!r}; use one of {', '.join(KEYPOINT_MODES)}")
     if mode == "off":
         return PairKeypoints(reason="keypoints off")
-    from ..features.keypoints import detect_keypoints_many
+    from ..features.keypoints import KeypointSettings, detect_keypoints_many, nearly_a_body
     from ..features.pose_model import mediapipe_status
 
     if model is None:
@@ -90,10 +104,21 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
             ran.append(True)
             meanwhile()
 
+    def detect(meshes, **kw):
+        return detect_keypoints_many([(m.vertices, m.faces) for m in meshes], model=model, settings=settings,
+                                     cache_dir=cache_dir, progress=progress, stop_at_miss=True, **kw)
+
+    detected_on = [0, 0]
     try:
-        kps = detect_keypoints_many([(source.vertices, source.faces), (target.vertices, target.faces)], model=model,
-                                    settings=settings, cache_dir=cache_dir, progress=progress, stop_at_miss=True,
-                                    meanwhile=once)
+        kps = detect((source, target), meanwhile=once)
+        for i, mesh in enumerate((source, target)):
+            if kps[i] is None:  # not searched: the source showed no body on its copy first
+                kps[i] = detect((mesh,))[0]
+            min_views = (settings or KeypointSettings()).min_views
+            if nearly_a_body(kps[i], min_views) and finer[i] is not None and finer[i].n_vertices > mesh.n_vertices:
+                kps[i], detected_on[i] = _search_finer(finer[i], mesh, detect, kps[i], progress)
+            if not kps[i].humanoid:
+                break
     except BackendUnavailable as exc:  # a broken install, or the model's process ended (engine.features.pose_server)
         if mode == "on":
             raise
@@ -106,14 +131,31 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
                    f"({kp.views_found} of the views show one)")
             if mode == "on":
                 raise InputError(msg)
-            return PairKeypoints(*kps, reason=msg + "; using geometric matching")
+            return PairKeypoints(*kps, reason=msg + "; using geometric matching", detected_on=tuple(detected_on))
     from ..features.keypoints import keypoint_pairs
 
     pairs, weights = keypoint_pairs(kps[0], kps[1], MIN_PAIR_CONFIDENCE)
     ok = kps[0].found(MIN_PAIR_CONFIDENCE) & kps[1].found(MIN_PAIR_CONFIDENCE)
     names = [n for n, k in zip(kps[0].names, ok) if k]
     return PairKeypoints(kps[0], kps[1], pairs, weights, names, used=len(pairs) >= 3,
-                         reason="" if len(pairs) >= 3 else "keypoints: fewer than 3 keypoints found on both meshes")
+                         reason="" if len(pairs) >= 3 else "keypoints: fewer than 3 keypoints found on both meshes",
+                         detected_on=tuple(detected_on))
+
+
+def _search_finer(finer: Mesh, copy: Mesh, detect, missed, progress) -> tuple[object, int]:
+    """The body searched again on ``finer`` (decimated to ``FINER_VERTICES``), the mesh the working
+    ``copy`` was made from: (its Keypoints carried to ``copy``, the vertices searched) when it
+    shows one, else (``missed``, 0)."""
+    from ..geometry.working_copy import WorkingCopy
+
+    token = getattr(progress, "token", None)
+    mesh = WorkingCopy(finer, FINER_VERTICES, cancel=token).mesh
+    if mesh.n_vertices <= copy.n_vertices:
+        return missed, 0
+    kp = detect((mesh,))[0]
+    if not kp.humanoid:
+        return missed, 0
+    return kp.carried_to(mesh.vertices, copy.vertices), mesh.n_vertices
 
 
 def keypoint_verdict(pk: PairKeypoints, mapped_points: np.ndarray, target_vertices: np.ndarray) -> dict:
