@@ -443,3 +443,26 @@ def test_makehuman_base_mesh_with_its_helper_geometry_shows_its_body_on_the_whol
     assert pk.used and pk.meta()["source"]["found_on_vertices"] == full.n_vertices
     up = pk.source.frame()[1]
     assert pk.source.point("nose") @ up > pk.source.point("left_hip") @ up > pk.source.point("right_knee") @ up
+
+
+@needs_mediapipe
+@pytest.mark.skipif(not (DATA / "realworld" / "xbot.obj").is_file(), reason="benchmark data not available")
+def test_a_t_pose_as_wide_as_tall_is_orbited_round_its_up_when_its_arm_span_comes_first(tmp_path):
+    """X Bot's T-pose, Z-up, turned so that its arms lie along Y: Y and Z are as long, so Y (the
+    arm span) is orbited first; that orbit sees the torso in most views but blurs the knees (no
+    body), so Z, as long, is tried too and shows the body standing up along Z."""
+    import trimesh
+
+    from engine.geometry.working_copy import WorkingCopy
+    from engine.mesh import load_mesh
+
+    m = trimesh.load(DATA / "realworld" / "xbot.obj", process=False, force="mesh")
+    turned = Rotation.from_euler("z", 90, degrees=True).apply(np.asarray(m.vertices)) * 100.0
+    mesh = WorkingCopy(prepare_mesh(turned, np.asarray(m.faces), "xbot").mesh, 3000).mesh
+    ext = np.ptp(mesh.vertices, axis=0)
+    assert abs(ext[1] - ext[2]) < 0.1 * ext.max() and ext[0] < 0.5 * ext.max()
+    one = detect_keypoints(mesh.vertices, mesh.faces, settings=KeypointSettings(axes=("y",)), cache_dir=str(tmp_path))
+    assert not one.humanoid and one.views_found >= 6  # the arm-span orbit alone
+    kp = detect_keypoints(mesh.vertices, mesh.faces, cache_dir=str(tmp_path))
+    assert kp.humanoid and kp.axis == "z"
+    assert kp.frame()[1] @ np.array([0.0, 0.0, 1.0]) > 0.95

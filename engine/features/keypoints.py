@@ -432,10 +432,13 @@ def _search(v: np.ndarray, f: np.ndarray, s: KeypointSettings, pm: PoseModel, fi
             offset: float, share: float):
     """The orbit search of one mesh from its first orbit (images, cameras, raster and the pose
     model's future, round the first of ``_axis_order``): further axes until one shows the body in
-    most views; returns the lifted Keypoints and the best orbit's (views found, axis, detections,
-    cameras, raster, images)."""
+    most views (and, where the next axis is as long as this one, its landmarks make a body: a
+    T-pose orbited round its arm span sees the torso everywhere but blurs the legs); returns the
+    lifted Keypoints of the best orbit (a body first, then the most views) and that orbit's (views
+    found, axis, detections, cameras, raster, images)."""
     images, cams, raster, job = first
     axes = _axis_order(v, s.axes)
+    ext = np.ptp(v, axis=0)
     best = None
     for n_axis, axis in enumerate(axes):
         if n_axis:
@@ -446,16 +449,24 @@ def _search(v: np.ndarray, f: np.ndarray, s: KeypointSettings, pm: PoseModel, fi
         else:
             dets = job.result()
         n_found = sum(_torso_seen(d) for d in dets)
-        if best is None or n_found > best[0]:
-            best = (n_found, axis, dets, cams, raster, images)
+        kp = _lift(v, f, dets, cams, raster, s, axis, pm.name) if n_found >= 2 else not_found(ALL_NAMES, axis, pm.name)
+        if best is None or (kp.humanoid, n_found) > (best[0].humanoid, best[1][0]):
+            best = (kp, (n_found, axis, dets, cams, raster, images))
         if progress is not None:
             progress.update(offset + share * (n_axis + 1) / len(axes))
-        # most views found: this orbit sees the body; the other axes cannot do much better
+        # most views found: this orbit sees the body; the other axes cannot do much better, unless
+        # the next is as long as this one (which of the two is up is open) and no body came out
         if n_found >= max(s.min_views, int(0.75 * s.views)):
-            break
-    n_found, axis, dets, cams, raster, images = best
-    kp = _lift(v, f, dets, cams, raster, s, axis, pm.name) if n_found >= 2 else not_found(ALL_NAMES, axis, pm.name)
-    return kp, best
+            nxt = axes[n_axis + 1] if n_axis + 1 < len(axes) else None
+            if best[0].humanoid or nxt is None or not _same_extent(ext, axis, nxt):
+                break
+    return best
+
+
+def _same_extent(ext: np.ndarray, a: str, b: str) -> bool:
+    """Whether the mesh's extents ``ext`` (3,) along axes ``a`` and ``b`` are within 10 % of the
+    largest extent (``_axis_order`` keeps such axes in the given order)."""
+    return abs(float(ext["xyz".index(a)] - ext["xyz".index(b)])) <= 0.1 * float(ext.max())
 
 
 def keypoint_pairs(source: Keypoints, target: Keypoints, min_confidence: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
