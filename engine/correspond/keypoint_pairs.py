@@ -109,12 +109,12 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
                                      cache_dir=cache_dir, progress=progress, stop_at_miss=True, **kw)
 
     detected_on = [0, 0]
+    min_views = (settings or KeypointSettings()).min_views
     try:
         kps = detect((source, target), meanwhile=once)
         for i, mesh in enumerate((source, target)):
             if kps[i] is None:  # not searched: the source showed no body on its copy first
                 kps[i] = detect((mesh,))[0]
-            min_views = (settings or KeypointSettings()).min_views
             if nearly_a_body(kps[i], min_views) and finer[i] is not None and finer[i].n_vertices > mesh.n_vertices:
                 kps[i], detected_on[i] = _search_finer(finer[i], mesh, detect, kps[i], progress)
             if not kps[i].humanoid:

@@ -464,8 +464,9 @@ def _search(v: np.ndarray, f: np.ndarray, s: KeypointSettings, pm: PoseModel, fi
 
 
 def _same_extent(ext: np.ndarray, a: str, b: str) -> bool:
-    """Whether the mesh's extents ``ext`` (3,) along axes ``a`` and ``b`` are within 10 % of the
-    largest extent (``_axis_order`` keeps such axes in the given order)."""
+    """Whether the mesh's extents ``ext`` (3,) along axes ``a`` and ``b`` differ by at most 10 % of
+    the largest extent: which of the two is the body's up is open (``_axis_order`` then keeps them,
+    up to its rounding, in the given order)."""
     return abs(float(ext["xyz".index(a)] - ext["xyz".index(b)])) <= 0.1 * float(ext.max())
 
 

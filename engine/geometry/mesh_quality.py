@@ -89,7 +89,8 @@ class OrientationCheck:
         return sp.csr_matrix((np.ones(3 * m), (np.repeat(np.arange(m), 3), self.faces.ravel())), shape=(m, len(self.rest)))
 
     def _rotation_rows(self, fitted: np.ndarray, faces: np.ndarray | None = None) -> np.ndarray:
-        """(9, k) row-major entries of :meth:`rotations` (every face, or the index array ``faces``)."""
+        """(9, k): per face (or per face of the index array ``faces``), the row-major entries of the
+        best rotation of the rings around it, rest -> fitted."""
         rest, rm = self.rest, self._ring_rest
         if faces is None:
             ring = self._ring
@@ -103,11 +104,6 @@ class OrientationCheck:
         C = (ring @ outer) - (rm[:, :, None] * xm[:, None, :]).reshape(-1, 9)  # (vertices, 9)
         Cf = self._face_sum @ C if faces is None else C[tri.reshape(-1, 3)].sum(axis=1)
         return best_rotations_flat(Cf.T)
-
-    def rotations(self, fitted: np.ndarray, faces: np.ndarray | None = None) -> np.ndarray:
-        """(m, 3, 3): per face (or per face of the index array ``faces``), the best rotation of
-        the rings around it, rest -> fitted."""
-        return self._rotation_rows(fitted, faces).T.reshape(-1, 3, 3)
 
     def flipped(self, fitted: np.ndarray, faces: np.ndarray | None = None) -> np.ndarray:
         """(m,) bool: triangles facing against the rest triangle under the local rotation
