@@ -24,9 +24,15 @@ PACKAGE = __package__
 # no dependency pulls in another build; the CPU build where no NVIDIA GPU is present
 TORCH_PIN = "torch==2.13.0"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-# the body keypoint model (engine.features.keypoints): mediapipe without its declared
-# dependencies (jax, opencv-contrib...), whose run-time needs the engine's "keypoints" extra brings
+# the keypoint models' reference back end (engine.features.pose_model): mediapipe without its
+# declared dependencies (jax, opencv-contrib...), whose run-time needs the engine's "keypoints"
+# extra brings; it has wheels up to CPython 3.12 only. Every Python gets the model runner and
+# its model files instead (``python -m engine models install``: copied from an installed
+# mediapipe, else taken from the wheel pip downloads, for any platform: the files are data).
 MEDIAPIPE_PIN = "mediapipe==0.10.14"
+MEDIAPIPE_PYTHONS = ((3, 11), (3, 12))
+# the Pythons the engine serves: torch 2.13 and the runner (ai-edge-litert) have wheels for them
+ENGINE_PYTHONS = ((3, 11), (3, 12), (3, 13))
 # a finished managed environment holds this file (written after the last install step): a folder
 # without it is a set-up that did not finish, never used as the engine
 READY_STAMP = "stablewrap-env-ready.json"
@@ -181,14 +187,22 @@ def stop_worker() -> bool:
 
 
 def install_commands(env_dir: str, extras: str, wheel: Optional[str], pip_args: tuple = (),
-                     gpu: Optional[bool] = None) -> list[list[str]]:
+                     gpu: Optional[bool] = None, python: Optional[tuple] = None) -> list[list[str]]:
     """The commands that create the managed environment: a venv, the pinned torch (the CPU build
-    where no NVIDIA GPU is present: ``gpu`` None detects), then pip install of the engine wheel.
+    where no NVIDIA GPU is present: ``gpu`` None detects), pip install of the engine wheel, the
+    mediapipe package where it has a wheel for ``python`` (default: the Python running this,
+    Blender's, which the venv copies), then the keypoint model files.
 
     The wheel's folder is a ``--find-links`` source, so a studio without
-    internet can drop every dependency's wheel next to it and pass
-    ``pip_args=("--no-index",)``.
+    internet can drop every dependency's wheel (the mediapipe 0.10.14 wheel
+    included, for the model files) next to it and pass ``pip_args=("--no-index",)``.
     """
+    version = tuple(python or sys.version_info[:2])[:2]
+    if version not in ENGINE_PYTHONS:
+        supported = ", ".join(f"{a}.{b}" for a, b in ENGINE_PYTHONS)
+        raise WorkerError("UnsupportedPython", f"this Blender's Python {version[0]}.{version[1]} cannot run the StableWrap "
+                                               f"engine (it needs Python {supported}); point the add-on to an existing "
+                                               "Python with the engine in its preferences")
     py = env_python(env_dir)
     if wheel is None:
         raise WorkerError("NoEngineWheel", "this build of the extension bundles no engine wheel; point to an existing Python with the engine instead")
@@ -197,12 +211,16 @@ def install_commands(env_dir: str, extras: str, wheel: Optional[str], pip_args: 
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "--find-links", os.path.dirname(wheel), *pip_args]
     offline = "--no-index" in pip_args
     torch_index = ["--index-url", TORCH_CPU_INDEX] if torch_build(gpu) == "cpu" and sys.platform != "darwin" and not offline else []
-    return [
+    commands = [
         [sys.executable, "-m", "venv", env_dir],
         pip + torch_index + [TORCH_PIN],
         pip + [spec],
-        pip + ["--no-deps", MEDIAPIPE_PIN],
     ]
+    if version in MEDIAPIPE_PYTHONS:
+        commands.append(pip + ["--no-deps", MEDIAPIPE_PIN])
+    models = [py, "-m", "engine", "models", "install", "--find-links", os.path.dirname(wheel)]
+    commands.append(models + (["--no-index"] if offline else []))
+    return commands
 
 
 class EnvInstaller:
@@ -225,6 +243,11 @@ class EnvInstaller:
 
             parent = tempfile.gettempdir()
         self.log_path = os.path.join(parent, "stablewrap-engine-env-install.log")
+        # the steps run from this folder, not Blender's working directory: ``python -m engine``
+        # there would import whatever "engine" folder the directory Blender started in holds
+        self.cwd = parent
+        # and without PYTHONPATH / PYTHONHOME: the environment being built must stand on its own
+        self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         self.index = -1
         self.proc: Optional[subprocess.Popen] = None
         self.error: Optional[str] = None
@@ -249,7 +272,8 @@ class EnvInstaller:
             return True
         with open(self.log_path, "ab") as log:
             try:
-                self.proc = subprocess.Popen(self.commands[self.index], stdout=log, stderr=subprocess.STDOUT)
+                self.proc = subprocess.Popen(self.commands[self.index], stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
+                                             env=self.env)
             except OSError as exc:
                 self.error = f"cannot run {self.commands[self.index][0]} ({exc.strerror or exc})"
                 self._abandon()

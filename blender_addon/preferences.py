@@ -99,6 +99,9 @@ def format_check(info: dict) -> str:
         f"Device: {(info.get('device') or 'none').upper()}" + (f", {gpu}" if gpu else "") + (f", {mem / 2**30:.1f} GiB" if mem else ""),
         "Models: " + (", ".join(info.get("models") or []) or "none installed (geometric features only)"),
     ]
+    if "keypoints" in info:  # engines before the model runner do not report it
+        backend = {"mediapipe": "MediaPipe package", "litert": "model runner (LiteRT)"}.get(info["keypoints"])
+        lines.append("Keypoints: " + (backend or f"off, matching orients geometrically ({info.get('keypoints_missing')})"))
     if info.get("torch_error"):
         lines.append(f"torch error: {info['torch_error']}")
     return "\n".join(lines)

@@ -165,7 +165,8 @@ def _child_main(requests) -> None:
         if t0 is not None:
             result["seconds"] = time.perf_counter() - t0
         result["error"] = one_line(exc)
-    result["peak_rss"] = peak_rss_bytes()
+    peak = peak_rss_bytes()
+    result["peak_rss"] = float("nan") if peak is None else peak
     result["peak_gpu"] = peak_gpu_bytes()
     try:
         send(result)

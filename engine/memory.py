@@ -8,6 +8,7 @@ their real size"), rounded up.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from .errors import InputError
@@ -23,12 +24,14 @@ TARGET_BYTES_PER_VERTEX = 3 * 1024
 SOURCE_BYTES_PER_VERTEX = 6 * 1024
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory since it started its program.
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident memory since it started its program; None where the
+    platform gives no way to read it (meta then leaves the figure out).
 
     Linux: the address space's high-water mark (``VmHWM``): ``ru_maxrss`` survives ``exec`` and
     so reports the parent's size in a process started by fork + exec (a spawned benchmark
-    worker, the engine worker under Blender). Elsewhere ``ru_maxrss``.
+    worker, the engine worker under Blender). Windows: the peak working set
+    (``GetProcessMemoryInfo``). Elsewhere (macOS, BSD) ``ru_maxrss``.
     """
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
@@ -37,16 +40,62 @@ def peak_rss_bytes() -> int:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    import resource
-    import sys
-
+    if sys.platform == "win32":
+        return _windows_peak_working_set()
+    try:
+        import resource
+    except ImportError:
+        return None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss) if sys.platform == "darwin" else int(rss) * 1024
 
 
+def _windows_peak_working_set() -> int | None:
+    import ctypes
+    from ctypes import wintypes
+
+    class Counters(ctypes.Structure):
+        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD),
+                    ("PeakWorkingSetSize", ctypes.c_size_t), ("WorkingSetSize", ctypes.c_size_t),
+                    ("QuotaPeakPagedPoolUsage", ctypes.c_size_t), ("QuotaPagedPoolUsage", ctypes.c_size_t),
+                    ("QuotaPeakNonPagedPoolUsage", ctypes.c_size_t), ("QuotaNonPagedPoolUsage", ctypes.c_size_t),
+                    ("PagefileUsage", ctypes.c_size_t), ("PeakPagefileUsage", ctypes.c_size_t)]
+
+    try:
+        counters = Counters()
+        counters.cb = ctypes.sizeof(Counters)
+        process = ctypes.windll.kernel32.GetCurrentProcess()
+        if not ctypes.windll.psapi.GetProcessMemoryInfo(process, ctypes.byref(counters), counters.cb):
+            return None
+        return int(counters.PeakWorkingSetSize)
+    except (AttributeError, OSError):
+        return None
+
+
+def _windows_available_bytes() -> int | None:
+    import ctypes
+
+    class Status(ctypes.Structure):
+        _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+                    ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
+                    ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
+                    ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
+                    ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
+
+    try:
+        status = Status()
+        status.dwLength = ctypes.sizeof(Status)
+        if not ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
+            return None
+        return int(status.ullAvailPhys)
+    except (AttributeError, OSError):
+        return None
+
+
 def available_bytes() -> int | None:
-    """Memory this process can still take: the kernel's MemAvailable, capped by a cgroup limit;
-    None where neither can be read (the check is then skipped)."""
+    """Memory this process can still take: the kernel's MemAvailable, capped by a cgroup limit
+    (Linux), the available physical memory (Windows); None where neither can be read (macOS:
+    the check is then skipped)."""
     free = None
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
@@ -55,7 +104,7 @@ def available_bytes() -> int | None:
                     free = int(line.split()[1]) * 1024
                     break
     except (OSError, ValueError, IndexError):
-        return None
+        return _windows_available_bytes() if sys.platform == "win32" else None
     try:  # cgroup v2 (containers, CI runners)
         with open("/sys/fs/cgroup/memory.max", encoding="ascii") as fh:
             limit = fh.read().strip()

@@ -34,11 +34,13 @@ def clock() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
-def peak_rss_mb() -> float:
-    """The process's peak resident memory so far (MiB)."""
+def peak_rss_mb() -> float | None:
+    """The process's peak resident memory so far (MiB, rounded to 0.1); None where the platform
+    gives no figure (``engine.memory.peak_rss_bytes``)."""
     from .memory import peak_rss_bytes
 
-    return peak_rss_bytes() / 2**20
+    peak = peak_rss_bytes()
+    return None if peak is None else round(peak / 2**20, 1)
 
 
 class MeshContext:
@@ -182,7 +184,7 @@ class PairContext:
         wall, cpu = clock()
         self.timings[stage] = self.timings.get(stage, 0.0) + wall - since[0]
         self.cpu_timings[stage] = self.cpu_timings.get(stage, 0.0) + cpu - since[1]
-        self.stage_peak_mb[stage] = round(peak_rss_mb(), 1)
+        self.stage_peak_mb[stage] = peak_rss_mb()
 
 
 def _working_copies(source: Mesh, full_target: MeshContext, cfg: MatchConfig, prog: Progress) -> tuple:

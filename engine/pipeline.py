@@ -130,7 +130,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
         "cpu_seconds": {key: round(v, 3) for key, v in ctx.cpu_timings.items()},
         "stage_peak_rss_mb": ctx.stage_peak_mb,  # the process's peak memory at the end of each stage
         "total_seconds": round(time.perf_counter() - t0[0], 3),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if ctx.device.startswith("cuda") else None,
         "rigid": {"rotation": fit.rigid.rotation.tolist(), "scale": fit.rigid.scale, "kind": fit.rigid.kind,
                   "score": fit.rigid.score},

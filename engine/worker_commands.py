@@ -84,7 +84,8 @@ def _resolve(spec: str) -> Callable:
 
 
 def check_environment() -> dict:
-    """Python, torch, device, GPU and installed models: what the "Check engine" button shows."""
+    """Python, torch, device, GPU, installed models and the keypoint back end ("mediapipe",
+    "litert" or None with the reason): what the "Check engine" button shows."""
     info: dict[str, Any] = {
         "python": sys.version.split()[0],
         "executable": sys.executable,
@@ -125,6 +126,14 @@ def check_environment() -> dict:
         info["models"], info["models_missing"] = models, why
     except Exception as exc:
         info["models"], info["models_missing"] = [], {"semantic": error_payload(exc)["message"]}
+    try:
+        from .features.pose_model import keypoint_backend, keypoints_status
+
+        ok, why = keypoints_status()
+        info["keypoints"] = keypoint_backend() if ok else None
+        info["keypoints_missing"] = None if ok else why
+    except Exception as exc:  # noqa: BLE001  (an invalid STABLEWRAP_KEYPOINT_BACKEND, a broken install)
+        info["keypoints"], info["keypoints_missing"] = None, error_payload(exc)["message"]
     return info
 
 

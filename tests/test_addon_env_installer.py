@@ -17,6 +17,11 @@ def _tiny_wheel(folder, project: str = "stablewrap_engine", version: str = "0.0.
     dist = f"{project}-{version}.dist-info"
     files = {
         f"{module}/__init__.py": "VALUE = 42\n",
+        # a stand-in for the engine's command line: records the arguments of its last call (the
+        # real ``models install`` is tested in tests/test_mediapipe_files.py)
+        "engine/__init__.py": "",
+        "engine/__main__.py": ("import os, sys\nopen(os.path.join(sys.prefix, 'engine-args.txt'), 'w')"
+                               ".write(' '.join(sys.argv[1:]))\n"),
         f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {project.replace('_', '-')}\nVersion: {version}\n",
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
@@ -42,8 +47,9 @@ def test_installer_creates_a_venv_with_the_engine_wheel(tmp_path):
     _tiny_wheel(str(tmp_path), "mediapipe", "0.10.14", "mediapipe")  # and the keypoint model
     env_dir = str(tmp_path / "env")
     inst = env_mod.EnvInstaller(env_dir, extras="", wheel=wheel, pip_args=("--no-index", "--no-deps"))
-    assert [c[1:3] for c in inst.commands] == [["-m", "venv"]] + [["-m", "pip"]] * 3
+    assert [c[1:3] for c in inst.commands] == [["-m", "venv"]] + [["-m", "pip"]] * 3 + [["-m", "engine"]]
     assert inst.commands[2][-1].endswith(".whl[keypoints]") and inst.commands[3][-2:] == ["--no-deps", env_mod.MEDIAPIPE_PIN]
+    assert inst.commands[4][3:] == ["models", "install", "--find-links", str(tmp_path), "--no-index"]
     assert inst.commands[1][-1] == env_mod.TORCH_PIN and "--index-url" not in inst.commands[1]  # offline: no index
     assert inst.step() is False  # returns at once: the UI polls it from a timer
     assert not env_mod.env_ready(env_dir)
@@ -56,6 +62,24 @@ def test_installer_creates_a_venv_with_the_engine_wheel(tmp_path):
 
     out = subprocess.run([py, "-c", "import engine_probe, mediapipe; print(engine_probe.VALUE)"], capture_output=True, text=True)
     assert out.stdout.strip() == "42"
+    with open(os.path.join(env_dir, "engine-args.txt")) as fh:  # the model files step ran, offline
+        assert fh.read() == f"models install --find-links {tmp_path} --no-index"
+
+
+def test_each_python_gets_only_what_has_a_wheel_for_it():
+    """Blender 5.1+ embeds Python 3.13: no mediapipe step there (no cp313 wheel), the model files
+    all the same; a Python the engine cannot serve is one line naming its version."""
+    env_mod = enable_extension().engine_env
+    wheel = "/w/stablewrap_engine-1.0-py3-none-any.whl"
+    for version, has_mediapipe in (((3, 11), True), ((3, 12), True), ((3, 13), False)):
+        cmds = env_mod.install_commands("/x/env", "", wheel, gpu=False, python=version)
+        assert any(env_mod.MEDIAPIPE_PIN in c for c in cmds) is has_mediapipe
+        assert cmds[-1][1:] == ["-m", "engine", "models", "install", "--find-links", "/w"]
+        assert cmds[2][-1] == wheel + "[keypoints]"
+    for version in ((3, 10), (3, 14)):
+        with pytest.raises(env_mod.WorkerError, match=rf"Python {version[0]}\.{version[1]} cannot run") as e:
+            env_mod.install_commands("/x/env", "", wheel, python=version)
+        assert "\n" not in str(e.value)
 
 
 def test_installer_reports_a_failing_step(tmp_path):

@@ -372,16 +372,22 @@ def test_hand_model_finds_the_fingers_of_the_makehuman_template_on_the_right_sid
     assert kp.found(0.3).sum() >= len(BODY_NAMES) + 12
 
 
-def test_missing_mediapipe_is_a_backend_error_with_on_and_a_notice_with_auto(monkeypatch):
+def test_no_keypoint_back_end_is_a_backend_error_with_on_and_a_notice_with_auto(monkeypatch):
+    """Neither the mediapipe package nor the runner's LiteRT: "on" fails in one line naming the
+    package to install, "auto" goes on geometrically and says why."""
+    import engine.features.litert_models as lm
     import engine.features.pose_model as pm
     from engine.errors import BackendUnavailable
 
+    monkeypatch.delenv(pm.BACKEND_ENV, raising=False)
     monkeypatch.setattr(pm, "mediapipe_status", lambda: (False, "the mediapipe package is not installed (pip install ...)"))
+    monkeypatch.setattr(lm, "litert_status", lambda: (False, "the ai-edge-litert package is not installed (pip install ...)"))
+    assert pm.keypoint_backend() == "litert"  # auto without mediapipe: the runner
     mesh = Mesh(*humanoid())
-    with pytest.raises(BackendUnavailable, match="keypoints: the mediapipe package is not installed"):
+    with pytest.raises(BackendUnavailable, match="keypoints: the ai-edge-litert package is not installed"):
         detect_pair(mesh, mesh, "on")
     pk = detect_pair(mesh, mesh, "auto")
-    assert not pk.used and "mediapipe package is not installed" in pk.reason and "geometric" in pk.reason
+    assert not pk.used and "ai-edge-litert package is not installed" in pk.reason and "geometric" in pk.reason
 
 
 def test_a_pose_model_that_fails_while_detecting_is_an_error_with_on_and_a_notice_with_auto(tmp_path):

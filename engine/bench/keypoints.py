@@ -17,13 +17,14 @@ import time
 def run(paths: list[str]) -> int:
     from ..errors import StableWrapError
     from ..features.keypoints import detect_keypoints
-    from ..features.pose_model import MediaPipePose
+    from ..features.pose_model import body_model
     from ..mesh import load_mesh
 
     t = time.perf_counter()
-    model = MediaPipePose()
-    model._graph()
-    print(f"pose model load: {time.perf_counter() - t:.2f} s")
+    model = body_model()
+    with model._lock:
+        model._load()
+    print(f"pose model ({model.name}) load: {time.perf_counter() - t:.2f} s")
     header = f"{'mesh':<28} {'vertices':>8} {'body':>5} {'found':>5} {'views':>5} {'axis':>4} {'first s':>8} {'cached s':>8}"
     print(header)
     print("-" * len(header))

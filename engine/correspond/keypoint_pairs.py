@@ -89,10 +89,10 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
     if mode == "off":
         return PairKeypoints(reason="keypoints off")
     from ..features.keypoints import KeypointSettings, detect_keypoints_many, nearly_a_body
-    from ..features.pose_model import mediapipe_status
+    from ..features.pose_model import keypoints_status
 
     if model is None:
-        ok, why = mediapipe_status()
+        ok, why = keypoints_status()
         if not ok:
             if mode == "on":
                 raise BackendUnavailable(f"keypoints: {why}")

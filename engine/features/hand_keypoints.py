@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .pose_model import HAND_KEYPOINTS, MediaPipeHands, PoseModel
+from .pose_model import HAND_KEYPOINTS, PoseModel, hand_model
 
 HAND_VIEWS = 8
 HAND_RESOLUTION = 256  # the hand model works at 224 px inside
@@ -28,7 +28,7 @@ def add_hand_keypoints(vertices: np.ndarray, faces: np.ndarray, kp, model: PoseM
     from ..render.shading import shade_lambert
     from .keypoints import lift_detections
 
-    model = model or MediaPipeHands()
+    model = model or hand_model()
     v = torch.as_tensor(vertices, dtype=torch.float32)
     f = torch.as_tensor(faces, dtype=torch.int64)
     found = 0

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .pose_model import ALL_NAMES, BODY_NAMES, MediaPipePose, PoseModel, mirror_name
+from .pose_model import ALL_NAMES, BODY_NAMES, PoseModel, body_model, mirror_name
 
 # a view "found the body" when the pose model returns one whose torso (shoulders and hips)
 # it sees with at least this visibility (MediaPipe's own drawing threshold is 0.5)
@@ -326,7 +326,7 @@ def _axis_order(vertices: np.ndarray, axes) -> list[str]:
 
 
 def _model(model: PoseModel | None) -> PoseModel:
-    return model if model is not None else MediaPipePose()
+    return model if model is not None else body_model()
 
 
 def detect_keypoints(vertices: np.ndarray, faces: np.ndarray, *, settings: KeypointSettings | None = None,

@@ -1,11 +1,19 @@
-"""2D body keypoint models: the interface and the MediaPipe pose model shipped in its wheel.
+"""2D body keypoint models: the interface, the choice of back end, and MediaPipe's solutions.
 
 A :class:`PoseModel` takes rendered images and returns, per image, the pixel
 position and visibility of the named body keypoints (or None where no body was
-found). The shipped implementation runs MediaPipe's BlazePose (``mediapipe``
-0.10.14, ``pose_landmark_full.tflite`` inside the wheel: no download). It is
-rotation invariant (a body upside down or lying in the image is found and its
-keypoints keep their names), and tells left from right in back views too.
+found). The models are MediaPipe's BlazePose and hand landmarks (the ``.tflite``
+files of the ``mediapipe`` 0.10.14 wheel: no download), run by one of two back
+ends with the same landmarks:
+
+- ``mediapipe``: the mediapipe package's solutions (Python <= 3.12 where it is installed);
+- ``litert``: the model runner (``engine.features.litert_models``: LiteRT plus MediaPipe's
+  pre- and post-processing in numpy), on every Python the engine supports, 3.13 included.
+
+``STABLEWRAP_KEYPOINT_BACKEND`` = ``auto`` (default: mediapipe where installed, else the
+runner), ``mediapipe`` or ``litert`` chooses. The models are rotation invariant (a body upside
+down or lying in the image is found and its keypoints keep their names), and tell left from
+right in back views too.
 """
 from __future__ import annotations
 
@@ -19,7 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, InputError
+
+BACKEND_ENV = "STABLEWRAP_KEYPOINT_BACKEND"
+BACKENDS = ("auto", "mediapipe", "litert")
 
 # The body keypoints used (MediaPipe pose indices). Left / right are the body's own sides.
 # Left out: the inner / outer eye corners, mouth corners, pinky and thumb (they add little
@@ -81,7 +92,7 @@ class PoseModel:
 
 
 @contextlib.contextmanager
-def _muted_stderr():
+def muted_stderr():
     """Send file descriptor 2 to /dev/null for the block (C++ logging that Python cannot filter)."""
     try:
         sys.stderr.flush()
@@ -134,15 +145,57 @@ def _import_solutions():
     return solutions
 
 
-class _MediaPipeModel(PoseModel):
-    """What the MediaPipe solutions share: the availability check, one graph per detection
-    threshold (built once per process, its set-up logs muted), and the image loop.
+class ServedModel(PoseModel):
+    """A model whose detections run in the models' child process (``engine.features.pose_server``)
+    where one can run, else here; what both back ends share.
 
-    Subclasses set ``name``, ``names``, ``index`` (the MediaPipe landmark of each name) and
-    implement ``_build(solutions)`` (the graph) and ``_read(result)`` (landmarks + scores or None).
+    Subclasses set ``name``, ``names``, ``index`` (the landmark of each name in the model's
+    output) and implement ``_load()`` (build what the first image needs, once per process) and
+    ``_detect_here(images)`` (run it in this process).
     """
 
     index: tuple[int, ...] = ()
+    min_detection: float = 0.5
+
+    def _load(self):
+        raise NotImplementedError
+
+    def _detect_here(self, images: np.ndarray) -> list[ViewKeypoints | None]:
+        raise NotImplementedError
+
+    def warm_up(self) -> None:
+        """Start the models' child process (it loads the models on its own), or where none runs
+        load them here; an error is left for ``detect`` to raise."""
+        from . import pose_server
+
+        if pose_server.server() is not None:
+            return
+        try:
+            with self._lock:
+                self._load()
+        except Exception:  # noqa: BLE001  (detect loads again and says what failed)
+            pass
+
+    def detect(self, images: np.ndarray) -> list[ViewKeypoints | None]:
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"{self.name}: expected (K, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+        from . import pose_server
+
+        found = pose_server.detect(type(self).__name__, self.min_detection, images)
+        if found is not None:  # the child process ran the model
+            return found
+        return self._detect_here(images)
+
+
+class _MediaPipeModel(ServedModel):
+    """What the MediaPipe solutions share: the availability check, one graph per detection
+    threshold (built once per process, its set-up logs muted), and the image loop.
+
+    Subclasses implement ``_build(solutions)`` (the graph) and ``_read(result)`` (landmarks +
+    scores or None).
+    """
+
     _lock = threading.Lock()  # a graph is not re-entrant: one image at a time per process
     _graphs: dict = {}
 
@@ -159,7 +212,7 @@ class _MediaPipeModel(PoseModel):
         """(landmark list, per-index scores (k,)) of the first detection, or None."""
         raise NotImplementedError
 
-    def _graph(self):
+    def _load(self):
         key = (type(self).__name__, self.min_detection)
         if key not in self._graphs:
             try:
@@ -168,39 +221,17 @@ class _MediaPipeModel(PoseModel):
                 raise BackendUnavailable(f"keypoints: mediapipe cannot be imported ({exc.__class__.__name__}: {exc})") from None
             # The graph's C++ side logs its set-up (TFLite delegate, absl, feedback tensors) on the
             # process's stderr at the first image: build it and run one blank image with fd 2 muted
-            with _muted_stderr():
+            with muted_stderr():
                 graph = self._build(solutions)
                 graph.process(np.zeros((64, 64, 3), np.uint8))
             self._graphs[key] = graph
         return self._graphs[key]
 
-    def warm_up(self) -> None:
-        """Start the models' child process (engine.features.pose_server: it imports on its own),
-        or where none runs import mediapipe and build the graph here (0.4-0.5 s in a fresh
-        process); an error is left for ``detect`` to raise."""
-        from . import pose_server
-
-        if pose_server.server() is not None:
-            return
-        try:
-            with self._lock:
-                self._graph()
-        except Exception:  # noqa: BLE001  (detect builds the graph again and says what failed)
-            pass
-
-    def detect(self, images: np.ndarray) -> list[ViewKeypoints | None]:
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"{self.name}: expected (K, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
-        from . import pose_server
-
-        found = pose_server.detect(type(self).__name__, self.min_detection, images)
-        if found is not None:  # the child process ran the model
-            return found
+    def _detect_here(self, images: np.ndarray) -> list[ViewKeypoints | None]:
         h, w = images.shape[1:3]
         out: list[ViewKeypoints | None] = []
         with self._lock:
-            graph = self._graph()
+            graph = self._load()
             for img in images:
                 with warnings.catch_warnings():  # protobuf's deprecation notice inside mediapipe, every call
                     warnings.simplefilter("ignore", UserWarning)
@@ -264,3 +295,53 @@ class MediaPipeHands(_MediaPipeModel):
             return None
         score = float(result.multi_handedness[0].classification[0].score) if result.multi_handedness else 1.0
         return result.multi_hand_landmarks[0].landmark, [score] * len(self.index)
+
+
+def keypoint_backend() -> str:
+    """The back end ``STABLEWRAP_KEYPOINT_BACKEND`` asks for: "mediapipe" or "litert" ("auto",
+    the default: mediapipe where the package is installed, else the runner)."""
+    choice = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
+    if choice not in BACKENDS:
+        raise InputError(f"{BACKEND_ENV}={choice!r}: expected one of {', '.join(BACKENDS)}")
+    if choice != "auto":
+        return choice
+    return "mediapipe" if mediapipe_status()[0] else "litert"
+
+
+def keypoints_status() -> tuple[bool, str]:
+    """Whether the chosen back end can run here, and why not (one line naming the package)."""
+    try:
+        backend = keypoint_backend()
+    except InputError as exc:
+        return False, str(exc)
+    if backend == "mediapipe":
+        return mediapipe_status()
+    from .litert_models import litert_status
+
+    return litert_status()
+
+
+def body_model(min_detection: float = 0.5) -> PoseModel:
+    """The body keypoint model of the chosen back end (BackendUnavailable where it cannot run)."""
+    if keypoint_backend() == "mediapipe":
+        return MediaPipePose(min_detection)
+    from .litert_models import LiteRTPose
+
+    return LiteRTPose(min_detection)
+
+
+def hand_model(min_detection: float = 0.3) -> PoseModel:
+    """The hand keypoint model of the chosen back end (BackendUnavailable where it cannot run)."""
+    if keypoint_backend() == "mediapipe":
+        return MediaPipeHands(min_detection)
+    from .litert_models import LiteRTHands
+
+    return LiteRTHands(min_detection)
+
+
+def served_model_class(name: str) -> type:
+    """A ServedModel class by its name (what the parent sends the models' child process)."""
+    from .litert_models import LiteRTHands, LiteRTPose
+
+    classes = {c.__name__: c for c in (MediaPipePose, MediaPipeHands, LiteRTPose, LiteRTHands)}
+    return classes[name]

@@ -1,4 +1,5 @@
-"""The MediaPipe models in a child process of their own.
+"""The keypoint models (either back end of ``engine.features.pose_model``) in a child process of
+their own.
 
 Importing mediapipe and building its graph costs about 0.3 s of Python work in a fresh process,
 all of it under Python's lock: on a helper thread it stalled the match's own renders by as much
@@ -167,8 +168,8 @@ def _stub_unused_modules() -> None:
 
 
 def main() -> None:
-    """The child: import mediapipe and build the pose graph, say ready, then answer requests
-    until stdin closes."""
+    """The child: load the chosen back end's body model, say ready, then answer requests until
+    stdin closes."""
     from ..isolated import reply_stream
 
     reply = reply_stream(None)  # stray prints of the libraries go nowhere
@@ -187,13 +188,14 @@ def main() -> None:
     def model_of(name: str, min_detection: float):
         key = (name, min_detection)
         if key not in models:
-            cls = {c.__name__: c for c in (pose_model.MediaPipePose, pose_model.MediaPipeHands)}[name]
-            models[key] = cls(min_detection)
+            models[key] = pose_model.served_model_class(name)(min_detection)
         return models[key]
 
     try:
-        model_of("MediaPipePose", 0.5)._graph()
-    except Exception as exc:  # noqa: BLE001  (mediapipe missing or broken: every request would fail so)
+        first = pose_model.body_model(0.5)
+        with first._lock:
+            model_of(type(first).__name__, 0.5)._load()
+    except Exception as exc:  # noqa: BLE001  (the back end missing or broken: every request would fail so)
         send(("error", str(exc) if isinstance(exc, BackendUnavailable) else f"keypoints: {one_line(exc)}"))
         return
     send(("ready", None))
