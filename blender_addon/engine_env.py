@@ -24,7 +24,7 @@ PACKAGE = __package__
 # no dependency pulls in another build; the CPU build where no NVIDIA GPU is present
 TORCH_PIN = "torch==2.13.0"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-# the keypoint models' reference back end (engine.features.pose_model): mediapipe without its
+# the keypoint models' reference back end (engine.keypoints.pose_model): mediapipe without its
 # declared dependencies (jax, opencv-contrib...), whose run-time needs the engine's "keypoints"
 # extra brings; it has wheels up to CPython 3.12 only. Every Python gets the model runner and
 # its model files instead (``python -m engine models install``: copied from an installed

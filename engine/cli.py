@@ -39,7 +39,7 @@ PLUGIN_COMMANDS = (
     ("transfer", "engine.transfer.cli"),
     ("part", "engine.parts.cli"),
     ("models", "engine.features.cli"),
-    ("landmarks", "engine.features.landmarks_cli"),
+    ("landmarks", "engine.keypoints.cli"),
     ("bench", "engine.bench.cli"),
     ("batch", "engine.batch"),
     ("demo", "engine.demo"),

@@ -159,7 +159,7 @@ def _small(ctx: PairContext) -> bool:
 def _spectra(ctx: PairContext) -> None:
     """The working copies' eigenbases, HKS and WKS (what the align and features stages read
     first; cached on the contexts), computed while the pose model works on the keypoint renders
-    (in its own process: engine.features.pose_server), so on two cores the two overlap (a fresh 5k
+    (in its own process: engine.keypoints.pose_server), so on two cores the two overlap (a fresh 5k
     pair: keypoints and spectra 1.7 -> 1.4 s; on a thread of their own the spectra held Python's
     lock against the renders and gained nothing)."""
     for mesh in (ctx.source, ctx.target):

@@ -127,7 +127,7 @@ def check_environment() -> dict:
     except Exception as exc:
         info["models"], info["models_missing"] = [], {"semantic": error_payload(exc)["message"]}
     try:
-        from .features.pose_model import keypoint_backend, keypoints_status
+        from .keypoints.pose_model import keypoint_backend, keypoints_status
 
         ok, why = keypoints_status()
         info["keypoints"] = keypoint_backend() if ok else None

@@ -14,7 +14,7 @@ import pytest
 
 from tests.test_addon_support import bpy, empty_scene, enable_extension, world
 
-mediapipe_status = pytest.importorskip("engine.features.pose_model").mediapipe_status
+mediapipe_status = pytest.importorskip("engine.keypoints.pose_model").mediapipe_status
 pytestmark = pytest.mark.skipif(not mediapipe_status()[0], reason="mediapipe is not installed")
 
 

@@ -12,9 +12,9 @@ from scipy.spatial.transform import Rotation
 from engine.correspond.keypoint_guidance import KeypointGuidance, joint_regions
 from engine.correspond.keypoint_pairs import detect_pair, keypoint_verdict
 from engine.errors import InputError
-from engine.features.keypoints import (Keypoints, KeypointSettings, camera_rays, detect_keypoints,
+from engine.keypoints.detect import (Keypoints, KeypointSettings, camera_rays, detect_keypoints,
                                        detect_keypoints_many, not_found, triangulate)
-from engine.features.pose_model import BODY_NAMES, mediapipe_status, mirror_name
+from engine.keypoints.pose_model import BODY_NAMES, mediapipe_status, mirror_name
 from engine.mesh import Mesh, prepare_mesh
 from engine.render.cameras import orbit_cameras
 from engine.samples import humanoid
@@ -98,7 +98,7 @@ def test_keypoints_are_cached_per_mesh_and_settings(tmp_path):
 
     class Counting:
         def __init__(self):
-            from engine.features.pose_model import MediaPipePose
+            from engine.keypoints.pose_model import MediaPipePose
 
             self.inner, self.calls = MediaPipePose(), 0
             self.name, self.names = self.inner.name, self.inner.names
@@ -205,7 +205,7 @@ def test_a_working_copy_that_hides_the_body_is_searched_again_on_the_mesh_it_cam
 def test_nearly_a_body_is_a_chain_seen_at_every_level_by_enough_views():
     """What earns a working copy a second search on its finer mesh: every level of the chain
     seen (one side) with at least MediaPipe's visibility threshold, the torso in enough views."""
-    from engine.features.keypoints import CHAIN, MIN_VISIBILITY, nearly_a_body
+    from engine.keypoints.detect import CHAIN, MIN_VISIBILITY, nearly_a_body
 
     def kp(ankle: float, views: int = 8, humanoid: bool = False) -> Keypoints:
         k = not_found()
@@ -247,7 +247,7 @@ def _fake_keypoints(points: np.ndarray, vertices: np.ndarray) -> Keypoints:
 
 
 def test_verdict_good_for_a_right_map_and_wrong_for_a_mirrored_or_upside_down_one():
-    from engine.features.pose_model import ALL_NAMES
+    from engine.keypoints.pose_model import ALL_NAMES
 
     rng = np.random.default_rng(1)
     k = len(ALL_NAMES)
@@ -375,8 +375,8 @@ def test_hand_model_finds_the_fingers_of_the_makehuman_template_on_the_right_sid
 def test_no_keypoint_back_end_is_a_backend_error_with_on_and_a_notice_with_auto(monkeypatch):
     """Neither the mediapipe package nor the runner's LiteRT: "on" fails in one line naming the
     package to install, "auto" goes on geometrically and says why."""
-    import engine.features.litert_models as lm
-    import engine.features.pose_model as pm
+    import engine.keypoints.litert_models as lm
+    import engine.keypoints.pose_model as pm
     from engine.errors import BackendUnavailable
 
     monkeypatch.delenv(pm.BACKEND_ENV, raising=False)
@@ -419,7 +419,7 @@ def test_loading_the_pose_model_leaves_pyplot_unloaded_until_something_uses_it()
 
     code = (
         "import sys\n"
-        "from engine.features.pose_model import _import_solutions\n"
+        "from engine.keypoints.pose_model import _import_solutions\n"
         "solutions = _import_solutions()\n"
         "assert solutions.pose.Pose is not None\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot loaded with mediapipe'\n"

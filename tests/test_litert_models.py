@@ -1,4 +1,4 @@
-"""The model runner (engine.features.litert_models + blaze): MediaPipe's models without the
+"""The model runner (engine.keypoints.litert_models + blaze): MediaPipe's models without the
 mediapipe package, held to the mediapipe solutions' landmarks on the same renders."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.features import blaze
+from engine.keypoints import blaze
 from engine.features.cache import CACHE_ENV
-from engine.features.keypoints import KeypointSettings, _render
-from engine.features.pose_model import mediapipe_status
+from engine.keypoints.detect import KeypointSettings, _render
+from engine.keypoints.pose_model import mediapipe_status
 from engine.samples import humanoid, write_obj
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,8 +75,8 @@ def renders():
 def test_runner_gives_the_mediapipe_solutions_body_landmarks(renders):
     """Same renders through both back ends: the same views found, the points within a pixel or
     two (the landmark model itself moves points by more for a quarter-pixel shift of its crop)."""
-    from engine.features.litert_models import LiteRTPose
-    from engine.features.pose_model import MediaPipePose
+    from engine.keypoints.litert_models import LiteRTPose
+    from engine.keypoints.pose_model import MediaPipePose
 
     want, got = MediaPipePose().detect(renders), LiteRTPose().detect(renders)
     assert [w is None for w in want] == [g is None for g in got] and sum(g is not None for g in got) >= 6
@@ -95,10 +95,10 @@ def test_runner_gives_the_mediapipe_solutions_body_landmarks(renders):
 def test_runner_gives_the_mediapipe_solutions_hand_landmarks(tmp_path):
     """Close-ups of the MakeHuman template's hands (the renders the hand stage makes) through
     both back ends: the same hands found, the points within a tenth of a pixel."""
-    from engine.features.hand_keypoints import add_hand_keypoints
-    from engine.features.keypoints import detect_keypoints
-    from engine.features.litert_models import LiteRTHands
-    from engine.features.pose_model import MediaPipeHands, PoseModel
+    from engine.keypoints.hands import add_hand_keypoints
+    from engine.keypoints.detect import detect_keypoints
+    from engine.keypoints.litert_models import LiteRTHands
+    from engine.keypoints.pose_model import MediaPipeHands, PoseModel
     from engine.mesh import load_mesh
 
     class Recorder(PoseModel):
@@ -137,7 +137,7 @@ def _hide(tmp_path: Path, *modules: str) -> dict:
 @pytest.fixture(scope="module")
 def runner_models(tmp_path_factory):
     """The model files installed apart from the mediapipe package (as on Python 3.13)."""
-    from engine.features.mediapipe_files import install_models
+    from engine.keypoints.mediapipe_files import install_models
 
     if not mediapipe_status()[0]:
         pytest.skip("mediapipe is not installed (the files' source here)")
@@ -177,8 +177,38 @@ def test_no_keypoint_back_end_at_all_is_one_line_naming_the_package(tmp_path):
 
 def test_an_unknown_back_end_name_is_one_line(tmp_path, monkeypatch):
     from engine.errors import InputError
-    from engine.features.pose_model import body_model
+    from engine.keypoints.pose_model import body_model
 
     monkeypatch.setenv("STABLEWRAP_KEYPOINT_BACKEND", "onnx")
     with pytest.raises(InputError, match="STABLEWRAP_KEYPOINT_BACKEND='onnx': expected one of auto, mediapipe, litert"):
         body_model()
+
+
+@needs_mediapipe
+@pytest.mark.skipif(not (DATA / "realworld" / "mh_body.obj").is_file(), reason="benchmark data not available")
+def test_runner_gives_the_mediapipe_solutions_face_mesh(tmp_path):
+    """Views round the MakeHuman template's head through both face-mesh back ends: the same
+    faces found (the frontal half of the orbit), all 468 points within a tenth of a pixel."""
+    import torch
+
+    from engine.keypoints.detect import detect_keypoints
+    from engine.keypoints.litert_models import LiteRTFace
+    from engine.keypoints.pose_model import MediaPipeFace
+    from engine.mesh import load_mesh
+    from engine.render.cameras import orbit_cameras
+    from engine.render.raster import rasterize
+    from engine.render.shading import shade_lambert
+
+    mesh = load_mesh(DATA / "realworld" / "mh_body.obj").mesh
+    kp = detect_keypoints(mesh.vertices, mesh.faces, cache_dir=str(tmp_path))
+    ears = kp.point("left_ear"), kp.point("right_ear")
+    v, f = torch.as_tensor(mesh.vertices, dtype=torch.float32), torch.as_tensor(mesh.faces, dtype=torch.int64)
+    cams = orbit_cameras(8, elevations=(10.0, -10.0), center=(ears[0] + ears[1]) / 2,
+                         fit_radius=1.5 * float(np.linalg.norm(ears[0] - ears[1])), up=kp.axis)
+    raster = rasterize(v, f, cams, (384, 384), backend="torch")
+    images = (shade_lambert(raster, cams, v, f).permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    want, got = MediaPipeFace().detect(images), LiteRTFace().detect(images)
+    assert [w is None for w in want] == [g is None for g in got] and sum(g is not None for g in got) >= 3
+    for w, g in zip(want, got):
+        if w is not None:
+            assert w.xy.shape == (468, 2) and np.abs(w.xy - g.xy).max() < 0.1

@@ -1,4 +1,4 @@
-"""Where the runner's model files come from (engine.features.mediapipe_files): a wheel file, an
+"""Where the runner's model files come from (engine.keypoints.mediapipe_files): a wheel file, an
 installed mediapipe, or the wheel pip downloads; checked against their pinned SHA-256 sums."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import BackendUnavailable, InputError
-from engine.features import mediapipe_files as mf
-from engine.features.pose_model import mediapipe_status
+from engine.keypoints import mediapipe_files as mf
+from engine.keypoints.pose_model import mediapipe_status
 
 needs_mediapipe = pytest.mark.skipif(not mediapipe_status()[0], reason="mediapipe is not installed (the files' source here)")
 PACKAGE = mf._package_dir()  # the installed mediapipe, read before the tests hide it

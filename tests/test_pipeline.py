@@ -175,7 +175,7 @@ def test_the_spectra_are_computed_while_the_pose_model_works_and_their_error_is_
     import threading
 
     from engine.errors import InputError
-    from engine.features.pose_model import MediaPipePose
+    from engine.keypoints.pose_model import MediaPipePose
     from engine.pair_context import MeshContext
 
     before = threading.active_count()

@@ -1,4 +1,4 @@
-"""The pose model's child process (engine.features.pose_server): the same detections as in this
+"""The pose model's child process (engine.keypoints.pose_server): the same detections as in this
 process, the fallback where no child can start, and a one-line error when it dies mid-way."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from engine.errors import BackendUnavailable
-from engine.features import pose_server
-from engine.features.keypoints import KeypointSettings, _render
-from engine.features.pose_model import MediaPipeHands, MediaPipePose, mediapipe_status
+from engine.keypoints import pose_server
+from engine.keypoints.detect import KeypointSettings, _render
+from engine.keypoints.pose_model import MediaPipeHands, MediaPipePose, mediapipe_status
 from engine.samples import humanoid
 
 pytestmark = pytest.mark.skipif(not mediapipe_status()[0], reason="mediapipe is not installed")

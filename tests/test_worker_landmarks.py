@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from engine.features.pose_model import mediapipe_status
+from engine.keypoints.pose_model import mediapipe_status
 from tests.test_worker_protocol import REPO, wc
 
 pytestmark = pytest.mark.skipif(not mediapipe_status()[0], reason="mediapipe is not installed")

@@ -68,7 +68,7 @@ def test_ping_and_check_report_the_environment(fake_worker):
     assert data["device"] in ("cpu", "cuda", "mps")
     assert data["torch"]
     assert isinstance(data["models"], list)
-    from engine.features.pose_model import keypoint_backend, keypoints_status
+    from engine.keypoints.pose_model import keypoint_backend, keypoints_status
 
     assert data["keypoints"] == (keypoint_backend() if keypoints_status()[0] else None)
     pong, _ = fake_worker.call("ping", timeout=10)

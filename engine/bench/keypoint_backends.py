@@ -53,7 +53,7 @@ def _with_backend(backend: str):
 
 def warm_up() -> None:
     """Load both back ends' models (in the models' process) before anything is timed."""
-    from ..features.pose_model import body_model
+    from ..keypoints.pose_model import body_model
 
     loads = []
     for backend in BACKENDS:
@@ -65,8 +65,8 @@ def warm_up() -> None:
 
 
 def detection_rows(paths: list[str]) -> None:
-    from ..features.keypoints import detect_keypoints
-    from ..features.pose_model import body_model
+    from ..keypoints.detect import detect_keypoints
+    from ..keypoints.pose_model import body_model
     from ..mesh import load_mesh
 
     header = (f"{'mesh':<20} {'back end':<10} {'body':>4} {'found':>5} {'views':>5} {'sides':>7} {'first s':>7} "
@@ -129,8 +129,8 @@ def match_rows(pairs: list[tuple[str, str]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from .datasets import default_data_dir
-    from ..features.litert_models import litert_status
-    from ..features.pose_model import mediapipe_status
+    from ..keypoints.litert_models import litert_status
+    from ..keypoints.pose_model import mediapipe_status
 
     p = argparse.ArgumentParser(prog="python -m engine.bench.keypoint_backends", description=__doc__.split("\n\n")[1])
     p.add_argument("--data", default=None, help=f"benchmark data folder (default: {default_data_dir()})")

@@ -16,8 +16,8 @@ import time
 
 def run(paths: list[str]) -> int:
     from ..errors import StableWrapError
-    from ..features.keypoints import detect_keypoints
-    from ..features.pose_model import body_model
+    from ..keypoints.detect import detect_keypoints
+    from ..keypoints.pose_model import body_model
     from ..mesh import load_mesh
 
     t = time.perf_counter()

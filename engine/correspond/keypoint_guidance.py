@@ -1,6 +1,6 @@
 """Named body keypoints as correspondence: pose-invariant descriptors and a soft guidance term.
 
-Keypoints (``engine.features.keypoints``) are joint estimates: a few centimetres
+Keypoints (``engine.keypoints.detect``) are joint estimates: a few centimetres
 off the surface point an artist would click. They are used softly:
 
 - ``keypoint_distance_features``: geodesic distance from every vertex to each

@@ -29,7 +29,7 @@ MIN_PAIR_CONFIDENCE = 0.25
 # joint estimate), so 0.1 is clearly off and 0.25 is another body part altogether
 VERDICT_OFF = 0.10
 VERDICT_FAR = 0.25
-# a working copy that nearly shows a body (engine.features.keypoints.nearly_a_body) is searched
+# a working copy that nearly shows a body (engine.keypoints.detect.nearly_a_body) is searched
 # again on the mesh it was decimated from, itself decimated to at most this many vertices: the
 # renders are 384 px, where a 20k-vertex body's triangles are about a pixel across, so finer
 # meshes show nothing more (MakeHuman's base mesh with its helper geometry: the 3000-vertex
@@ -41,7 +41,7 @@ FINER_VERTICES = 20_000
 class PairKeypoints:
     """Keypoints of both meshes and the pairs a match may use.
 
-    source, target : engine.features.keypoints.Keypoints (None when not run)
+    source, target : engine.keypoints.detect.Keypoints (None when not run)
     pairs : (p, 2) int64 (source vertex, target vertex) on the clean meshes
     weights : (p,) float64 pair confidences; names : (p,) the keypoint names
     used : whether the match is guided by them; reason : why not (one line), "" when used
@@ -88,8 +88,8 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
         raise InputError(f"keypoints: unknown mode {mode!r}; use one of {', '.join(KEYPOINT_MODES)}")
     if mode == "off":
         return PairKeypoints(reason="keypoints off")
-    from ..features.keypoints import KeypointSettings, detect_keypoints_many, nearly_a_body
-    from ..features.pose_model import keypoints_status
+    from ..keypoints.detect import KeypointSettings, detect_keypoints_many, nearly_a_body
+    from ..keypoints.pose_model import keypoints_status
 
     if model is None:
         ok, why = keypoints_status()
@@ -119,7 +119,7 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
                 kps[i], detected_on[i] = _search_finer(finer[i], mesh, detect, kps[i], progress)
             if not kps[i].humanoid:
                 break
-    except BackendUnavailable as exc:  # a broken install, or the model's process ended (engine.features.pose_server)
+    except BackendUnavailable as exc:  # a broken install, or the model's process ended (engine.keypoints.pose_server)
         if mode == "on":
             raise
         once()
@@ -132,7 +132,7 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
             if mode == "on":
                 raise InputError(msg)
             return PairKeypoints(*kps, reason=msg + "; using geometric matching", detected_on=tuple(detected_on))
-    from ..features.keypoints import keypoint_pairs
+    from ..keypoints.detect import keypoint_pairs
 
     pairs, weights = keypoint_pairs(kps[0], kps[1], MIN_PAIR_CONFIDENCE)
     ok = kps[0].found(MIN_PAIR_CONFIDENCE) & kps[1].found(MIN_PAIR_CONFIDENCE)
@@ -166,7 +166,7 @@ def keypoint_verdict(pk: PairKeypoints, mapped_points: np.ndarray, target_vertic
     target_vertices : (nt, 3) float the target mesh the keypoints were detected on
     returns {"verdict": "good" | "check" | "wrong", "reason": str, "keypoint_error": median}
     """
-    from ..features.pose_model import mirror_name
+    from ..keypoints.pose_model import mirror_name
 
     src, tgt = pk.source, pk.target
     ok = src.found(MIN_PAIR_CONFIDENCE) & tgt.found(MIN_PAIR_CONFIDENCE)

@@ -39,8 +39,8 @@ def cmd_list(args) -> int:
 
 
 def _list_keypoint_models() -> None:
-    from . import mediapipe_files
-    from .pose_model import keypoint_backend, keypoints_status
+    from ..keypoints import mediapipe_files
+    from ..keypoints.pose_model import keypoint_backend, keypoints_status
 
     try:
         backend = keypoint_backend()
@@ -54,7 +54,7 @@ def _list_keypoint_models() -> None:
 
 
 def cmd_install(args) -> int:
-    from . import mediapipe_files
+    from ..keypoints import mediapipe_files
 
     pip_args = [a for d in args.find_links for a in ("--find-links", d)] + (["--no-index"] if args.no_index else [])
     dest = mediapipe_files.install_models(args.dest, wheel=args.wheel, download=not args.no_download, pip_args=tuple(pip_args))

@@ -208,3 +208,43 @@ def bounding_radius(*vertex_arrays: np.ndarray, center=(0.0, 0.0, 0.0)) -> float
         if len(v):
             r = max(r, float(np.sqrt(((v - c) ** 2).sum(1)).max()))
     return r if r > 0 else 1.0
+
+
+def aimed_cameras(center, front, up, fit_radius: float, azimuths=(0.0,), elevations=(0.0,), fov: float = 40.0,
+                  device="cpu") -> Cameras:
+    """Cameras looking at ``center`` from around the direction ``front``, upright along ``up``
+    (any unit vectors, not only the world axes: a face seen from in front of it).
+
+    One camera per (azimuth, elevation) in degrees, turned about ``up`` and then towards it from
+    ``front``; each at the distance where a sphere of ``fit_radius`` round ``center`` fills the
+    view with a margin (as ``orbit_cameras``).
+
+    center, front, up : (3,) float (front and up need not be orthogonal; up is made so)
+    """
+    c = np.asarray(center, np.float64).reshape(3)
+    f = np.asarray(front, np.float64).reshape(3)
+    u = np.asarray(up, np.float64).reshape(3)
+    if not (np.all(np.isfinite(c)) and np.all(np.isfinite(f)) and np.all(np.isfinite(u))):
+        raise InputError("cameras: center, front and up must be finite")
+    f = f / max(np.linalg.norm(f), 1e-30)
+    u = u - f * float(u @ f)
+    if np.linalg.norm(u) < 1e-9:
+        raise InputError("cameras: up must not be parallel to front")
+    u = u / np.linalg.norm(u)
+    side = np.cross(u, f)
+    if not (fit_radius > 0 and math.isfinite(fit_radius)):
+        raise InputError(f"cameras: fit_radius must be a positive number (got {fit_radius})")
+    radius = 1.1 * fit_radius / math.sin(math.radians(fov) / 2.0)
+    dirs = []
+    for el in elevations:
+        for az in azimuths:
+            a, e = math.radians(float(az)), math.radians(float(el))
+            dirs.append(math.cos(e) * (math.cos(a) * f + math.sin(a) * side) + math.sin(e) * u)
+    dirs_t = torch.as_tensor(np.array(dirs), dtype=torch.float32)
+    ct = torch.as_tensor(c, dtype=torch.float32)
+    eye = ct[None] + float(radius) * dirs_t
+    w2v = look_at(eye, ct, torch.as_tensor(u, dtype=torch.float32))
+    near = max(1e-3, float(radius) - 2.0 * fit_radius) * 0.5
+    far = float(radius) + 2.0 * fit_radius
+    proj = perspective(float(fov), near, far, len(dirs), "cpu")
+    return Cameras(w2v.to(device), proj.to(device), eye.to(device), float(fov), near, far)

@@ -62,7 +62,7 @@ def cmd_landmarks(args) -> int:
     from ..errors import InputError
     from ..fileio import atomic_path
     from ..mesh import load_mesh
-    from .keypoints import KeypointSettings, detect_keypoints
+    from .detect import KeypointSettings, detect_keypoints
 
     _check_input_file(args.mesh, "mesh")
     out = check_output_path(args.output)

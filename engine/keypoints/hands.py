@@ -1,7 +1,7 @@
 """Finger landmarks: close-up renders of each hand of a detected body through the hand model.
 
 The body's wrist and index-knuckle keypoints place a small orbit of cameras round each hand;
-the hand model's 2D points are triangulated like the body's (engine.features.keypoints) and
+the hand model's 2D points are triangulated like the body's (engine.keypoints.detect) and
 written into the Keypoints under ``left_*`` / ``right_*`` hand names. A hand the model does
 not find (a mitten hand, a fist, a hand inside a prop) simply gets no finger landmarks.
 """
@@ -26,7 +26,7 @@ def add_hand_keypoints(vertices: np.ndarray, faces: np.ndarray, kp, model: PoseM
     from ..render.cameras import orbit_cameras
     from ..render.raster import rasterize
     from ..render.shading import shade_lambert
-    from .keypoints import lift_detections
+    from .detect import lift_detections
 
     model = model or hand_model()
     v = torch.as_tensor(vertices, dtype=torch.float32)

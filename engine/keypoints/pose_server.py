@@ -1,4 +1,4 @@
-"""The keypoint models (either back end of ``engine.features.pose_model``) in a child process of
+"""The keypoint models (either back end of ``engine.keypoints.pose_model``) in a child process of
 their own.
 
 Importing mediapipe and building its graph costs about 0.3 s of Python work in a fresh process,
@@ -90,7 +90,7 @@ class PoseServer:
 # The child's start: this engine's package (argv[1]) without its __init__ (the public API's
 # imports: scipy and the mesh code, 0.1 s the child does not need), then main()
 _CHILD_BOOT = ("import sys, types; pkg = types.ModuleType('engine'); pkg.__path__ = [sys.argv[1]]; "
-               "sys.modules['engine'] = pkg; from engine.features.pose_server import main; main()")
+               "sys.modules['engine'] = pkg; from engine.keypoints.pose_server import main; main()")
 
 
 def _exit(proc: subprocess.Popen) -> str:

@@ -1,7 +1,7 @@
 """Named 3D body landmarks of a mesh from a 2D pose model on multi-view renders.
 
 How: render clay images of the mesh from an orbit of views, run the pose model
-(:mod:`engine.features.pose_model`) on each, and triangulate every named
+(:mod:`engine.keypoints.pose_model`) on each, and triangulate every named
 keypoint from the camera rays through its pixel in the views that see it
 (rays that disagree with the others are dropped: a view that swapped left and
 right or mistook a limb). The triangulated point is the joint estimate inside
@@ -84,7 +84,7 @@ class Keypoints:
 
     Attributes
     ----------
-    names : (k,) keypoint names (``engine.features.pose_model.ALL_NAMES``: body, then hands)
+    names : (k,) keypoint names (``engine.keypoints.pose_model.ALL_NAMES``: body, then hands)
     vertices : (k,) int64 vertex index in the mesh given (-1 where not found)
     points : (k, 3) float64 triangulated joint estimates in the mesh's coordinates (NaN where not found)
     confidence : (k,) float32 in [0, 1] (0 where not found)
@@ -353,7 +353,7 @@ def detect_keypoints_many(meshes, *, settings: KeypointSettings | None = None, m
                           stop_at_miss: bool = False, meanwhile=None) -> list[Keypoints | None]:
     """:func:`detect_keypoints` of several meshes (a match's source and target), overlapped: the pose
     model loads and runs on a helper thread (the MediaPipe models in their own process,
-    engine.features.pose_server: the thread waits without Python's lock) while this one renders
+    engine.keypoints.pose_server: the thread waits without Python's lock) while this one renders
     every mesh's first orbit and then does the caller's ``meanwhile`` work; other orbits, when
     the first does not show the body, follow one by one.
 
@@ -367,7 +367,7 @@ def detect_keypoints_many(meshes, *, settings: KeypointSettings | None = None, m
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .cache import FeatureCache, default_cache_dir, mesh_key
+    from ..features.cache import FeatureCache, default_cache_dir, mesh_key
 
     s = (settings or KeypointSettings()).check()
     arrays = []
@@ -410,7 +410,7 @@ def detect_keypoints_many(meshes, *, settings: KeypointSettings | None = None, m
             v, f = arrays[i]
             kp, best = _search(v, f, s, pm, first.pop(i), progress, n * share, share)
             if kp.humanoid and s.hands:
-                from .hand_keypoints import add_hand_keypoints
+                from .hands import add_hand_keypoints
 
                 add_hand_keypoints(v, f, kp, hand_model)
             if use_cache:

@@ -7,7 +7,7 @@ files of the ``mediapipe`` 0.10.14 wheel: no download), run by one of two back
 ends with the same landmarks:
 
 - ``mediapipe``: the mediapipe package's solutions (Python <= 3.12 where it is installed);
-- ``litert``: the model runner (``engine.features.litert_models``: LiteRT plus MediaPipe's
+- ``litert``: the model runner (``engine.keypoints.litert_models``: LiteRT plus MediaPipe's
   pre- and post-processing in numpy), on every Python the engine supports, 3.13 included.
 
 ``STABLEWRAP_KEYPOINT_BACKEND`` = ``auto`` (default: mediapipe where installed, else the
@@ -52,6 +52,9 @@ HAND_KEYPOINTS = (
     ("middle_tip", 12), ("ring_tip", 16), ("pinky_base", 17), ("pinky_tip", 20),
 )
 HAND_NAMES = tuple(f"{side}_{n}" for side in ("left", "right") for n, _ in HAND_KEYPOINTS)
+# The face mesh's 468 points by index (MediaPipe's canonical face model: 1 the nose tip, 33 / 263
+# the subject's right / left outer eye corners, 61 / 291 the mouth corners, 152 the chin)
+FACE_NAMES = tuple(f"face_{i:03d}" for i in range(468))
 ALL_NAMES = BODY_NAMES + HAND_NAMES
 
 
@@ -146,7 +149,7 @@ def _import_solutions():
 
 
 class ServedModel(PoseModel):
-    """A model whose detections run in the models' child process (``engine.features.pose_server``)
+    """A model whose detections run in the models' child process (``engine.keypoints.pose_server``)
     where one can run, else here; what both back ends share.
 
     Subclasses set ``name``, ``names``, ``index`` (the landmark of each name in the model's
@@ -269,6 +272,28 @@ class MediaPipePose(_MediaPipeModel):
         return lm, [lm[i].visibility for i in self.index]
 
 
+class MediaPipeFace(_MediaPipeModel):
+    """The face mesh from the mediapipe wheel (one face per image, static-image mode, without
+    the attention model): 468 points named ``FACE_NAMES``, each scored 1 where a face is found
+    (the solution reports no per-point score)."""
+
+    name = "mediapipe-face"
+    names = FACE_NAMES
+    index = tuple(range(len(FACE_NAMES)))
+
+    def __init__(self, min_detection: float = 0.5) -> None:
+        super().__init__(min_detection)
+
+    def _build(self, solutions):
+        return solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                                            min_detection_confidence=self.min_detection)
+
+    def _read(self, result):
+        if not result.multi_face_landmarks:
+            return None
+        return result.multi_face_landmarks[0].landmark, [1.0] * len(self.index)
+
+
 class MediaPipeHands(_MediaPipeModel):
     """The hand landmark model from the mediapipe wheel (one hand per image, static-image mode).
 
@@ -339,9 +364,18 @@ def hand_model(min_detection: float = 0.3) -> PoseModel:
     return LiteRTHands(min_detection)
 
 
+def face_model(min_detection: float = 0.5) -> PoseModel:
+    """The face mesh of the chosen back end (BackendUnavailable where it cannot run)."""
+    if keypoint_backend() == "mediapipe":
+        return MediaPipeFace(min_detection)
+    from .litert_models import LiteRTFace
+
+    return LiteRTFace(min_detection)
+
+
 def served_model_class(name: str) -> type:
     """A ServedModel class by its name (what the parent sends the models' child process)."""
-    from .litert_models import LiteRTHands, LiteRTPose
+    from .litert_models import LiteRTFace, LiteRTHands, LiteRTPose
 
-    classes = {c.__name__: c for c in (MediaPipePose, MediaPipeHands, LiteRTPose, LiteRTHands)}
+    classes = {c.__name__: c for c in (MediaPipePose, MediaPipeHands, MediaPipeFace, LiteRTPose, LiteRTHands, LiteRTFace)}
     return classes[name]

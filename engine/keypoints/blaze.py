@@ -7,7 +7,7 @@ interest; the landmark model sees that region cropped and turned upright, and it
 are mapped back into the image. This module is those calculators, written from MediaPipe's
 graph definitions (0.10.14: ``pose_detection_cpu``, ``pose_landmark_by_roi_cpu``,
 ``palm_detection_cpu``, ``hand_landmark_cpu``) so that any runtime that executes the model
-files (``engine.features.litert_models``) gives the solutions' landmarks.
+files (``engine.keypoints.litert_models``) gives the solutions' landmarks.
 
 Coordinates are MediaPipe's normalised ones: x to the right, y down, both in [0, 1] of the
 image's width and height. Images are (H, W, 3) uint8 RGB.

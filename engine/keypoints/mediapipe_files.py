@@ -54,7 +54,7 @@ _LICENSE_IN_WHEEL = f"mediapipe-{MEDIAPIPE_VERSION}.dist-info/LICENSE"
 NOTICE = (f"The .tflite files in this folder are MediaPipe {MEDIAPIPE_VERSION}'s models (Copyright Google LLC),\n"
           f"taken unchanged from the mediapipe {MEDIAPIPE_VERSION} wheel on PyPI and distributed under the\n"
           "Apache License 2.0 (LICENSE beside this file). StableWrap runs them with its own pre- and\n"
-          "post-processing (engine.features.blaze).\n")
+          "post-processing (engine.keypoints.blaze).\n")
 
 
 def default_dir() -> Path:

@@ -1,6 +1,6 @@
 """The body and hand keypoint models run by the model runner: MediaPipe's ``.tflite`` files
 through Google's LiteRT interpreter (``ai-edge-litert``: wheels for CPython 3.11-3.13 on Linux,
-Windows and macOS), with MediaPipe's pre- and post-processing in ``engine.features.blaze``.
+Windows and macOS), with MediaPipe's pre- and post-processing in ``engine.keypoints.blaze``.
 
 The same models and the same steps as ``mediapipe.solutions`` pose (full, static images) and
 hands (full, one hand, static images), without the mediapipe package: the engine's keypoints on
@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import BackendUnavailable
 from . import blaze
 from .mediapipe_files import model_path, models_status
-from .pose_model import BODY_KEYPOINTS, HAND_KEYPOINTS, ServedModel, ViewKeypoints, muted_stderr
+from .pose_model import BODY_KEYPOINTS, FACE_NAMES, HAND_KEYPOINTS, ServedModel, ViewKeypoints, muted_stderr
 
 # the pose landmark model's input and the presence threshold of MediaPipe's pose graph
 # (pose_landmark_by_roi_cpu: ThresholdingCalculator 0.5, the solution's min_tracking_confidence)
@@ -25,6 +25,10 @@ _HAND_INPUT, _HAND_PRESENCE = 224, 0.5
 # SSD anchors of the two detectors (pose_detection_cpu / palm_detection_cpu graphs)
 _POSE_ANCHORS = blaze.ssd_anchors(224, (8, 16, 32, 32, 32))
 _PALM_ANCHORS = blaze.ssd_anchors(192, (8, 16, 16, 16))
+# the face detector (short range, 128 px) and the face mesh (192 px, 468 points) of MediaPipe's
+# face_landmark_front_cpu graph; the face flag is a logit there (TensorsToFloats with sigmoid)
+_FACE_ANCHORS = blaze.ssd_anchors(128, (8, 16, 16, 16))
+_FACE_INPUT, _FACE_PRESENCE = 192, 0.5
 
 
 def litert_status() -> tuple[bool, str]:
@@ -39,7 +43,8 @@ def litert_status() -> tuple[bool, str]:
         if not found:
             return False, (f"the {package} package is not installed "
                            "(pip install 'stablewrap-engine[keypoints]')")
-    return models_status(("pose_detection", "pose_landmark_full", "palm_detection_full", "hand_landmark_full"))
+    return models_status(("pose_detection", "pose_landmark_full", "palm_detection_full", "hand_landmark_full",
+                          "face_detection_short_range", "face_landmark"))
 
 
 class _Network:
@@ -189,3 +194,39 @@ class LiteRTHands(_LiteRTModel):
         pts = blaze.project(blaze.remove_letterbox(pts, pad), roi)
         p = float(handedness.ravel()[0])
         return pts, [max(p, 1.0 - p)] * len(self.index)
+
+
+class LiteRTFace(_LiteRTModel):
+    """The face mesh through LiteRT: the short-range face detector, then 468 landmarks on the
+    region its eyes turn upright (one face per image, as ``mediapipe.solutions.face_mesh`` in
+    static-image mode without the attention model).
+
+    The face mesh reports no per-point score: every point of a found face scores 1 (the caller
+    judges points by the agreement of views).
+    """
+
+    name = "litert-face"
+    names = FACE_NAMES
+    index = tuple(range(len(FACE_NAMES)))
+    files = ("face_detection_short_range", "face_landmark")
+
+    def __init__(self, min_detection: float = 0.5) -> None:
+        super().__init__(min_detection)
+
+    def _one(self, nets, img):
+        detector, landmarks = nets
+        h, w = img.shape[:2]
+        found = self._best_detection(detector, img, 128, (-1.0, 1.0), _FACE_ANCHORS, 6)
+        if found is None:
+            return None
+        box, kps = found
+        # key points 0 and 1: the eyes (the image's left one first); turned level, not up
+        rect = blaze.box_rect(box, blaze.keypoint_rotation(kps[0], kps[1], w, h, target=0.0))
+        roi = blaze.transform_rect(rect, w, h, 1.5)
+        padded, pad = blaze.letterbox(w, h, roi, _FACE_INPUT)
+        raw, flag = landmarks(blaze.crop(img, padded, _FACE_INPUT, (0.0, 1.0), zero_border=False))
+        if float(blaze.sigmoid(flag.ravel()[0])) < _FACE_PRESENCE:
+            return None
+        pts = raw.reshape(-1, 3)[:, :2].astype(np.float64) / _FACE_INPUT
+        pts = blaze.project(blaze.remove_letterbox(pts, pad), roi)
+        return pts, [1.0] * len(self.index)

@@ -1,0 +1,349 @@
+"""Face landmarks of a mesh: MediaPipe's face mesh on views aimed at the face, lifted to the surface.
+
+How: find the face, then look at it. Where the body keypoints found a head (ears, nose), the
+face is where they put it. Otherwise (a head on its own, any orientation) the whole mesh is
+orbited round each world axis and every view is tried at four image rotations; the view whose
+face mesh comes out most frontal gives the face's centre, its up (forehead over chin) and its
+front (towards that camera). Views aimed at the face from in front of it (azimuths and
+elevations round its up, the face upright in each image) then go through the face mesh; every
+landmark's pixel is looked up in the raster (its triangle and barycentrics: a point on the
+surface), and a landmark is kept where enough views put it at the same place. The face's
+outline (the oval, which slides over the cheeks as the view turns) is left out, and so is a
+landmark whose pixel shows no surface (inside an open mouth or an eye hole).
+
+Landmark ``face_NNN`` is the face mesh's point NNN (1 the nose tip, 33 / 263 the subject's right
+/ left outer eye corners, 61 / 291 the mouth corners, 152 the chin): the same index is the same
+place on every face, which makes them pairs between two meshes directly.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .pose_model import FACE_NAMES, PoseModel, face_model
+
+# the face oval of MediaPipe's face mesh (FACEMESH_FACE_OVAL): silhouette points, left out
+FACE_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152, 162, 172, 176, 234, 251, 284, 288,
+             297, 323, 332, 338, 356, 361, 365, 377, 378, 379, 389, 397, 400, 454)
+# points that place the face: nose tip, outer eye corners (subject's right, left), mouth corners,
+# forehead centre (on the oval, used only to frame), chin (the same)
+NOSE, EYE_R, EYE_L, MOUTH_R, MOUTH_L, FOREHEAD, CHIN = 1, 33, 263, 61, 291, 10, 152
+SETTINGS_VERSION = 1
+
+
+@dataclass
+class FaceSettings:
+    """resolution : render size (the face mesh works at 192 px inside);
+    azimuths / elevations : the aimed views round the face's up, degrees from its front;
+    frame : the aimed views frame a sphere this many face heights (forehead to chin) round the
+    face; min_views : views that must agree on a landmark; tolerance : how far apart (fraction
+    of the face height) their surface points may lie."""
+
+    resolution: int = 384
+    azimuths: tuple[float, ...] = (-45.0, -22.5, 0.0, 22.5, 45.0)
+    elevations: tuple[float, ...] = (12.0, -12.0)
+    frame: float = 1.1
+    min_views: int = 3
+    tolerance: float = 0.06
+    search_views: int = 8
+
+    def check(self) -> "FaceSettings":
+        if not 128 <= int(self.resolution) <= 2048:
+            raise InputError(f"face: resolution must be between 128 and 2048 pixels (got {self.resolution})")
+        if int(self.min_views) < 2 or int(self.min_views) > len(self.azimuths) * len(self.elevations):
+            raise InputError(f"face: min_views must be between 2 and the number of aimed views (got {self.min_views})")
+        if not 0 < float(self.tolerance) < 1 or not 0.3 <= float(self.frame) <= 5:
+            raise InputError("face: tolerance must lie in (0, 1) and frame in [0.3, 5]")
+        return self
+
+
+@dataclass
+class FaceLandmarks:
+    """Face landmarks of one mesh.
+
+    names : (468,) ``face_NNN``; vertices : (468,) int64 (-1: not found); points : (468, 3) float64
+    surface points (NaN where not found); confidence : (468,) float32 (share of the aimed views
+    that agree); found_face : whether a face was found; views_found : aimed views that showed
+    it; front, up : (3,) unit vectors of the face (NaN when no face)
+    """
+
+    names: tuple[str, ...]
+    vertices: np.ndarray
+    points: np.ndarray
+    confidence: np.ndarray
+    found_face: bool
+    views_found: int
+    front: np.ndarray
+    up: np.ndarray
+    model: str = "face"
+
+    def found(self, min_confidence: float = 0.0) -> np.ndarray:
+        return (self.vertices >= 0) & (self.confidence > min_confidence)
+
+    def point(self, index: int) -> np.ndarray | None:
+        return self.points[index] if self.vertices[index] >= 0 else None
+
+    def as_dict(self) -> dict:
+        return {"face": bool(self.found_face), "model": self.model, "views_found": int(self.views_found),
+                "front": [round(float(x), 6) for x in self.front], "up": [round(float(x), 6) for x in self.up],
+                "landmarks": [{"name": n, "vertex": int(v), "point": [round(float(x), 6) for x in p],
+                               "confidence": round(float(c), 4), "model": self.model}
+                              for n, v, p, c in zip(self.names, self.vertices, self.points, self.confidence) if v >= 0]}
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"vertices": self.vertices, "points": self.points, "confidence": self.confidence,
+                "frame": np.stack([self.front, self.up]), "info": np.array([float(self.found_face), float(self.views_found)])}
+
+    @classmethod
+    def from_arrays(cls, a: dict, model: str) -> "FaceLandmarks":
+        return cls(FACE_NAMES, a["vertices"].astype(np.int64), a["points"].astype(np.float64),
+                   a["confidence"].astype(np.float32), bool(a["info"][0]), int(a["info"][1]),
+                   a["frame"][0].astype(np.float64), a["frame"][1].astype(np.float64), model)
+
+
+def no_face(model: str, views_found: int = 0) -> FaceLandmarks:
+    k = len(FACE_NAMES)
+    nan3 = np.full(3, np.nan)
+    return FaceLandmarks(FACE_NAMES, np.full(k, -1, np.int64), np.full((k, 3), np.nan), np.zeros(k, np.float32),
+                         False, views_found, nan3, nan3.copy(), model)
+
+
+# ----------------------------------------------------------------------------- rendering and lookup
+
+
+def _render(v: torch.Tensor, f: torch.Tensor, cams, resolution: int):
+    from ..render.raster import rasterize
+    from ..render.shading import shade_lambert
+
+    raster = rasterize(v, f, cams, (resolution, resolution), backend="torch")
+    img = shade_lambert(raster, cams, v, f)
+    return (img.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy(), raster
+
+
+def surface_points(raster, faces: np.ndarray, vertices: np.ndarray, view: int, xy: np.ndarray) -> np.ndarray:
+    """The surface point under each pixel position of one view (raster triangle + barycentrics).
+
+    xy : (k, 2) float pixel coordinates; returns (k, 3) float64, NaN where the pixel shows no surface
+    """
+    h, w = raster.triangle_id.shape[1:3]
+    col = np.clip(np.floor(xy[:, 0]).astype(np.int64), 0, w - 1)
+    row = np.clip(np.floor(xy[:, 1]).astype(np.int64), 0, h - 1)
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
+    tri = raster.triangle_id[view].cpu().numpy()[row, col]
+    bary = raster.bary[view].cpu().numpy()[row, col].astype(np.float64)
+    out = np.full((len(xy), 3), np.nan)
+    ok = inside & (tri >= 0)
+    out[ok] = np.einsum("kc,kcd->kd", bary[ok], vertices[faces[tri[ok]]])
+    return out
+
+
+def _rotate_images(images: np.ndarray, quarter_turns: int) -> np.ndarray:
+    """Turn every image counter-clockwise by ``quarter_turns`` x 90 degrees."""
+    return np.ascontiguousarray(np.rot90(images, quarter_turns, axes=(1, 2)))
+
+
+def _unrotate_xy(xy: np.ndarray, quarter_turns: int, size: int) -> np.ndarray:
+    """Pixel positions in an image turned by ``quarter_turns`` (counter-clockwise) -> in the original."""
+    out = np.array(xy, np.float64, copy=True)
+    for _ in range(quarter_turns % 4):  # undo one counter-clockwise quarter turn: (x, y) <- (size - y, x)
+        out = np.stack([size - out[:, 1], out[:, 0]], axis=1)
+    return out
+
+
+def _frontalness(xy: np.ndarray) -> float:
+    """How squarely a found face looks at the camera: the nose tip midway between the outer eye
+    corners (1 frontal, 0 in profile)."""
+    dr, dl = np.linalg.norm(xy[NOSE] - xy[EYE_R]), np.linalg.norm(xy[NOSE] - xy[EYE_L])
+    return float(1.0 - abs(dr - dl) / max(dr + dl, 1e-9))
+
+
+def _upright(xy: np.ndarray) -> bool:
+    """Whether a face mesh lies upright in its image (forehead over chin within 45 degrees of the
+    image's up). The face detector also fires on a face turned upside down and the face mesh then
+    reads it with forehead and chin swapped; of the four turns of a view, the upright one counts."""
+    up = xy[FOREHEAD] - xy[CHIN]
+    return bool(-up[1] > abs(up[0]))
+
+
+def _reads_upright(points: np.ndarray, front: np.ndarray) -> bool:
+    """Whether the face mesh read the face the right way up: the mouth corners lie ahead of the
+    outer eye corners (on the face's curve; in profile the eye corners sit well behind). A face
+    turned upside down in the image can be read as upright with every label moved to its
+    opposite (the eyes' on the mouth, the forehead's on the chin): that reading fits the picture
+    as well, but puts its "mouth" behind its "eyes"."""
+    eyes = (points[EYE_R] + points[EYE_L]) / 2
+    mouth = (points[MOUTH_R] + points[MOUTH_L]) / 2
+    return bool(np.all(np.isfinite(eyes)) and np.all(np.isfinite(mouth)) and float((mouth - eyes) @ front) > 0)
+
+
+def _face_frame(points: np.ndarray, camera_pos: np.ndarray):
+    """(centre, front, up, height) of a face from the surface points of its landmarks in one view."""
+    need = [NOSE, EYE_R, EYE_L, MOUTH_R, MOUTH_L, FOREHEAD, CHIN]
+    p = points[need]
+    if not np.all(np.isfinite(p)):
+        return None
+    nose, eye_r, eye_l, mouth_r, mouth_l, forehead, chin = p
+    up = forehead - chin
+    height = float(np.linalg.norm(up))
+    if height <= 0:
+        return None
+    up = up / height
+    left = eye_l - eye_r
+    front = np.cross(left, up)  # the subject's left x up = its front (right-handed)
+    if np.linalg.norm(front) < 1e-12:
+        return None
+    front = front / np.linalg.norm(front)
+    if float(front @ (camera_pos - nose)) < 0:  # a mirrored reading: trust the camera for the facing
+        front = -front
+    centre = (eye_r + eye_l + mouth_r + mouth_l) / 4 - 0.25 * height * front
+    return centre, front, up, height
+
+
+# ----------------------------------------------------------------------------- the search
+
+
+def _find_face(vertices, faces, v, f, s: FaceSettings, model: PoseModel):
+    """Where no body gives the head: orbits round each axis, four image rotations; the most
+    frontal face found sets the face frame. Returns (centre, front, up, height) or None."""
+    from ..render.cameras import bounding_radius, orbit_cameras
+
+    centre = (vertices.max(0) + vertices.min(0)) / 2
+    radius = bounding_radius(vertices, center=centre)
+    best = None
+    for axis in ("y", "z", "x"):
+        cams = orbit_cameras(int(s.search_views), elevations=(10.0,), center=centre, fit_radius=radius, up=axis)
+        images, raster = _render(v, f, cams, int(s.resolution))
+        for turns in range(4):
+            dets = model.detect(_rotate_images(images, turns))
+            for view, det in enumerate(dets):
+                if det is None:
+                    continue
+                if not _upright(det.xy):
+                    continue
+                xy = _unrotate_xy(det.xy, turns, int(s.resolution))
+                score = _frontalness(xy)
+                if best is not None and score <= best[0]:
+                    continue
+                pts = surface_points(raster, faces, vertices, view, xy)
+                frame = _face_frame(pts, cams.positions[view].double().numpy())
+                if frame is not None and _reads_upright(pts, frame[1]):
+                    best = (score, frame)
+        if best is not None and best[0] > 0.8:  # a face seen nearly head-on: the other axes cannot do better
+            break
+    return None if best is None else best[1]
+
+
+def _head_from_body(kp):
+    """(centre, front, up, height) from body keypoints with a head (ears, eyes, nose), or None."""
+    if kp is None or not getattr(kp, "humanoid", False):
+        return None
+    parts = [kp.point(n) for n in ("left_ear", "right_ear", "nose")]
+    frame = kp.frame()
+    if any(p is None for p in parts) or frame is None:
+        return None
+    ear_l, ear_r, nose = parts
+    width = float(np.linalg.norm(ear_l - ear_r))
+    front = frame[2]
+    up = frame[1]
+    return (ear_l + ear_r) / 2, front, up, width
+
+
+def _aimed(vertices, faces, v, f, frame, s: FaceSettings, model: PoseModel):
+    from ..render.cameras import aimed_cameras
+
+    centre, front, up, height = frame
+    cams = aimed_cameras(centre, front, up, s.frame * height, azimuths=s.azimuths, elevations=s.elevations)
+    images, raster = _render(v, f, cams, int(s.resolution))
+    dets = model.detect(images)
+    per_view = []
+    for view, det in enumerate(dets):
+        if det is not None and _upright(det.xy):  # aimed upright: a face read upside down is misread
+            per_view.append(surface_points(raster, faces, vertices, view, det.xy))
+    return per_view
+
+
+def _consensus(per_view: list, vertices: np.ndarray, tolerance: float, min_views: int, n_views: int):
+    """Per landmark: the surface points the views agree on (within ``tolerance`` of the medoid),
+    their mean snapped to the nearest vertex, and the agreeing share of the aimed views."""
+    from scipy.spatial import cKDTree
+
+    k = len(FACE_NAMES)
+    points, verts, conf = np.full((k, 3), np.nan), np.full(k, -1, np.int64), np.zeros(k, np.float32)
+    if len(per_view) < min_views:
+        return points, verts, conf
+    stack = np.stack(per_view)  # (V, k, 3), NaN where a view shows no surface there
+    tree = cKDTree(vertices)
+    for j in range(k):
+        pts = stack[:, j]
+        pts = pts[np.all(np.isfinite(pts), axis=1)]
+        if len(pts) < min_views:
+            continue
+        d = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+        close = d <= tolerance
+        medoid = int(np.argmax(close.sum(1)))
+        inl = close[medoid]
+        if inl.sum() < min_views:
+            continue
+        p = pts[inl].mean(0)
+        points[j], verts[j] = p, int(tree.query(p)[1])
+        conf[j] = float(inl.sum()) / n_views
+    return points, verts, conf
+
+
+def detect_face_landmarks(vertices: np.ndarray, faces: np.ndarray, *, body=None, settings: FaceSettings | None = None,
+                          model: PoseModel | None = None, cache_dir: str | None = None,
+                          use_cache: bool = True) -> FaceLandmarks:
+    """The face landmarks of one mesh (module docstring); ``found_face`` False where no face is seen.
+
+    vertices : (n, 3) float; faces : (m, 3) int
+    body : the mesh's body Keypoints, where detected (they place the head; None: search the mesh)
+    model : the face mesh (the chosen back end's by default); cache_dir / use_cache : as for
+    the body keypoints (per mesh content, settings and model)
+    """
+    from ..features.cache import FeatureCache, default_cache_dir, mesh_key
+
+    s = (settings or FaceSettings()).check()
+    vertices = np.asarray(vertices, np.float64)
+    faces = np.asarray(faces, np.int64)
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) == 0 or faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
+        raise InputError(f"face: expected (n, 3) vertices and (m, 3) triangles, got {vertices.shape} and {faces.shape}")
+    model = model if model is not None else face_model()
+    head = _head_from_body(body)
+    cache = FeatureCache(cache_dir or os.path.join(os.path.dirname(default_cache_dir()), "keypoints"))
+    key = mesh_key(vertices, faces, {"kind": "face", "version": SETTINGS_VERSION, "model": model.name,
+                                     "head": None if head is None else [np.round(x, 5).tolist() for x in head[:3]],
+                                     **{k: (list(x) if isinstance(x, tuple) else x) for k, x in vars(s).items()}})
+    if use_cache:
+        hit = cache.get(key)
+        if hit is not None:
+            return FaceLandmarks.from_arrays(hit, model.name)
+    v, f = torch.as_tensor(vertices, dtype=torch.float32), torch.as_tensor(faces, dtype=torch.int64)
+    frame = head if head is not None else _find_face(vertices, faces, v, f, s, model)
+    out = no_face(model.name)
+    n_views = len(s.azimuths) * len(s.elevations)
+    best = None
+    for _ in range(2):  # the aimed views, then once more from the frame their landmarks give
+        if frame is None:
+            break
+        per_view = _aimed(vertices, faces, v, f, frame, s, model)
+        pts, verts, conf = _consensus(per_view, vertices, s.tolerance * frame[3], int(s.min_views), n_views)
+        if best is None or len(per_view) > best[0]:
+            best = (len(per_view), frame, pts, verts, conf)
+        frame = _face_frame(pts, np.asarray(frame[0]) + 10.0 * frame[3] * np.asarray(frame[1]))
+    if best is not None:
+        n_found, frame, pts, verts, conf = best
+        verts, conf = verts.copy(), conf.copy()
+        oval = list(FACE_OVAL)  # the outline slides with the view: it framed the face, it is no landmark
+        pts = pts.copy()
+        verts[oval], conf[oval], pts[oval] = -1, 0.0, np.nan
+        out = FaceLandmarks(FACE_NAMES, verts, pts, conf, bool((verts >= 0).sum() >= 20), n_found,
+                            np.asarray(frame[1], np.float64), np.asarray(frame[2], np.float64), model.name)
+        if not out.found_face:
+            out = no_face(model.name, n_found)
+    if use_cache:
+        cache.put(key, out.to_arrays())
+    return out

@@ -1,0 +1,87 @@
+"""Face landmarks on meshes (engine.keypoints.face): found from the body's head or, for a head on
+its own, by searching the mesh; the same landmarks either way, whatever the head's orientation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.keypoints.face import EYE_L, EYE_R, FACE_OVAL, NOSE, detect_face_landmarks, _unrotate_xy, _rotate_images
+from engine.keypoints.pose_model import keypoints_status
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_models = pytest.mark.skipif(not keypoints_status()[0], reason="no keypoint back end installed")
+needs_makehuman = pytest.mark.skipif(not (DATA / "realworld" / "mh_body.obj").is_file(), reason="benchmark data not available")
+
+
+def test_turned_pixels_map_back_to_the_view_they_came_from():
+    img = np.zeros((1, 64, 64, 3), np.uint8)
+    img[0, 20, 10] = 255  # row 20, column 10
+    for turns in range(4):
+        y, x = np.argwhere(_rotate_images(img, turns)[0, :, :, 0])[0]
+        assert np.allclose(_unrotate_xy(np.array([[x + 0.5, y + 0.5]]), turns, 64), [[10.5, 20.5]])
+
+
+@pytest.fixture(scope="module")
+def makehuman(tmp_path_factory):
+    from engine.keypoints.detect import detect_keypoints
+    from engine.mesh import load_mesh
+
+    mesh = load_mesh(DATA / "realworld" / "mh_body.obj").mesh
+    cache = str(tmp_path_factory.mktemp("kp"))
+    body = detect_keypoints(mesh.vertices, mesh.faces, cache_dir=cache)
+    face = detect_face_landmarks(mesh.vertices, mesh.faces, body=body, cache_dir=cache)
+    return mesh, body, face, cache
+
+
+def _head(mesh, body, radius: float):
+    """The mesh's part within ``radius`` ear widths of the head's centre (a head cut as a template or a scan is)."""
+    ears = body.point("left_ear"), body.point("right_ear")
+    width = float(np.linalg.norm(ears[0] - ears[1]))
+    keep = np.linalg.norm(mesh.vertices - (ears[0] + ears[1]) / 2, axis=1) < radius * width
+    faces = mesh.faces[keep[mesh.faces].all(1)]
+    used = np.unique(faces)
+    remap = np.full(len(mesh.vertices), -1)
+    remap[used] = np.arange(len(used))
+    return mesh.vertices[used], remap[faces], used, width
+
+
+@needs_models
+@needs_makehuman
+def test_the_body_places_the_face_and_its_landmarks_land_on_the_right_features(makehuman):
+    mesh, body, face, _ = makehuman
+    assert face.found_face and face.views_found >= 8 and face.found().sum() >= 400
+    assert not face.found()[list(FACE_OVAL)].any()  # the outline slides with the view: left out
+    # the template faces +Z with its left at +X: the subject's left eye corner is at +X, the nose ahead
+    assert face.point(EYE_L)[0] > 0 > face.point(EYE_R)[0]
+    assert face.point(NOSE)[2] > face.point(EYE_L)[2]
+    assert np.linalg.norm(face.point(NOSE) - body.point("nose")) < 0.02  # unit-area frame: ~1 cm
+    assert face.front[2] > 0.9 and face.up[1] > 0.9
+
+
+@needs_models
+@needs_makehuman
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_head_on_its_own_turned_anyhow_gives_the_same_landmarks(makehuman, seed, tmp_path):
+    from scipy.spatial.transform import Rotation
+
+    mesh, body, face, _ = makehuman
+    hv, hf, used, width = _head(mesh, body, 1.4)  # head and neck, as a template head
+    turn = Rotation.random(random_state=seed).as_matrix()
+    got = detect_face_landmarks(hv @ turn.T, hf, cache_dir=str(tmp_path))
+    assert got.found_face
+    both = got.found() & face.found()
+    assert both.sum() >= 350
+    err = np.linalg.norm(got.points[both] @ turn - face.points[both], axis=1) / width
+    assert np.median(err) < 0.03 and np.quantile(err, 0.95) < 0.1
+    assert np.allclose(got.up @ turn, face.up, atol=0.15) and np.allclose(got.front @ turn, face.front, atol=0.15)
+
+
+@needs_models
+def test_a_mesh_without_a_face_gives_no_face(tmp_path):
+    import trimesh
+
+    ball = trimesh.creation.icosphere(subdivisions=3)
+    got = detect_face_landmarks(ball.vertices, ball.faces, cache_dir=str(tmp_path))
+    assert not got.found_face and got.found().sum() == 0
