@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.keypoints.face import EYE_L, EYE_R, FACE_OVAL, NOSE, detect_face_landmarks, _unrotate_xy, _rotate_images
+from engine.keypoints.face import EYE_L, EYE_R, FACE_OVAL, NOSE, detect_face_landmarks, _turn_images, _unturn_xy
 from engine.keypoints.pose_model import keypoints_status
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -16,11 +16,13 @@ needs_makehuman = pytest.mark.skipif(not (DATA / "realworld" / "mh_body.obj").is
 
 
 def test_turned_pixels_map_back_to_the_view_they_came_from():
-    img = np.zeros((1, 64, 64, 3), np.uint8)
-    img[0, 20, 10] = 255  # row 20, column 10
-    for turns in range(4):
-        y, x = np.argwhere(_rotate_images(img, turns)[0, :, :, 0])[0]
-        assert np.allclose(_unrotate_xy(np.array([[x + 0.5, y + 0.5]]), turns, 64), [[10.5, 20.5]])
+    img = np.full((1, 64, 64, 3), 255, np.uint8)
+    img[0, 20:22, 10:12] = 0  # a dark 2 x 2 block: its centre is at x = 11, y = 21
+    for angle in (0, 90, 180, 270, 45, 135):
+        turned = _turn_images(img, angle)[0, :, :, 0]
+        ys, xs = np.nonzero(turned < 128)
+        back = _unturn_xy(np.array([[xs.mean() + 0.5, ys.mean() + 0.5]]), angle, 64)
+        assert np.allclose(back, [[11.0, 21.0]], atol=0.6), angle
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,33 @@ def test_a_mesh_without_a_face_gives_no_face(tmp_path):
     ball = trimesh.creation.icosphere(subdivisions=3)
     got = detect_face_landmarks(ball.vertices, ball.faces, cache_dir=str(tmp_path))
     assert not got.found_face and got.found().sum() == 0
+
+
+@needs_models
+@needs_makehuman
+def test_a_template_head_onto_a_turned_head_scan_is_guided_by_face_landmarks(makehuman, tmp_path, monkeypatch):
+    """The MakeHuman head (cut at the neck) onto a FAUST person's head cut with its shoulders and
+    turned: no body on either, so the face landmarks pair them, set the orientation and guide the
+    fit; the template's nose lands on the scan's nose."""
+    import engine
+    from engine.bench.heads import cut_head
+    from engine.keypoints.detect import detect_keypoints
+    from engine.mesh import load_mesh
+    from scipy.spatial.transform import Rotation
+
+    monkeypatch.setenv("STABLEWRAP_CACHE", str(tmp_path))
+    mesh, body, face, _ = makehuman
+    sv, sf, s_used, _ = cut_head(mesh.vertices, mesh.faces, body, 1.4)
+    scan = load_mesh(DATA / "faust5k" / "tr_reg_001.off").mesh
+    scan_body = detect_keypoints(scan.vertices, scan.faces, cache_dir=str(tmp_path))
+    tv, tf, t_used, _ = cut_head(scan.vertices, scan.faces, scan_body, 2.3)
+    turn = Rotation.random(random_state=3).as_matrix()
+    corr = engine.match((sv, sf), (tv @ turn.T, tf))
+    kp = corr.meta["keypoints"]
+    assert kp["used"] and kp["kind"] == "face" and len(kp["pairs"]) >= 20, kp
+    assert corr.meta["verdict"]["verdict"] == "good"
+    nose_s = int(np.nonzero(s_used == body.vertices[body.index("nose")])[0][0])
+    nose_t = (tv @ turn.T)[int(np.nonzero(t_used == scan_body.vertices[scan_body.index("nose")])[0][0])]
+    f, b = corr.src_to_tgt_face[nose_s], corr.src_to_tgt_bary[nose_s]
+    landed = b @ (tv @ turn.T)[tf[f]]
+    assert np.linalg.norm(landed - nose_t) < 0.05 * np.linalg.norm(tv.max(0) - tv.min(0))

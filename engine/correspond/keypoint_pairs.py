@@ -35,6 +35,9 @@ VERDICT_FAR = 0.25
 # meshes show nothing more (MakeHuman's base mesh with its helper geometry: the 3000-vertex
 # copy's ankles blur into the helpers, its 19k vertices show them)
 FINER_VERTICES = 20_000
+# the face landmarks of a head are searched on its full mesh decimated to this many vertices: the
+# aimed views are 384 px across a face, where a 20k-vertex head's triangles are a few pixels
+FACE_VERTICES = 20_000
 
 
 @dataclass
@@ -47,6 +50,7 @@ class PairKeypoints:
     used : whether the match is guided by them; reason : why not (one line), "" when used
     detected_on : per side, the vertex count of the finer mesh the body was found on when the
         working copy showed none (0: found on the mesh given, or not searched again)
+    kind : "body" (the pose model's keypoints) or "face" (face landmarks of heads without a body)
     """
 
     source: object = None
@@ -57,9 +61,10 @@ class PairKeypoints:
     used: bool = False
     reason: str = ""
     detected_on: tuple = (0, 0)
+    kind: str = "body"  # "body": the pose model's keypoints; "face": the face mesh's (a head alone)
 
     def meta(self) -> dict:
-        out: dict = {"used": self.used}
+        out: dict = {"used": self.used, "kind": self.kind}
         if self.reason:
             out["reason"] = self.reason
         if self.used:
@@ -129,6 +134,11 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
             which = "source" if i == 0 else "target"
             msg = (f"keypoints: no body found on the {which} mesh '{mesh.name}' "
                    f"({kp.views_found} of the views show one)")
+            if model is None:  # the shipped models: a head without a body has a face to go by
+                faces, why = detect_face_pair(source, target, kps, finer, cache_dir)
+                if faces is not None:
+                    return faces
+                msg += f"; {why}"
             if mode == "on":
                 raise InputError(msg)
             return PairKeypoints(*kps, reason=msg + "; using geometric matching", detected_on=tuple(detected_on))
@@ -140,6 +150,34 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
     return PairKeypoints(kps[0], kps[1], pairs, weights, names, used=len(pairs) >= 3,
                          reason="" if len(pairs) >= 3 else "keypoints: fewer than 3 keypoints found on both meshes",
                          detected_on=tuple(detected_on))
+
+
+def detect_face_pair(source: Mesh, target: Mesh, bodies, finer: tuple = (None, None), cache_dir: str | None = None):
+    """Face landmark pairs where a mesh shows no body (a head on its own): the face mesh on both
+    meshes (engine.keypoints.face), on the finer mesh a working copy was made from (decimated to
+    ``FACE_VERTICES``: a 3000-vertex copy of a head blurs its eyes and mouth) and carried to the
+    copy. Returns (PairKeypoints with ``kind`` "face", "") when both show a face, else (None, the
+    reason in a few words)."""
+    from ..geometry.working_copy import WorkingCopy
+    from ..keypoints.detect import keypoint_pairs
+    from ..keypoints.face import detect_face_landmarks, face_keypoints
+
+    sides = []
+    for i, mesh in enumerate((source, target)):
+        body = bodies[i] if bodies[i] is not None and bodies[i].humanoid else None
+        full = finer[i] if finer[i] is not None and finer[i].n_vertices > mesh.n_vertices else None
+        seen = WorkingCopy(full, FACE_VERTICES).mesh if full is not None else mesh
+        face = detect_face_landmarks(seen.vertices, seen.faces, body=body, cache_dir=cache_dir)
+        if not face.found_face:
+            return None, f"no face found on the {'source' if i == 0 else 'target'} mesh '{mesh.name}' either"
+        kp = face_keypoints(face)
+        sides.append(kp.carried_to(seen.vertices, mesh.vertices) if seen is not mesh else kp)
+    pairs, weights = keypoint_pairs(sides[0], sides[1], MIN_PAIR_CONFIDENCE)
+    if len(pairs) < 3:
+        return None, "fewer than 3 face landmarks found on both meshes"
+    ok = sides[0].found(MIN_PAIR_CONFIDENCE) & sides[1].found(MIN_PAIR_CONFIDENCE)
+    names = [n for n, k in zip(sides[0].names, ok) if k]
+    return PairKeypoints(sides[0], sides[1], pairs, weights, names, used=True, kind="face"), ""
 
 
 def _search_finer(finer: Mesh, copy: Mesh, detect, missed, progress) -> tuple[object, int]:

@@ -32,7 +32,25 @@ FACE_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152
 # points that place the face: nose tip, outer eye corners (subject's right, left), mouth corners,
 # forehead centre (on the oval, used only to frame), chin (the same)
 NOSE, EYE_R, EYE_L, MOUTH_R, MOUTH_L, FOREHEAD, CHIN = 1, 33, 263, 61, 291, 10, 152
-SETTINGS_VERSION = 1
+# the key light: towards the camera, raised by this much along its up (45 degrees; docs/decisions.md)
+KEY_LIGHT_RISE = 1.0
+SETTINGS_VERSION = 4  # 4: the search from 32 directions at 8 turns  # 2: confidence is the share of the views that found the face
+# The face landmarks a match pairs (a few dozen of the 468: spread over the face, off the
+# outline, each side's twin checked by mirroring the MakeHuman template's detected landmarks
+# across its symmetry plane: 0.001-0.03 ear widths apart). Left / right are the subject's own.
+FACE_KEYPOINTS = (
+    ("nose_tip", 1), ("nose_bridge", 6), ("nose_root", 168), ("glabella", 9), ("forehead", 151),
+    ("subnasale", 2), ("upper_lip", 0), ("mouth_top", 13), ("mouth_bottom", 14), ("lower_lip", 17), ("chin", 199),
+    ("right_eye_outer", 33), ("left_eye_outer", 263), ("right_eye_inner", 133), ("left_eye_inner", 362),
+    ("right_brow_outer", 70), ("left_brow_outer", 300), ("right_brow_mid", 105), ("left_brow_mid", 334),
+    ("right_brow_inner", 107), ("left_brow_inner", 336), ("right_lower_lid", 145), ("left_lower_lid", 374),
+    ("right_mouth", 61), ("left_mouth", 291), ("right_nostril", 98), ("left_nostril", 327),
+    ("right_nose_wing", 64), ("left_nose_wing", 294), ("right_cheek", 50), ("left_cheek", 280),
+    ("right_cheek_low", 205), ("left_cheek_low", 425), ("right_cheekbone", 116), ("left_cheekbone", 345),
+    ("right_upper_lip_side", 40), ("left_upper_lip_side", 270), ("right_lower_lip_side", 91), ("left_lower_lip_side", 321),
+    ("right_jaw", 192), ("left_jaw", 416),
+)
+FACE_KEYPOINT_NAMES = tuple(n for n, _ in FACE_KEYPOINTS)
 
 
 @dataclass
@@ -46,10 +64,9 @@ class FaceSettings:
     resolution: int = 384
     azimuths: tuple[float, ...] = (-45.0, -22.5, 0.0, 22.5, 45.0)
     elevations: tuple[float, ...] = (12.0, -12.0)
-    frame: float = 1.1
+    frame: float = 1.5
     min_views: int = 3
     tolerance: float = 0.06
-    search_views: int = 8
 
     def check(self) -> "FaceSettings":
         if not 128 <= int(self.resolution) <= 2048:
@@ -116,12 +133,20 @@ def no_face(model: str, views_found: int = 0) -> FaceLandmarks:
 
 
 def _render(v: torch.Tensor, f: torch.Tensor, cams, resolution: int):
+    """Clay renders lit from above the camera (a key light, as faces are photographed: the
+    brows, nose and lips cast the shading a face detector knows; a headlight flattens them)."""
     from ..render.raster import rasterize
-    from ..render.shading import shade_lambert
 
     raster = rasterize(v, f, cams, (resolution, resolution), backend="torch")
-    img = shade_lambert(raster, cams, v, f)
-    return (img.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy(), raster
+    k, h, w = raster.mask.shape
+    w2v = cams.world_to_view
+    view_up, to_cam = w2v[:, 1, :3], w2v[:, 2, :3]  # camera up and backward (towards the camera) axes, world space
+    light = to_cam + KEY_LIGHT_RISE * view_up
+    light = light / light.norm(dim=-1, keepdim=True)
+    lit = (raster.normal * light[:, None, None, :]).sum(-1).clamp_min(0.0)
+    shade = torch.where(raster.mask, 0.3 + 0.7 * lit, torch.ones_like(lit)) * 0.85
+    img = torch.where(raster.mask[..., None], shade[..., None].expand(k, h, w, 3), torch.ones(k, h, w, 3))
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8).numpy(), raster
 
 
 def surface_points(raster, faces: np.ndarray, vertices: np.ndarray, view: int, xy: np.ndarray) -> np.ndarray:
@@ -141,17 +166,33 @@ def surface_points(raster, faces: np.ndarray, vertices: np.ndarray, view: int, x
     return out
 
 
-def _rotate_images(images: np.ndarray, quarter_turns: int) -> np.ndarray:
-    """Turn every image counter-clockwise by ``quarter_turns`` x 90 degrees."""
-    return np.ascontiguousarray(np.rot90(images, quarter_turns, axes=(1, 2)))
+def _turn_matrix(angle: float, size: int) -> np.ndarray:
+    """(2, 3) affine map of pixel indices (OpenCV's: pixel centres at integers, y down) of an
+    image turned ``angle`` degrees counter-clockwise about its centre."""
+    import cv2
+
+    return cv2.getRotationMatrix2D(((size - 1) / 2.0, (size - 1) / 2.0), float(angle), 1.0)
 
 
-def _unrotate_xy(xy: np.ndarray, quarter_turns: int, size: int) -> np.ndarray:
-    """Pixel positions in an image turned by ``quarter_turns`` (counter-clockwise) -> in the original."""
-    out = np.array(xy, np.float64, copy=True)
-    for _ in range(quarter_turns % 4):  # undo one counter-clockwise quarter turn: (x, y) <- (size - y, x)
-        out = np.stack([size - out[:, 1], out[:, 0]], axis=1)
-    return out
+def _turn_images(images: np.ndarray, angle: float) -> np.ndarray:
+    """Every image turned ``angle`` degrees counter-clockwise about its centre (white corners)."""
+    import cv2
+
+    if angle % 360 == 0:
+        return images
+    size = images.shape[1]
+    m = _turn_matrix(angle, size)
+    return np.stack([cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=(255, 255, 255))
+                     for img in images])
+
+
+def _unturn_xy(xy: np.ndarray, angle: float, size: int) -> np.ndarray:
+    """Pixel positions (centres at +0.5) in an image turned by ``angle`` -> in the original image."""
+    if angle % 360 == 0:
+        return np.array(xy, np.float64, copy=True)
+    m = np.vstack([_turn_matrix(angle, size), [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(m)
+    return (np.asarray(xy, np.float64) - 0.5) @ inv[:2, :2].T + inv[:2, 2] + 0.5
 
 
 def _frontalness(xy: np.ndarray) -> float:
@@ -206,33 +247,52 @@ def _face_frame(points: np.ndarray, camera_pos: np.ndarray):
 # ----------------------------------------------------------------------------- the search
 
 
+def _search_directions() -> np.ndarray:
+    """(32, 3) unit view directions spread over the sphere: an icosahedron's vertices and face
+    centres (every direction lies within about 20 degrees of one)."""
+    import trimesh
+
+    ico = trimesh.creation.icosahedron()
+    d = np.concatenate([ico.vertices, ico.vertices[ico.faces].mean(1)])
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+# image turns tried on every search view, degrees counter-clockwise: the face detector takes
+# faces up to about 30 degrees off upright, so steps of 45 leave none out
+SEARCH_TURNS = (0, 90, 180, 270, 45, 135, 225, 315)
+# the search views' size: at 256 px (half the render time) the face mesh's reading of the small
+# faces of whole-head views set the frame wrong on 2 of the 3 turned MakeHuman heads tested
+SEARCH_RESOLUTION = 384
+# a face this frontal (``_frontalness``) ends the search: the aimed views correct the rest
+FRONTAL_ENOUGH = 0.85
+
+
 def _find_face(vertices, faces, v, f, s: FaceSettings, model: PoseModel):
-    """Where no body gives the head: orbits round each axis, four image rotations; the most
-    frontal face found sets the face frame. Returns (centre, front, up, height) or None."""
-    from ..render.cameras import bounding_radius, orbit_cameras
+    """Where no body gives the head: views from all round the mesh, each tried at ``SEARCH_TURNS``;
+    the most frontal face read upright and plausibly sets the face frame. Returns (centre,
+    front, up, height) or None."""
+    from ..render.cameras import bounding_radius, sphere_cameras
 
     centre = (vertices.max(0) + vertices.min(0)) / 2
     radius = bounding_radius(vertices, center=centre)
+    cams = sphere_cameras(centre, _search_directions(), radius)
+    size = SEARCH_RESOLUTION
+    images, raster = _render(v, f, cams, size)
     best = None
-    for axis in ("y", "z", "x"):
-        cams = orbit_cameras(int(s.search_views), elevations=(10.0,), center=centre, fit_radius=radius, up=axis)
-        images, raster = _render(v, f, cams, int(s.resolution))
-        for turns in range(4):
-            dets = model.detect(_rotate_images(images, turns))
-            for view, det in enumerate(dets):
-                if det is None:
-                    continue
-                if not _upright(det.xy):
-                    continue
-                xy = _unrotate_xy(det.xy, turns, int(s.resolution))
-                score = _frontalness(xy)
-                if best is not None and score <= best[0]:
-                    continue
-                pts = surface_points(raster, faces, vertices, view, xy)
-                frame = _face_frame(pts, cams.positions[view].double().numpy())
-                if frame is not None and _reads_upright(pts, frame[1]):
-                    best = (score, frame)
-        if best is not None and best[0] > 0.8:  # a face seen nearly head-on: the other axes cannot do better
+    for angle in SEARCH_TURNS:
+        dets = model.detect(_turn_images(images, angle))
+        for view, det in enumerate(dets):
+            if det is None or not _upright(det.xy):
+                continue
+            xy = _unturn_xy(det.xy, angle, size)
+            score = _frontalness(xy)
+            if best is not None and score <= best[0]:
+                continue
+            pts = surface_points(raster, faces, vertices, view, xy)
+            frame = _face_frame(pts, cams.positions[view].double().numpy())
+            if frame is not None and _reads_upright(pts, frame[1]):
+                best = (score, frame)
+        if best is not None and best[0] > FRONTAL_ENOUGH:
             break
     return None if best is None else best[1]
 
@@ -268,7 +328,8 @@ def _aimed(vertices, faces, v, f, frame, s: FaceSettings, model: PoseModel):
 
 def _consensus(per_view: list, vertices: np.ndarray, tolerance: float, min_views: int, n_views: int):
     """Per landmark: the surface points the views agree on (within ``tolerance`` of the medoid),
-    their mean snapped to the nearest vertex, and the agreeing share of the aimed views."""
+    their mean snapped to the nearest vertex, and the agreeing share of the views that found the
+    face."""
     from scipy.spatial import cKDTree
 
     k = len(FACE_NAMES)
@@ -290,7 +351,7 @@ def _consensus(per_view: list, vertices: np.ndarray, tolerance: float, min_views
             continue
         p = pts[inl].mean(0)
         points[j], verts[j] = p, int(tree.query(p)[1])
-        conf[j] = float(inl.sum()) / n_views
+        conf[j] = float(inl.sum()) / len(per_view)
     return points, verts, conf
 
 
@@ -347,3 +408,13 @@ def detect_face_landmarks(vertices: np.ndarray, faces: np.ndarray, *, body=None,
     if use_cache:
         cache.put(key, out.to_arrays())
     return out
+
+
+def face_keypoints(face: FaceLandmarks):
+    """The ``FACE_KEYPOINTS`` of a face as body-style Keypoints (engine.keypoints.detect): what a
+    match pairs, orients by and judges with. ``humanoid`` says a face was found."""
+    from .detect import Keypoints
+
+    idx = [i for _, i in FACE_KEYPOINTS]
+    return Keypoints(FACE_KEYPOINT_NAMES, face.vertices[idx].copy(), face.points[idx].copy(), face.confidence[idx].copy(),
+                     bool(face.found_face), int(face.views_found), "y", face.model)

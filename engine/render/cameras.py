@@ -248,3 +248,25 @@ def aimed_cameras(center, front, up, fit_radius: float, azimuths=(0.0,), elevati
     far = float(radius) + 2.0 * fit_radius
     proj = perspective(float(fov), near, far, len(dirs), "cpu")
     return Cameras(w2v.to(device), proj.to(device), eye.to(device), float(fov), near, far)
+
+
+def sphere_cameras(center, directions: np.ndarray, fit_radius: float, fov: float = 40.0, device="cpu") -> Cameras:
+    """Cameras looking at ``center`` from each of ``directions`` (d, 3) (unit vectors from the
+    centre to the camera), at the distance where a sphere of ``fit_radius`` fills the view with a
+    margin; each upright along the world axis least aligned with its direction."""
+    d = np.asarray(directions, np.float64).reshape(-1, 3)
+    d = d / np.linalg.norm(d, axis=1, keepdims=True)
+    if not (fit_radius > 0 and math.isfinite(fit_radius)):
+        raise InputError(f"cameras: fit_radius must be a positive number (got {fit_radius})")
+    radius = 1.1 * fit_radius / math.sin(math.radians(fov) / 2.0)
+    c = torch.as_tensor(np.asarray(center, np.float64).reshape(3), dtype=torch.float32)
+    eye = c[None] + float(radius) * torch.as_tensor(d, dtype=torch.float32)
+    mats = []
+    for i, di in enumerate(d):
+        up = np.eye(3)[int(np.argmin(np.abs(di)))]
+        mats.append(look_at(eye[i:i + 1], c, torch.as_tensor(up, dtype=torch.float32)))
+    w2v = torch.cat(mats)
+    near = max(1e-3, float(radius) - 2.0 * fit_radius) * 0.5
+    far = float(radius) + 2.0 * fit_radius
+    proj = perspective(float(fov), near, far, len(d), "cpu")
+    return Cameras(w2v.to(device), proj.to(device), eye.to(device), float(fov), near, far)
