@@ -17,6 +17,7 @@ place on every face, which makes them pairs between two meshes directly.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ FACE_OVAL = (10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152
 NOSE, EYE_R, EYE_L, MOUTH_R, MOUTH_L, FOREHEAD, CHIN = 1, 33, 263, 61, 291, 10, 152
 # the key light: towards the camera, raised by this much along its up (45 degrees; docs/decisions.md)
 KEY_LIGHT_RISE = 1.0
-SETTINGS_VERSION = 4  # 4: the search from 32 directions at 8 turns  # 2: confidence is the share of the views that found the face
+SETTINGS_VERSION = 5  # 5: each search turn lit from its own top  # 2: confidence is the share of the views that found the face
 # The face landmarks a match pairs (a few dozen of the 468: spread over the face, off the
 # outline, each side's twin checked by mirroring the MakeHuman template's detected landmarks
 # across its symmetry plane: 0.001-0.03 ear widths apart). Left / right are the subject's own.
@@ -133,20 +134,32 @@ def no_face(model: str, views_found: int = 0) -> FaceLandmarks:
 
 
 def _render(v: torch.Tensor, f: torch.Tensor, cams, resolution: int):
-    """Clay renders lit from above the camera (a key light, as faces are photographed: the
-    brows, nose and lips cast the shading a face detector knows; a headlight flattens them)."""
+    """Rasterise the views and shade them upright (``_shade`` with no turn)."""
     from ..render.raster import rasterize
 
     raster = rasterize(v, f, cams, (resolution, resolution), backend="torch")
+    return _shade(raster, cams), raster
+
+
+def _shade(raster, cams, turn: float = 0.0) -> np.ndarray:
+    """Grey clay images (K, H, W) uint8 lit by a key light: from the camera, raised by
+    ``KEY_LIGHT_RISE`` towards the top of the image as it will be seen turned ``turn`` degrees
+    counter-clockwise (``_turn_images``). Faces are photographed so: the brows, nose and lips
+    cast the shading a face detector knows (a headlight flattens them, a light from below
+    darkens them); the search shades each turn of its views anew (no new raster)."""
     k, h, w = raster.mask.shape
-    w2v = cams.world_to_view
-    view_up, to_cam = w2v[:, 1, :3], w2v[:, 2, :3]  # camera up and backward (towards the camera) axes, world space
-    light = to_cam + KEY_LIGHT_RISE * view_up
-    light = light / light.norm(dim=-1, keepdim=True)
-    lit = (raster.normal * light[:, None, None, :]).sum(-1).clamp_min(0.0)
-    shade = torch.where(raster.mask, 0.3 + 0.7 * lit, torch.ones_like(lit)) * 0.85
-    img = torch.where(raster.mask[..., None], shade[..., None].expand(k, h, w, 3), torch.ones(k, h, w, 3))
-    return (img.clamp(0, 1) * 255).round().to(torch.uint8).numpy(), raster
+    w2v = cams.world_to_view.double().cpu()
+    right, up, to_cam = w2v[:, 0, :3], w2v[:, 1, :3], w2v[:, 2, :3]  # camera axes in world space
+    t = math.radians(turn)
+    light = to_cam + KEY_LIGHT_RISE * (math.cos(t) * up + math.sin(t) * right)
+    light = (light / light.norm(dim=-1, keepdim=True)).numpy()
+    mask = raster.mask.cpu().numpy()
+    view = np.nonzero(mask)[0]
+    normals = raster.normal.cpu().numpy()[mask]  # (p, 3) the covered pixels only
+    lit = np.clip(np.einsum("pc,pc->p", normals, light[view]), 0.0, None)
+    grey = np.full((k, h, w), 255, np.uint8)
+    grey[mask] = np.round(255.0 * 0.85 * (0.3 + 0.7 * lit)).astype(np.uint8)
+    return grey
 
 
 def surface_points(raster, faces: np.ndarray, vertices: np.ndarray, view: int, xy: np.ndarray) -> np.ndarray:
@@ -175,14 +188,15 @@ def _turn_matrix(angle: float, size: int) -> np.ndarray:
 
 
 def _turn_images(images: np.ndarray, angle: float) -> np.ndarray:
-    """Every image turned ``angle`` degrees counter-clockwise about its centre (white corners)."""
+    """Every image (K, S, S[, 3]) turned ``angle`` degrees counter-clockwise about its centre (white corners)."""
     import cv2
 
     if angle % 360 == 0:
         return images
     size = images.shape[1]
     m = _turn_matrix(angle, size)
-    return np.stack([cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=(255, 255, 255))
+    border = (255, 255, 255) if images.ndim == 4 else 255
+    return np.stack([cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=border)
                      for img in images])
 
 
@@ -250,10 +264,13 @@ def _face_frame(points: np.ndarray, camera_pos: np.ndarray):
 def _search_directions() -> np.ndarray:
     """(32, 3) unit view directions spread over the sphere: an icosahedron's vertices and face
     centres (every direction lies within about 20 degrees of one)."""
-    import trimesh
+    from scipy.spatial import ConvexHull
 
-    ico = trimesh.creation.icosahedron()
-    d = np.concatenate([ico.vertices, ico.vertices[ico.faces].mean(1)])
+    g = (1.0 + 5.0 ** 0.5) / 2.0
+    verts = np.array([(a, b * g, 0.0) for a in (-1, 1) for b in (-1, 1)], np.float64)
+    verts = np.concatenate([verts, np.roll(verts, 1, axis=1), np.roll(verts, 2, axis=1)])  # the 12 vertices
+    tris = ConvexHull(verts).simplices  # its 20 faces
+    d = np.concatenate([verts, verts[tris].mean(1)])
     return d / np.linalg.norm(d, axis=1, keepdims=True)
 
 
@@ -263,38 +280,51 @@ SEARCH_TURNS = (0, 90, 180, 270, 45, 135, 225, 315)
 # the search views' size: at 256 px (half the render time) the face mesh's reading of the small
 # faces of whole-head views set the frame wrong on 2 of the 3 turned MakeHuman heads tested
 SEARCH_RESOLUTION = 384
+# a face is found when this many of its 432 off-outline landmarks have views agreeing on them:
+# real faces give 420-432 (MakeHuman, FAUST heads alone), the face mesh forced onto an animal's
+# head 253 (smal_r 00211799_ferrari, 4 views); about four fifths
+MIN_FACE_LANDMARKS = 340
+# candidate frames the search hands to the aimed views, best first (each costs an aimed pass,
+# about 0.4 s, only where the one before found too little)
+SEARCH_CANDIDATES = 3
 # a face this frontal (``_frontalness``) ends the search: the aimed views correct the rest
 FRONTAL_ENOUGH = 0.85
 
 
-def _find_face(vertices, faces, v, f, s: FaceSettings, model: PoseModel):
+def _find_face(vertices, faces, v, f, s: FaceSettings, model: PoseModel) -> list:
     """Where no body gives the head: views from all round the mesh, each tried at ``SEARCH_TURNS``;
-    the most frontal face read upright and plausibly sets the face frame. Returns (centre,
-    front, up, height) or None."""
+    every face read upright and plausibly is a candidate frame (centre, front, up, height).
+    Returns up to ``SEARCH_CANDIDATES`` distinct ones, most frontal first (a reading can still
+    turn the face over; the aimed views tell which candidate is the face)."""
     from ..render.cameras import bounding_radius, sphere_cameras
+    from ..render.raster import rasterize
 
     centre = (vertices.max(0) + vertices.min(0)) / 2
     radius = bounding_radius(vertices, center=centre)
     cams = sphere_cameras(centre, _search_directions(), radius)
     size = SEARCH_RESOLUTION
-    images, raster = _render(v, f, cams, size)
-    best = None
+    raster = rasterize(v, f, cams, (size, size), backend="torch")
+    found = []
     for angle in SEARCH_TURNS:
-        dets = model.detect(_turn_images(images, angle))
+        dets = model.detect(_turn_images(_shade(raster, cams, angle), angle))
         for view, det in enumerate(dets):
             if det is None or not _upright(det.xy):
                 continue
             xy = _unturn_xy(det.xy, angle, size)
-            score = _frontalness(xy)
-            if best is not None and score <= best[0]:
-                continue
             pts = surface_points(raster, faces, vertices, view, xy)
             frame = _face_frame(pts, cams.positions[view].double().numpy())
             if frame is not None and _reads_upright(pts, frame[1]):
-                best = (score, frame)
-        if best is not None and best[0] > FRONTAL_ENOUGH:
+                found.append((_frontalness(xy), frame))
+        if found and max(score for score, _ in found) > FRONTAL_ENOUGH:
             break
-    return None if best is None else best[1]
+    found.sort(key=lambda c: -c[0])
+    out: list = []
+    for _, frame in found:  # distinct: a face turned over or round is another candidate
+        if all(float(frame[2] @ o[2]) < 0.5 or float(frame[1] @ o[1]) < 0.7 for o in out):
+            out.append(frame)
+        if len(out) == SEARCH_CANDIDATES:
+            break
+    return out
 
 
 def _head_from_body(kp):
@@ -383,25 +413,31 @@ def detect_face_landmarks(vertices: np.ndarray, faces: np.ndarray, *, body=None,
         if hit is not None:
             return FaceLandmarks.from_arrays(hit, model.name)
     v, f = torch.as_tensor(vertices, dtype=torch.float32), torch.as_tensor(faces, dtype=torch.int64)
-    frame = head if head is not None else _find_face(vertices, faces, v, f, s, model)
+    candidates = [head] if head is not None else _find_face(vertices, faces, v, f, s, model)
     out = no_face(model.name)
     n_views = len(s.azimuths) * len(s.elevations)
     best = None
-    for _ in range(2):  # the aimed views, then once more from the frame their landmarks give
-        if frame is None:
-            break
-        per_view = _aimed(vertices, faces, v, f, frame, s, model)
-        pts, verts, conf = _consensus(per_view, vertices, s.tolerance * frame[3], int(s.min_views), n_views)
-        if best is None or len(per_view) > best[0]:
-            best = (len(per_view), frame, pts, verts, conf)
-        frame = _face_frame(pts, np.asarray(frame[0]) + 10.0 * frame[3] * np.asarray(frame[1]))
+    for frame in candidates:
+        for _ in range(2):  # the aimed views, then once more from the frame their landmarks give
+            if frame is None:
+                break
+            per_view = _aimed(vertices, faces, v, f, frame, s, model)
+            pts, verts, conf = _consensus(per_view, vertices, s.tolerance * frame[3], int(s.min_views), n_views)
+            if best is None or (verts >= 0).sum() > (best[3] >= 0).sum():
+                best = (len(per_view), frame, pts, verts, conf)
+            frame = _face_frame(pts, np.asarray(frame[0]) + 10.0 * frame[3] * np.asarray(frame[1]))
+        if best is not None and best[0] > n_views // 2 and (best[3] >= 0).sum() >= MIN_FACE_LANDMARKS:
+            break  # most aimed views found the face and agree: this candidate is it
     if best is not None:
         n_found, frame, pts, verts, conf = best
+        # the face's own frame from its landmarks where they give one (the views' frame is the
+        # search's estimate: off by up to its 20-degree direction steps)
+        frame = _face_frame(pts, np.asarray(frame[0]) + 10.0 * frame[3] * np.asarray(frame[1])) or frame
         verts, conf = verts.copy(), conf.copy()
         oval = list(FACE_OVAL)  # the outline slides with the view: it framed the face, it is no landmark
         pts = pts.copy()
         verts[oval], conf[oval], pts[oval] = -1, 0.0, np.nan
-        out = FaceLandmarks(FACE_NAMES, verts, pts, conf, bool((verts >= 0).sum() >= 20), n_found,
+        out = FaceLandmarks(FACE_NAMES, verts, pts, conf, bool((verts >= 0).sum() >= MIN_FACE_LANDMARKS), n_found,
                             np.asarray(frame[1], np.float64), np.asarray(frame[2], np.float64), model.name)
         if not out.found_face:
             out = no_face(model.name, n_found)

@@ -180,14 +180,18 @@ class ServedModel(PoseModel):
             pass
 
     def detect(self, images: np.ndarray) -> list[ViewKeypoints | None]:
+        """images : (K, H, W, 3) uint8 RGB, or (K, H, W) uint8 grey (clay renders: a third of the
+        bytes to the models' process, made RGB there)."""
         images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"{self.name}: expected (K, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+        if images.dtype != np.uint8 or not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
+            raise ValueError(f"{self.name}: expected (K, H, W, 3) or (K, H, W) uint8 images, got {images.shape} {images.dtype}")
         from . import pose_server
 
         found = pose_server.detect(type(self).__name__, self.min_detection, images)
         if found is not None:  # the child process ran the model
             return found
+        if images.ndim == 3:
+            images = np.repeat(images[..., None], 3, axis=-1)
         return self._detect_here(images)
 
 
