@@ -117,3 +117,38 @@ def test_a_template_head_onto_a_turned_head_scan_is_guided_by_face_landmarks(mak
     f, b = corr.src_to_tgt_face[nose_s], corr.src_to_tgt_bary[nose_s]
     landed = b @ (tv @ turn.T)[tf[f]]
     assert np.linalg.norm(landed - nose_t) < 0.05 * np.linalg.norm(tv.max(0) - tv.min(0))
+
+
+@needs_models
+@needs_makehuman
+def test_landmarks_command_writes_the_face_of_a_head_in_file_indices(makehuman, tmp_path, monkeypatch):
+    import json
+
+    from engine.cli import main
+    from engine.samples import write_obj
+
+    monkeypatch.setenv("STABLEWRAP_CACHE", str(tmp_path / "cache"))
+    mesh, body, face, _ = makehuman
+    hv, hf, used, _ = _head(mesh, body, 1.4)
+    write_obj(str(tmp_path / "head.obj"), hv * 10.0 + 3.0, hf)  # other units and place than the match frame
+    assert main(["landmarks", str(tmp_path / "head.obj"), "-o", str(tmp_path / "lm.json"), "--face", "--require"]) == 0
+    data = json.loads((tmp_path / "lm.json").read_text())
+    assert not data["humanoid"] and data["face"]["face"] and len(data["face"]["landmarks"]) >= 400
+    rows = {r["name"]: r for r in data["face"]["landmarks"]}
+    nose = rows[f"face_{NOSE:03d}"]
+    assert np.allclose(nose["point"], face.point(NOSE) * 10.0 + 3.0, atol=0.2)  # file coordinates
+    assert np.linalg.norm(hv[nose["vertex"]] * 10.0 + 3.0 - np.array(nose["point"])) < 0.2  # file vertex indices
+
+
+@needs_models
+def test_landmarks_command_without_body_or_face_is_one_line(tmp_path, monkeypatch, capsys):
+    import trimesh
+
+    from engine.cli import main
+
+    monkeypatch.setenv("STABLEWRAP_CACHE", str(tmp_path / "cache"))
+    trimesh.creation.icosphere(subdivisions=3).export(tmp_path / "ball.obj")
+    assert main(["landmarks", str(tmp_path / "ball.obj"), "-o", str(tmp_path / "lm.json"), "--face", "--require"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "no body and no face found" in err[-1]
+    assert not (tmp_path / "lm.json").exists()

@@ -11,8 +11,9 @@ matched once, for the time a head pair takes beside a 5k body pair in the same r
 
 ``--template`` adds the MakeHuman head (the realworld template's body cut at 1.4 ear widths)
 onto every target head: where its nose, ears and head top land against the target's own
-(the body keypoints' vertices; the head top: the target head's highest vertex along the body's
-up), in % of the target head's bounding-box diagonal, and whether an ear landed on the other side.
+(the nose tip of the face mesh, the ears of the body keypoints, found on the whole body; the head
+top: the highest vertex along the face's up), in % of the target head's bounding-box diagonal,
+and whether an ear landed on the other side.
 """
 from __future__ import annotations
 
@@ -39,15 +40,21 @@ def cut_head(vertices: np.ndarray, faces: np.ndarray, body, radius: float):
     return vertices[used], remap[kept], used, width
 
 
-def _landmarks(vertices: np.ndarray, body, used: np.ndarray) -> dict:
-    """Nose, ears (the body keypoints' vertices, as indices into the head) and the head top."""
+def _landmarks(vertices: np.ndarray, faces: np.ndarray, body, used: np.ndarray) -> dict:
+    """Reference points of a head as indices into it: the nose tip (the face mesh's, found from
+    the whole body; else the body keypoint's), the ears (the body keypoints'), the head top (the
+    highest vertex along the face's up, forehead over chin; else the body's up: a tilted head's
+    highest point is not its crown)."""
+    from ..keypoints.face import NOSE, detect_face_landmarks
+
     where = {int(v): i for i, v in enumerate(used)}
+    face = detect_face_landmarks(vertices, faces, body=body)
     out = {}
     for name in ("nose", "left_ear", "right_ear"):
-        v = int(body.vertices[body.index(name)])
+        v = int(face.vertices[NOSE]) if name == "nose" and face.vertices[NOSE] >= 0 else int(body.vertices[body.index(name)])
         if v in where:
             out[name] = where[v]
-    up = body.frame()[1]
+    up = face.up if face.found_face else body.frame()[1]
     out["head_top"] = int(np.argmax(vertices[used] @ up))
     return out
 
@@ -75,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-baseline", action="store_true")
     args = p.parse_args(argv)
     data = args.data or str(default_data_dir())
+    # a fresh feature and keypoint cache: every match pays its detections, as a new asset does
+    # (the seconds would otherwise depend on what earlier runs left)
+    import tempfile
+
+    os.environ["STABLEWRAP_CACHE"] = tempfile.mkdtemp(prefix="stablewrap-heads-")
     pairs = load_pairs(data, "faust5k", limit=args.pairs, split=args.split)
     bodies: dict = {}
 
@@ -92,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         mh = load_mesh(os.path.join(data, "realworld", "mh_body.obj")).mesh
         mh_kp = detect_keypoints(mh.vertices, mh.faces)
         hv, hf, used, _ = cut_head(mh.vertices, mh.faces, mh_kp, 1.4)
-        template = (hv, hf, _landmarks(mh.vertices, mh_kp, used))
+        template = (hv, hf, _landmarks(mh.vertices, mh.faces, mh_kp, used))
     rows = ["rigid", "default"] if not args.no_baseline else ["default"]
     print(f"{'pair':<24} {'row':<8} {'err x100':>8} {'guided by':>9} {'verdict':>8} {'s':>6}")
     totals = {r: [] for r in rows}
@@ -125,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         body_s.append(time.perf_counter() - t)
         if template is not None:
             mv, mf, mlm = template
-            tlm = _landmarks(vb, kb, t_used)
+            tlm = _landmarks(vb, fb, kb, t_used)
             tvr = tv @ turn.T
             diag = float(np.linalg.norm(tv.max(0) - tv.min(0)))
             corr = engine.match((mv, mf), (tvr, tf))

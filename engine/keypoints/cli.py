@@ -1,8 +1,9 @@
-"""``python -m engine landmarks MESH -o OUT.json [--png PICTURE.png]``: named body landmarks of a mesh.
+"""``python -m engine landmarks MESH -o OUT.json [--png PICTURE.png] [--face]``: named landmarks of a mesh.
 
 The JSON holds, per landmark found: its name, the vertex index in the file as
 given, the point (file coordinates: the joint estimate inside the body), the
-confidence and the model. ``--png`` draws the pose model's detections on the
+confidence and the model; with ``--face`` also ``face``: the face mesh's
+landmarks (surface points) and the face's front and up. ``--png`` draws the pose model's detections on the
 renders (left side red, right side blue, centre green).
 Wired into ``engine/cli.py`` through :func:`add_subparser`.
 """
@@ -71,13 +72,22 @@ def cmd_landmarks(args) -> int:
     settings = KeypointSettings(views=args.views, resolution=args.resolution, hands=args.hands)
     kp = detect_keypoints(prepared.mesh.vertices, prepared.mesh.faces, settings=settings, keep_views=png is not None)
     data = landmarks_json(kp, prepared)
-    if args.require and not kp.humanoid:
-        raise InputError(f"{args.mesh}: no body found ({kp.views_found} of {settings.views} views show one)")
+    face = None
+    if args.face:
+        from .face import detect_face_landmarks
+
+        face = detect_face_landmarks(prepared.mesh.vertices, prepared.mesh.faces, body=kp)
+        data["face"] = landmarks_json(face, prepared)  # front / up: directions, unchanged by the normalisation
+    if args.require and not kp.humanoid and not (face is not None and face.found_face):
+        what = "no body" + (" and no face" if args.face else "")
+        raise InputError(f"{args.mesh}: {what} found ({kp.views_found} of {settings.views} views show a body)")
     with atomic_path(out, ".json") as tmp, open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=1)
     if png:
         detection_picture(kp, png)
     what = f"{len(data['landmarks'])} landmarks" if kp.humanoid else "no body found"
+    if face is not None:
+        what += f", {len(data['face']['landmarks'])} face landmarks" if face.found_face else ", no face found"
     print(f"{os.path.basename(args.mesh)}: {what} ({kp.views_found} of {settings.views} views); wrote {args.output}"
           + (f" and {args.png}" if png else ""), file=sys.stderr)
     return 0
@@ -94,6 +104,9 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=384, help="render size in pixels (default 384)")
     p.add_argument("--hands", action="store_true",
                    help="also finger landmarks (thumb, finger bases and tips) from close-ups of each hand")
-    p.add_argument("--require", action="store_true", help="exit with an error when no body is found")
+    p.add_argument("--face", action="store_true",
+                   help="also the face mesh's landmarks (face_NNN: 1 nose tip, 33 / 263 outer eye corners...), "
+                        "found from the body's head or, for a head alone, by searching the mesh")
+    p.add_argument("--require", action="store_true", help="exit with an error when no body (nor, with --face, face) is found")
     p.set_defaults(func=cmd_landmarks)
     return p
