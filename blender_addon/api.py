@@ -109,14 +109,14 @@ def pick_from_image(target, image, x: float, y: float, *, new_group: str = "", s
 
 def clear(source, target=None) -> list[str]:
     """Remove every StableWrap result from the objects."""
-    src = tasks._obj(source, "source") if source is not None else None
-    tgt = tasks._obj(target, "target") if target is not None else None
+    src = tasks.resolve_object(source, "source") if source is not None else None
+    tgt = tasks.resolve_object(target, "target") if target is not None else None
     return tasks.clear_results(src, tgt)
 
 
 def add_landmark(source, target, source_vertex: int, target_vertex: int) -> int:
     """Store a landmark pair on the source; returns the number of pairs for this target."""
-    src, tgt = tasks._obj(source, "source"), tasks._obj(target, "target")
+    src, tgt = tasks.resolve_object(source, "source"), tasks.resolve_object(target, "target")
     tasks.check_pair(src, tgt)
     if not 0 <= source_vertex < len(src.data.vertices):
         raise TaskError(f"source vertex {source_vertex} out of range ('{src.name}' has {len(src.data.vertices)})")

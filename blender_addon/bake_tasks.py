@@ -8,10 +8,10 @@ import bpy
 import numpy as np
 
 from . import mesh_io
-from .tasks import IMAGE_SUFFIX, TaskError, _MappedTask, read_corner_uv
+from .task_base import IMAGE_SUFFIX, TaskError, MappedTask, read_corner_uv
 
 
-class BakeTextureTask(_MappedTask):
+class BakeTextureTask(MappedTask):
     """Bakes the source's image texture into a new image in the target's UV layout."""
 
     label = "Bake Texture"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import api, tasks
-from .operators import _JobOperator, _pick, resolve_pair
+from .operator_base import JobOperator, pick_pair, resolve_pair
 
 
 def _selected_vertices(obj) -> list[int]:
@@ -52,7 +52,7 @@ class STABLEWRAP_OT_landmark_add(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class STABLEWRAP_OT_landmarks_detect(_JobOperator, bpy.types.Operator):
+class STABLEWRAP_OT_landmarks_detect(JobOperator, bpy.types.Operator):
     """Detect body landmarks (wrists, elbows, knees, ...) on the source and the target and fill the landmark pairs for this target (pairs added by hand are kept; earlier detections are replaced)"""
 
     bl_idname = "stablewrap.landmarks_detect"
@@ -60,7 +60,7 @@ class STABLEWRAP_OT_landmarks_detect(_JobOperator, bpy.types.Operator):
     poll_flags = {}
 
     def make_task(self, context):
-        return tasks.DetectLandmarksTask(*_pick(context, self), use_evaluated=context.scene.stablewrap.use_evaluated)
+        return tasks.DetectLandmarksTask(*pick_pair(context, self), use_evaluated=context.scene.stablewrap.use_evaluated)
 
 
 class STABLEWRAP_OT_landmark_remove(bpy.types.Operator):

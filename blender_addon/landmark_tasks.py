@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tasks import Task, TaskError, _check_length, _obj, check_pair, check_unchanged, read_pair
+from .task_base import Task, TaskError, check_length, resolve_object, check_pair, check_unchanged, read_pair
 
 
 class DetectLandmarksTask(Task):
@@ -18,8 +18,8 @@ class DetectLandmarksTask(Task):
     cmd = "detect_landmarks"
 
     def __init__(self, source, target, use_evaluated: bool = False) -> None:
-        self.source = _obj(source, "source")
-        self.target = _obj(target, "target")
+        self.source = resolve_object(source, "source")
+        self.target = resolve_object(target, "target")
         self.use_evaluated = use_evaluated
 
     def prepare(self):
@@ -32,7 +32,7 @@ class DetectLandmarksTask(Task):
         if pairs is None or pairs.ndim != 2 or pairs.shape[1] != 2:
             raise TaskError("engine reply has no landmark 'pairs'")
         p = len(pairs)
-        conf = _check_length("confidence", arrays.get("confidence"), (p,))
+        conf = check_length("confidence", arrays.get("confidence"), (p,))
         names = data.get("names")
         if not isinstance(names, list) or len(names) != p:
             raise TaskError(f"engine reply names {len(names) if isinstance(names, list) else 0} landmarks for {p} pairs")

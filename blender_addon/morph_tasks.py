@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import mesh_io
 from .mesh_io import MeshDataError
-from .tasks import FIT_KEY, MORPH_PREFIX, EditModeGuard, Task, TaskError, _check_length, _mesh_signature, _obj
+from .task_base import FIT_KEY, MORPH_PREFIX, EditModeGuard, Task, TaskError, check_length, mesh_signature, resolve_object
 
 
 class MorphTask(Task):
@@ -14,7 +14,7 @@ class MorphTask(Task):
     cmd = "make_morph"
 
     def __init__(self, source, steps: int = 5) -> None:
-        self.source = _obj(source, "source")
+        self.source = resolve_object(source, "source")
         self.steps = int(steps)
 
     def prepare(self):
@@ -30,15 +30,15 @@ class MorphTask(Task):
         if fitted is None:
             raise TaskError(f"'{self.source.name}' has no '{FIT_KEY}' shape key: run Match first")
         tris, _, _ = mesh_io.read_triangles(self.source.data)
-        self.signature = _mesh_signature(self.source)
+        self.signature = mesh_signature(self.source)
         times = [i / self.steps for i in range(1, self.steps + 1)]  # key i at t = i/N; the last is the fit
         return self.cmd, {"times": times}, {
             "src_vertices": mesh_io.basis_positions(self.source), "src_faces": tris, "fitted_vertices": fitted}
 
     def apply(self, data, arrays):
         n = len(self.source.data.vertices)
-        frames = _check_length("frames", arrays.get("frames"), (self.steps, n, 3))
-        if _mesh_signature(self.source) != self.signature:
+        frames = check_length("frames", arrays.get("frames"), (self.steps, n, 3))
+        if mesh_signature(self.source) != self.signature:
             raise TaskError(f"'{self.source.name}' was changed meanwhile; run Make Morph again")
         with EditModeGuard(self.source):
             remove_morph(self.source)

@@ -14,212 +14,14 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
-from . import api, engine_env, mesh_io, tasks
+from . import tasks
+from .landmark_operators import (STABLEWRAP_OT_landmark_add, STABLEWRAP_OT_landmark_clear, STABLEWRAP_OT_landmark_remove,
+                                 STABLEWRAP_OT_landmarks_detect)
+from .operator_base import JobOperator, pick_pair, preferred_device, resolve_pair, selection_pair
 from .properties import FEATURE_ITEMS, QUALITY_ITEMS
-from .worker_client import StableWrapAddonError
 
 
-# --------------------------------------------------------------------------- resolving the pair
-
-
-def selection_pair(context):
-    """(source, target) from the selection: active mesh = target, another selected mesh = source."""
-    active = context.view_layer.objects.active if context.view_layer else None
-    target = active if active is not None and active.type == "MESH" else None
-    others = [o for o in getattr(context, "selected_objects", []) or [] if o.type == "MESH" and o != target]
-    return (others[0] if others else None), target
-
-
-def resolve_pair(context, source_name: str = "", target_name: str = ""):
-    settings = context.scene.stablewrap
-    sel_src, sel_tgt = selection_pair(context)
-    src = bpy.data.objects.get(source_name) if source_name else (settings.source or sel_src)
-    tgt = bpy.data.objects.get(target_name) if target_name else (settings.target or sel_tgt)
-    if source_name and src is None:
-        raise tasks.TaskError(f"source object '{source_name}' not found")
-    if target_name and tgt is None:
-        raise tasks.TaskError(f"target object '{target_name}' not found")
-    return src, tgt
-
-
-def pair_problem(context, needs_match: bool = False, needs_source_uv: bool = False,
-                 needs_groups: bool = False, needs_fit: bool = False, source_only: bool = False) -> str:
-    """Why a button is unavailable ('' when it is available)."""
-    if context.window_manager.stablewrap_job.running:
-        return "A StableWrap job is running; wait for it or cancel it"
-    src, tgt = resolve_pair(context)
-    if source_only:
-        if src is None:
-            return "Pick a source mesh"
-        if src.type != "MESH":
-            return f"Source '{src.name}' is not a mesh"
-        if needs_fit and mesh_io.read_shape_key(src, tasks.FIT_KEY) is None:
-            return f"'{src.name}' has no fit yet: run Match first"
-        return ""
-    if src is None or tgt is None:
-        return "Pick a source and a target mesh (or select two meshes: the active one is the target)"
-    try:
-        tasks.check_pair(src, tgt)
-    except tasks.TaskError as exc:
-        msg = str(exc)
-        return msg[:1].upper() + msg[1:]
-    if needs_match and tgt.data.attributes.get(tasks.ATTR_SOURCE_FACE) is None:
-        return f"'{tgt.name}' has no correspondence yet: run Match first"
-    if needs_source_uv and src.data.uv_layers.active is None:
-        return f"Source '{src.name}' has no UV map"
-    if needs_groups and not src.vertex_groups:
-        return f"Source '{src.name}' has no vertex groups"
-    return ""
-
-
-# --------------------------------------------------------------------------- job operators
-
-
-def _redraw(context) -> None:
-    screen = context.screen
-    if screen is None:
-        return
-    for area in screen.areas:
-        if area.type == "VIEW_3D":
-            area.tag_redraw()
-
-
-def _level(exc) -> str:
-    """Report level of a failed job: a cancel or a "no match" answer is a warning, the rest an error."""
-    return "WARNING" if getattr(exc, "type", "") in ("Cancelled", "NoMatch") else "ERROR"
-
-
-class _JobOperator:
-    bl_options = {"REGISTER", "UNDO"}
-    poll_flags = {}
-
-    source: StringProperty(name="Source", description="Source object name (empty: the sidebar's picker or the selection)")
-    target: StringProperty(name="Target", description="Target object name (empty: the sidebar's picker or the active object)")
-
-    _job = None
-    _task = None
-    _timer = None
-
-    @classmethod
-    def poll(cls, context):
-        if bpy.app.background:  # scripts name the objects; execute() explains any problem
-            return not context.window_manager.stablewrap_job.running
-        problem = pair_problem(context, **cls.poll_flags)
-        if problem:
-            cls.poll_message_set(problem)
-            return False
-        return True
-
-    def make_task(self, context) -> tasks.Task:
-        raise NotImplementedError
-
-    def _fail(self, context, message: str, level: str = "ERROR"):
-        context.scene.stablewrap.last_report = f"{self.bl_label}: {message}"
-        self.report({level}, f"{self.bl_label}: {message}")
-        return {"CANCELLED"}
-
-    def _done(self, context, message: str):
-        context.scene.stablewrap.last_report = message
-        self.report({"INFO"}, message)
-        return {"FINISHED"}
-
-    def execute(self, context):
-        """Blocking run (scripts, --background)."""
-        state = context.window_manager.stablewrap_job
-
-        def progress(stage, fraction):
-            state.stage, state.progress = stage, fraction
-            return not state.cancel
-
-        state.running, state.cancel, state.label = True, False, self.bl_label
-        task = None
-        try:
-            task = self.make_task(context)
-            message = api.run_task(task, progress=progress)
-        except StableWrapAddonError as exc:
-            return self._fail(context, str(exc), _level(exc))
-        finally:
-            state.running, state.cancel, state.stage, state.progress = False, False, "", 0.0
-        if getattr(task, "start_note", ""):
-            self.report({"WARNING"}, f"{self.bl_label}: {task.start_note}")
-        return self._done(context, message)
-
-    def invoke(self, context, event):
-        if bpy.app.background:
-            return self.execute(context)
-        return self._start_job(context)
-
-    def _start_job(self, context, add_handler: bool = True):
-        """Send the job and start polling it (``add_handler=False``: already running as a modal operator)."""
-        state = context.window_manager.stablewrap_job
-        try:
-            self._task = self.make_task(context)
-            cmd, args, arrays = self._task.prepare()
-            self._job = engine_env.client(wait=False).submit(cmd, args, arrays)  # the UI never waits for torch to load
-        except (StableWrapAddonError, mesh_io.MeshDataError) as exc:
-            return self._fail(context, str(exc))
-        state.running, state.cancel, state.label = True, False, self.bl_label
-        state.stage, state.progress = "starting engine", 0.0
-        note = getattr(self._task, "start_note", "")
-        if note:  # said before the wait, not after it
-            context.scene.stablewrap.last_report = f"{self.bl_label}: {note}"
-            self.report({"WARNING"}, f"{self.bl_label}: {note}")
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.1, window=context.window)
-        if add_handler:
-            wm.modal_handler_add(self)
-        wm.progress_begin(0.0, 1.0)
-        return {"RUNNING_MODAL"}
-
-    def _end(self, context):
-        wm = context.window_manager
-        if self._timer is not None:
-            wm.event_timer_remove(self._timer)
-            self._timer = None
-        wm.progress_end()
-        state = wm.stablewrap_job
-        state.running, state.cancel, state.stage, state.progress = False, False, "", 0.0
-        if context.workspace is not None:
-            context.workspace.status_text_set(None)
-        _redraw(context)
-
-    def modal(self, context, event):
-        state = context.window_manager.stablewrap_job
-        if event.type == "ESC" or state.cancel:
-            self._job.cancel()
-            self._end(context)
-            return self._fail(context, "cancelled; nothing was changed", "WARNING")
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        self._job.poll()
-        if not self._job.done:
-            state.stage, state.progress = self._job.stage, self._job.fraction
-            context.window_manager.progress_update(self._job.fraction)
-            if context.workspace is not None:
-                context.workspace.status_text_set(
-                    f"StableWrap {self.bl_label}: {self._job.stage} {100 * self._job.fraction:.0f}%   (Esc to cancel)")
-            _redraw(context)
-            return {"PASS_THROUGH"}
-        self._end(context)
-        try:
-            data, arrays = self._job.result()
-            message = self._task.apply(data, arrays)
-        except (StableWrapAddonError, mesh_io.MeshDataError) as exc:
-            return self._fail(context, str(exc), _level(exc))
-        return self._done(context, message)
-
-
-def _device():
-    prefs = engine_env.get_prefs()
-    device = getattr(prefs, "device", "auto") if prefs is not None else "auto"
-    return None if device == "auto" else device
-
-
-def _pick(context, op):
-    return resolve_pair(context, op.source, op.target)
-
-
-class STABLEWRAP_OT_match(_JobOperator, bpy.types.Operator):
+class STABLEWRAP_OT_match(JobOperator, bpy.types.Operator):
     """Compute a dense correspondence from the source to the target and fit the source onto it"""
 
     bl_idname = "stablewrap.match"
@@ -231,14 +33,14 @@ class STABLEWRAP_OT_match(_JobOperator, bpy.types.Operator):
 
     def make_task(self, context):
         s = context.scene.stablewrap
-        src, tgt = _pick(context, self)
+        src, tgt = pick_pair(context, self)
         return tasks.MatchTask(src, tgt, features=s.features if self.features == "PANEL" else self.features,
                                quality=s.quality if self.quality == "PANEL" else self.quality,
                                exclude_group=s.exclude_group, use_evaluated=s.use_evaluated, show_fit=s.show_fit,
-                               device=_device())
+                               device=preferred_device())
 
 
-class STABLEWRAP_OT_transfer_uvs(_JobOperator, bpy.types.Operator):
+class STABLEWRAP_OT_transfer_uvs(JobOperator, bpy.types.Operator):
     """Copy the source's active UV map onto the target (as 'StableWrap UV'), following the correspondence"""
 
     bl_idname = "stablewrap.transfer_uvs"
@@ -246,10 +48,10 @@ class STABLEWRAP_OT_transfer_uvs(_JobOperator, bpy.types.Operator):
     poll_flags = {"needs_match": True, "needs_source_uv": True}
 
     def make_task(self, context):
-        return tasks.TransferUVTask(*_pick(context, self))
+        return tasks.TransferUVTask(*pick_pair(context, self))
 
 
-class STABLEWRAP_OT_bake_texture(_JobOperator, bpy.types.Operator):
+class STABLEWRAP_OT_bake_texture(JobOperator, bpy.types.Operator):
     """Bake the source's image texture into a new image in the target's active UV layout"""
 
     bl_idname = "stablewrap.bake_texture"
@@ -257,10 +59,10 @@ class STABLEWRAP_OT_bake_texture(_JobOperator, bpy.types.Operator):
     poll_flags = {"needs_match": True, "needs_source_uv": True}
 
     def make_task(self, context):
-        return tasks.BakeTextureTask(*_pick(context, self), resolution=context.scene.stablewrap.bake_resolution)
+        return tasks.BakeTextureTask(*pick_pair(context, self), resolution=context.scene.stablewrap.bake_resolution)
 
 
-class STABLEWRAP_OT_transfer_weights(_JobOperator, bpy.types.Operator):
+class STABLEWRAP_OT_transfer_weights(JobOperator, bpy.types.Operator):
     """Copy all vertex groups (skin weights, masks) of the source onto the target"""
 
     bl_idname = "stablewrap.transfer_weights"
@@ -270,10 +72,10 @@ class STABLEWRAP_OT_transfer_weights(_JobOperator, bpy.types.Operator):
     normalize: BoolProperty(name="Normalize", default=False, description="Make every target vertex's weights sum to 1 (skin weights)")
 
     def make_task(self, context):
-        return tasks.TransferWeightsTask(*_pick(context, self), normalize=self.normalize)
+        return tasks.TransferWeightsTask(*pick_pair(context, self), normalize=self.normalize)
 
 
-class STABLEWRAP_OT_make_morph(_JobOperator, bpy.types.Operator):
+class STABLEWRAP_OT_make_morph(JobOperator, bpy.types.Operator):
     """Add in-between shape keys from the source shape to its fit, driven by one Morph slider"""
 
     bl_idname = "stablewrap.make_morph"
@@ -287,7 +89,7 @@ class STABLEWRAP_OT_make_morph(_JobOperator, bpy.types.Operator):
         return tasks.MorphTask(src, self.steps or context.scene.stablewrap.morph_steps)
 
 
-class STABLEWRAP_OT_match_part(_JobOperator, bpy.types.Operator):
+class STABLEWRAP_OT_match_part(JobOperator, bpy.types.Operator):
     """Find the part of the target that corresponds to a vertex group of the source and store it as a vertex group"""
 
     bl_idname = "stablewrap.match_part"
@@ -300,7 +102,7 @@ class STABLEWRAP_OT_match_part(_JobOperator, bpy.types.Operator):
 
     def make_task(self, context):
         s = context.scene.stablewrap
-        src, tgt = _pick(context, self)
+        src, tgt = pick_pair(context, self)
         group = self.group or s.part_group
         return tasks.MatchPartTask(src, tgt, group, new_group=self.new_group or s.part_new_group or group,
                                    select=self.select)
@@ -322,7 +124,7 @@ def image_editor_pixel(context, event):
     return image, u * w, (1.0 - v) * h
 
 
-class STABLEWRAP_OT_pick_from_image(_JobOperator, bpy.types.Operator):
+class STABLEWRAP_OT_pick_from_image(JobOperator, bpy.types.Operator):
     """Click a part on the image in the Image Editor: the matching part of the target gets selected"""
 
     bl_idname = "stablewrap.pick_from_image"
@@ -362,7 +164,7 @@ class STABLEWRAP_OT_pick_from_image(_JobOperator, bpy.types.Operator):
         if self.x < 0 or self.y < 0:
             raise tasks.TaskError(f"click ({self.x:g}, {self.y:g}) is outside the image; click on the part to pick")
         return tasks.PickFromImageTask(tgt, image, self.x, self.y, new_group=self.new_group or s.part_new_group,
-                                       select=self.select, device=_device())
+                                       select=self.select, device=preferred_device())
 
     def invoke(self, context, event):
         if bpy.app.background or (self.x >= 0 and self.y >= 0):
@@ -457,9 +259,6 @@ class STABLEWRAP_OT_use_selection(bpy.types.Operator):
         return {"FINISHED"}
 
 
-# the landmark operators live in their own module (they use _JobOperator and resolve_pair from here)
-from .landmark_operators import (STABLEWRAP_OT_landmark_add, STABLEWRAP_OT_landmark_clear,  # noqa: E402
-                                 STABLEWRAP_OT_landmark_remove, STABLEWRAP_OT_landmarks_detect)
 
 classes = (
     STABLEWRAP_OT_match, STABLEWRAP_OT_transfer_uvs, STABLEWRAP_OT_bake_texture, STABLEWRAP_OT_transfer_weights,

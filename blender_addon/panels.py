@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from .operators import resolve_pair
+from .operator_base import resolve_pair
 
 
 class STABLEWRAP_UL_landmarks(bpy.types.UIList):

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import mesh_io
 from .mesh_io import MeshDataError
-from .tasks import EditModeGuard, Task, TaskError, _mesh_signature, _obj, check_pair, check_unchanged
+from .task_base import EditModeGuard, Task, TaskError, mesh_signature, resolve_object, check_pair, check_unchanged
 
 
 class NoMatch(TaskError):
@@ -106,8 +106,8 @@ class MatchPartTask(_PartResultTask):
 
     def __init__(self, source, target, group_name: str, new_group: Optional[str] = None, select: bool = True,
                  k: Optional[int] = None) -> None:
-        self.source = _obj(source, "source")
-        self.target = _obj(target, "target")
+        self.source = resolve_object(source, "source")
+        self.target = resolve_object(target, "target")
         self.group_name = group_name or ""
         self.new_group = self.group_name if new_group is None else new_group
         self.select, self.k = bool(select), k
@@ -131,7 +131,7 @@ class MatchPartTask(_PartResultTask):
         if part.all():
             raise TaskError(f"vertex group '{self.group_name}' covers the whole of '{self.source.name}'; "
                             "it must hold only the part to match")
-        self.signature = _mesh_signature(self.target)
+        self.signature = mesh_signature(self.target)
         arrays = {"src_vertices": src.world_vertices(), "src_faces": src.triangles,
                   "tgt_vertices": tgt.world_vertices(), "tgt_faces": tgt.triangles,
                   "part": np.nonzero(part)[0].astype(np.int32)}
@@ -147,7 +147,7 @@ class PickFromImageTask(_PartResultTask):
 
     def __init__(self, target, image, x: float, y: float, new_group: str = "", select: bool = True,
                  device: Optional[str] = None) -> None:
-        self.target = _obj(target, "target")
+        self.target = resolve_object(target, "target")
         if isinstance(image, str):
             found = bpy.data.images.get(image)
             if found is None:
@@ -176,7 +176,7 @@ class PickFromImageTask(_PartResultTask):
             tgt = mesh_io.read_mesh(self.target, "target")
         except MeshDataError as exc:
             raise TaskError(str(exc)) from None
-        self.signature = _mesh_signature(self.target)
+        self.signature = mesh_signature(self.target)
         args = {"click": [self.x, self.y]}
         if self.device:
             args["device"] = self.device

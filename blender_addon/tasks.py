@@ -11,159 +11,20 @@ from __future__ import annotations
 
 from typing import Optional
 
-import bpy
 import numpy as np
 
 from . import mesh_io
+from .bake_tasks import BakeTextureTask, find_image, remove_bake, show_bake  # noqa: F401  (re-exported; clear_results uses remove_bake)
+from .landmark_tasks import DetectLandmarksTask, write_detected_landmarks  # noqa: F401  (re-exported)
 from .mesh_io import MeshDataError
-from .worker_client import StableWrapAddonError
-
-# names written into the scene
-ATTR_TARGET_FACE = "sw_target_face"
-ATTR_TARGET_BARY = "sw_target_bary"
-ATTR_CONFIDENCE = "sw_confidence"
-ATTR_SOURCE_FACE = "sw_source_face"
-ATTR_SOURCE_BARY = "sw_source_bary"
-ATTR_COLOR = "sw_correspondence"
-FIT_KEY = "StableWrap fit"
-MORPH_PREFIX = "StableWrap morph "
-UV_NAME = "StableWrap UV"
-IMAGE_SUFFIX = " StableWrap bake"
-
-
-class TaskError(StableWrapAddonError):
-    """A clear, one-line reason why a task cannot run or its result cannot be written."""
-
-
-def _obj(obj_or_name, role: str):
-    if isinstance(obj_or_name, str):
-        obj = bpy.data.objects.get(obj_or_name)
-        if obj is None:
-            raise TaskError(f"{role} object '{obj_or_name}' not found")
-        return obj
-    return obj_or_name
-
-
-def check_pair(source, target) -> None:
-    if source is None or target is None:
-        raise TaskError("pick a source and a target mesh" if source is None and target is None
-                        else f"pick a {'source' if source is None else 'target'} mesh")
-    if source == target:
-        raise TaskError(f"source and target are the same object ('{source.name}'); pick two different meshes")
-    try:
-        mesh_io.check_mesh_object(source, "source")
-        mesh_io.check_mesh_object(target, "target")
-    except MeshDataError as exc:
-        raise TaskError(str(exc)) from None
-
-
-def _check_length(name: str, arr: np.ndarray, shape: tuple) -> np.ndarray:
-    if arr is None:
-        raise TaskError(f"engine reply has no '{name}'")
-    if tuple(arr.shape) != tuple(shape):
-        raise TaskError(f"engine reply '{name}' has shape {tuple(arr.shape)}, expected {tuple(shape)}")
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise TaskError(f"engine reply '{name}' contains NaN or infinite values")
-    return arr
-
-
-def _check_faces(name: str, arr: np.ndarray, n_faces: int) -> None:
-    if len(arr) and (arr.min() < 0 or arr.max() >= n_faces):
-        raise TaskError(f"engine reply '{name}' refers to triangle {int(arr.max())} of a mesh with {n_faces}")
-
-
-def check_unchanged(objects, signatures, when: str) -> None:
-    """Refuse to write when an object was deleted or its mesh changed since the job read it
-    (``signatures``: their ``_mesh_signature`` then; ``when``: the rest of the one-line error)."""
-    for obj, sig in zip(objects, signatures):
-        if obj.name not in bpy.data.objects or _mesh_signature(obj) != sig:
-            raise TaskError(f"'{sig[0]}' was changed or deleted {when}")
-
-
-def read_pair(task, use_evaluated: bool) -> dict:
-    """The source and target meshes of ``task`` as the engine's pair arrays (world space, float64:
-    objects far from the origin keep their precision); sets ``task.src``, ``task.tgt`` and
-    ``task.signature``. Match and Detect Landmarks send the same geometry, so the engine's
-    cached detections serve both."""
-    try:
-        src = mesh_io.read_mesh(task.source, "source", evaluated=use_evaluated)
-        tgt = mesh_io.read_mesh(task.target, "target", evaluated=use_evaluated)
-    except MeshDataError as exc:
-        raise TaskError(str(exc)) from None
-    task.src, task.tgt = src, tgt
-    task.signature = (_mesh_signature(task.source), _mesh_signature(task.target))
-    return {"src_vertices": src.world_vertices(), "src_faces": src.triangles,
-            "tgt_vertices": tgt.world_vertices(), "tgt_faces": tgt.triangles}
-
-
-def topology_key(triangles: np.ndarray) -> str:
-    """A short key of a triangle list (count and a hash of the indices): a stored map is only
-    valid for the source topology it was made with."""
-    import hashlib
-
-    tris = np.ascontiguousarray(triangles, np.int64)
-    return f"{len(tris)}:{hashlib.sha1(tris.tobytes()).hexdigest()[:16]}"
-
-
-def _mesh_signature(obj) -> tuple:
-    return (obj.name, len(obj.data.vertices), len(obj.data.polygons), len(obj.data.loops))
-
-
-class EditModeGuard:
-    """Leave edit mode while results are written (edit-mode data would overwrite them), then return."""
-
-    def __init__(self, *objects) -> None:
-        self.objects = [o for o in objects if o is not None]
-        self.restore = False
-
-    def __enter__(self):
-        ctx_obj = bpy.context.view_layer.objects.active if bpy.context.view_layer else None
-        if any(o.mode == "EDIT" for o in self.objects) and ctx_obj is not None and ctx_obj.mode == "EDIT":
-            bpy.ops.object.mode_set(mode="OBJECT")
-            self.restore = True
-        for o in self.objects:
-            if o.mode == "EDIT":
-                o.update_from_editmode()
-        return self
-
-    def __exit__(self, *exc):
-        if self.restore:
-            bpy.ops.object.mode_set(mode="EDIT")
-        return False
-
-
-def correspondence_colors(points: np.ndarray) -> np.ndarray:
-    """(n, 4) float32 RGBA: bounding-box-normalised positions as colours (a smooth, readable map)."""
-    p = np.asarray(points, np.float64)
-    lo, hi = p.min(0), p.max(0)
-    rgb = (p - lo) / np.where(hi - lo > 0, hi - lo, 1.0)
-    return np.concatenate([0.1 + 0.85 * rgb, np.ones((len(p), 1))], axis=1).astype(np.float32)
-
-
-def interpolate(values: np.ndarray, triangles: np.ndarray, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
-    """Values at points given as (triangle, barycentric) of a mesh with per-vertex ``values``."""
-    return np.einsum("nk,nk...->n...", bary.astype(np.float64), values[triangles[face]].astype(np.float64))
-
-
-def landmark_pairs(source, target) -> np.ndarray:
-    """(k, 2) int32 (source vertex, target vertex) pairs stored on the source for this target."""
-    pairs = [(lm.source_vertex, lm.target_vertex) for lm in source.stablewrap.landmarks if lm.target == target]
-    arr = np.asarray(pairs, np.int32).reshape(-1, 2)
-    ns, nt = len(source.data.vertices), len(target.data.vertices)
-    if len(arr) and (arr[:, 0].max() >= ns or arr[:, 1].max() >= nt):
-        raise TaskError(f"a landmark refers to a vertex that no longer exists (source has {ns}, target {nt} vertices); clear the landmarks")
-    return arr
-
-
-class Task:
-    label = "StableWrap"
-    cmd = ""
-
-    def prepare(self) -> tuple[str, dict, dict]:
-        raise NotImplementedError
-
-    def apply(self, data: dict, arrays: dict) -> str:
-        raise NotImplementedError
+from .morph_tasks import MorphTask, add_morph_driver, remove_morph  # noqa: F401  (re-exported; clear_results uses remove_morph)
+from .part_tasks import MatchPartTask, NoMatch, PickFromImageTask, read_image_rgba, select_vertices  # noqa: F401  (re-exported)
+from .task_base import (  # noqa: F401  (re-exported: callers use tasks.<name>)
+    ATTR_COLOR, ATTR_CONFIDENCE, ATTR_SOURCE_BARY, ATTR_SOURCE_FACE, ATTR_TARGET_BARY, ATTR_TARGET_FACE, FIT_KEY,
+    IMAGE_SUFFIX, MORPH_PREFIX, UV_NAME, EditModeGuard, MappedTask, Task, TaskError, applied_on_top, check_faces,
+    check_length, check_pair, check_unchanged, correspondence_colors, interpolate, landmark_pairs, mesh_signature,
+    read_corner_uv, read_pair, resolve_object, stored_map, topology_key,
+)
 
 
 # meshes from this size on are matched on decimated working copies at a cost the artist should
@@ -180,8 +41,8 @@ class MatchTask(Task):
     def __init__(self, source, target, features: str = "auto", quality: str = "balanced", exclude_group: str = "",
                  use_evaluated: bool = False, show_fit: bool = True, method: Optional[str] = None,
                  device: Optional[str] = None) -> None:
-        self.source = _obj(source, "source")
-        self.target = _obj(target, "target")
+        self.source = resolve_object(source, "source")
+        self.target = resolve_object(target, "target")
         self.features, self.quality, self.method, self.device = features, quality, method, device
         self.exclude_group = exclude_group
         self.use_evaluated = use_evaluated
@@ -219,15 +80,15 @@ class MatchTask(Task):
     def check(self, arrays: dict) -> dict:
         ns, nt = len(self.src.vertices), len(self.tgt.vertices)
         out = {
-            "src_to_tgt_face": _check_length("src_to_tgt_face", arrays.get("src_to_tgt_face"), (ns,)),
-            "src_to_tgt_bary": _check_length("src_to_tgt_bary", arrays.get("src_to_tgt_bary"), (ns, 3)),
-            "tgt_to_src_face": _check_length("tgt_to_src_face", arrays.get("tgt_to_src_face"), (nt,)),
-            "tgt_to_src_bary": _check_length("tgt_to_src_bary", arrays.get("tgt_to_src_bary"), (nt, 3)),
-            "fitted_vertices": _check_length("fitted_vertices", arrays.get("fitted_vertices"), (ns, 3)),
-            "confidence": _check_length("confidence", arrays.get("confidence"), (ns,)),
+            "src_to_tgt_face": check_length("src_to_tgt_face", arrays.get("src_to_tgt_face"), (ns,)),
+            "src_to_tgt_bary": check_length("src_to_tgt_bary", arrays.get("src_to_tgt_bary"), (ns, 3)),
+            "tgt_to_src_face": check_length("tgt_to_src_face", arrays.get("tgt_to_src_face"), (nt,)),
+            "tgt_to_src_bary": check_length("tgt_to_src_bary", arrays.get("tgt_to_src_bary"), (nt, 3)),
+            "fitted_vertices": check_length("fitted_vertices", arrays.get("fitted_vertices"), (ns, 3)),
+            "confidence": check_length("confidence", arrays.get("confidence"), (ns,)),
         }
-        _check_faces("src_to_tgt_face", out["src_to_tgt_face"], len(self.tgt.triangles))
-        _check_faces("tgt_to_src_face", out["tgt_to_src_face"], len(self.src.triangles))
+        check_faces("src_to_tgt_face", out["src_to_tgt_face"], len(self.tgt.triangles))
+        check_faces("tgt_to_src_face", out["tgt_to_src_face"], len(self.src.triangles))
         return out
 
     def apply(self, data, arrays):
@@ -270,79 +131,13 @@ class MatchTask(Task):
             msg += "; " + "; ".join(notices[:2]) + (f" (+{len(notices) - 2} more in the console)" if len(notices) > 2 else "")
             for n in notices:
                 print(f"StableWrap Match: {n}")
-        on_top = _applied_on_top(self.source)
+        on_top = applied_on_top(self.source)
         if on_top:
             msg += f"; Blender shows the fit with the source's {on_top} on top (set keys to 0, hide modifiers to see it alone)"
         return msg
 
 
-def _applied_on_top(source) -> str:
-    """What Blender applies over the fit shape key when it shows the source: other shape keys
-    with a value and enabled modifiers ('' when nothing)."""
-    what = []
-    sk = source.data.shape_keys
-    if sk is not None and sk.use_relative:
-        keys = [k for k in sk.key_blocks[1:] if k.name != FIT_KEY and not k.mute and k.value != 0.0]
-        if keys:
-            what.append(f"shape key{'s' if len(keys) > 1 else ''} " + ", ".join(f"'{k.name}'" for k in keys[:3])
-                        + (" etc." if len(keys) > 3 else ""))
-    mods = [m for m in source.modifiers if m.show_viewport]
-    if mods:
-        what.append(f"modifier{'s' if len(mods) > 1 else ''} " + ", ".join(f"'{m.name}'" for m in mods[:3])
-                    + (" etc." if len(mods) > 3 else ""))
-    return " and ".join(what)
-
-
-def _stored_map(target, source) -> tuple[np.ndarray, np.ndarray]:
-    """The target -> source map written by Match (triangle, barycentric)."""
-    face = mesh_io.read_attribute(target.data, ATTR_SOURCE_FACE)
-    bary = mesh_io.read_attribute(target.data, ATTR_SOURCE_BARY)
-    if face is None or bary is None:
-        raise TaskError(f"'{target.name}' has no correspondence yet: run Match first")
-    partner = target.stablewrap.matched_with
-    if partner is not None and partner != source:
-        raise TaskError(f"'{target.name}' was matched with '{partner.name}', not '{source.name}': "
-                        f"run Match on '{source.name}' -> '{target.name}' first")
-    return face, bary
-
-
-class _MappedTask(Task):
-    """Base for transfers that use the stored target -> source map."""
-
-    def __init__(self, source, target) -> None:
-        self.source = _obj(source, "source")
-        self.target = _obj(target, "target")
-
-    def _common(self):
-        check_pair(self.source, self.target)
-        face, bary = _stored_map(self.target, self.source)
-        src_tris, src_loops, _ = mesh_io.read_triangles(self.source.data)
-        tgt_tris, tgt_loops, tgt_polys = mesh_io.read_triangles(self.target.data)
-        stored = self.target.stablewrap.source_topology
-        if stored and stored != topology_key(src_tris):
-            raise TaskError(f"'{self.source.name}' changed since Match (its faces are not the ones matched): run Match again")
-        _check_faces("sw_source_face", face, len(src_tris))
-        self.src_tris, self.src_loops, self.tgt_tris, self.tgt_loops = src_tris, src_loops, tgt_tris, tgt_loops
-        self.tgt_polys = tgt_polys
-        self.signature = (_mesh_signature(self.source), _mesh_signature(self.target))
-        return {"src_faces": src_tris, "tgt_faces": tgt_tris, "tgt_to_src_face": face, "tgt_to_src_bary": bary}
-
-    def _still_same(self):
-        check_unchanged((self.source, self.target), self.signature, "meanwhile; run it again")
-
-
-def read_corner_uv(mesh, loops: np.ndarray, uv_name: Optional[str] = None) -> tuple[str, np.ndarray]:
-    """UVs of every triangle corner: (t, 3, 2) float32, from ``uv_name`` or the active UV map."""
-    layer = mesh.uv_layers.get(uv_name) if uv_name else mesh.uv_layers.active
-    if layer is None:
-        raise TaskError(f"'{mesh.name}' has no UV map{' ' + repr(uv_name) if uv_name else ''}; add or unwrap one on the source")
-    buf = np.empty(len(mesh.loops) * 2, np.float32)
-    if len(buf):
-        layer.uv.foreach_get("vector", buf)
-    return layer.name, buf.reshape(-1, 2)[loops]
-
-
-class TransferUVTask(_MappedTask):
+class TransferUVTask(MappedTask):
     """Carries the source's active UV map onto the target (seam-aware) as 'StableWrap UV'."""
 
     label = "Transfer UVs"
@@ -361,7 +156,7 @@ class TransferUVTask(_MappedTask):
         return self.cmd, {}, arrays
 
     def apply(self, data, arrays):
-        cuv = _check_length("corner_uv", arrays.get("corner_uv"), (len(self.tgt_tris), 3, 2))
+        cuv = check_length("corner_uv", arrays.get("corner_uv"), (len(self.tgt_tris), 3, 2))
         self._still_same()
         mesh = self.target.data
         loop_uv = np.zeros((len(mesh.loops), 2), np.float32)
@@ -379,7 +174,7 @@ class TransferUVTask(_MappedTask):
 GROUP_SUFFIX = ".sw"  # a transferred group whose name the artist's own group already has
 
 
-class TransferWeightsTask(_MappedTask):
+class TransferWeightsTask(MappedTask):
     """Copies every vertex group of the source onto the target."""
 
     label = "Transfer Weights"
@@ -398,7 +193,7 @@ class TransferWeightsTask(_MappedTask):
         return self.cmd, {"mode": "barycentric", "normalize": self.normalize}, arrays
 
     def apply(self, data, arrays):
-        vals = _check_length("values", arrays.get("values"), (len(self.target.data.vertices), len(self.names)))
+        vals = check_length("values", arrays.get("values"), (len(self.target.data.vertices), len(self.names)))
         self._still_same()
         created = [g for g in self.target.stablewrap.created_groups.split("\t") if g]
         kept = []
@@ -458,7 +253,3 @@ def clear_results(source, target) -> list[str]:
 
 
 # the landmark and part tasks live in their own modules; ``tasks.X`` keeps naming them all
-from .landmark_tasks import DetectLandmarksTask, write_detected_landmarks  # noqa: E402,F401
-from .part_tasks import MatchPartTask, NoMatch, PickFromImageTask, read_image_rgba, select_vertices  # noqa: E402,F401
-from .morph_tasks import MorphTask, add_morph_driver, remove_morph  # noqa: E402,F401  (clear_results uses remove_morph)
-from .bake_tasks import BakeTextureTask, find_image, remove_bake, show_bake  # noqa: E402,F401  (clear_results uses remove_bake)

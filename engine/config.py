@@ -15,8 +15,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 
 from .errors import InputError
-
-FEATURE_MODES = ("auto", "geometric", "dino", "dino+sd")
+from .features.select import FEATURE_MODES  # noqa: F401  (re-exported: the modes' one definition lives with the features)
 METHODS = ("full", "rigid")
 QUALITIES = ("fast", "balanced", "best")
 GUIDANCE_SCHEDULES = ("auto", "feature-led", "position-led")

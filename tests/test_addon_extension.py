@@ -710,17 +710,17 @@ def test_poll_explains_why_buttons_are_unavailable(sw, pair):
     s = ctx.scene.stablewrap
     bpy.ops.object.select_all(action="DESELECT")
     ctx.view_layer.objects.active = None
-    assert "Pick a source and a target" in ops.pair_problem(ctx)
+    assert "Pick a source and a target" in sw.operator_base.pair_problem(ctx)
     s.source, s.target = src, src
-    assert "same object" in ops.pair_problem(ctx)
+    assert "same object" in sw.operator_base.pair_problem(ctx)
     s.target = tgt
-    assert ops.pair_problem(ctx) == ""
-    assert "run Match first" in ops.pair_problem(ctx, needs_match=True)
-    assert "no vertex groups" in ops.pair_problem(ctx, needs_groups=True)
-    assert "no fit yet" in ops.pair_problem(ctx, source_only=True, needs_fit=True)
+    assert sw.operator_base.pair_problem(ctx) == ""
+    assert "run Match first" in sw.operator_base.pair_problem(ctx, needs_match=True)
+    assert "no vertex groups" in sw.operator_base.pair_problem(ctx, needs_groups=True)
+    assert "no fit yet" in sw.operator_base.pair_problem(ctx, source_only=True, needs_fit=True)
     ctx.window_manager.stablewrap_job.running = True
     try:
-        assert "job is running" in ops.pair_problem(ctx)
+        assert "job is running" in sw.operator_base.pair_problem(ctx)
     finally:
         ctx.window_manager.stablewrap_job.running = False
 

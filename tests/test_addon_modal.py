@@ -21,7 +21,7 @@ class Event:
 
 
 def _operator(sw, task, job):
-    class ModalStub(sw.operators._JobOperator):
+    class ModalStub(sw.operator_base.JobOperator):
         bl_label = "Match"
 
         def __init__(self):

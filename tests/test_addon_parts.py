@@ -109,7 +109,7 @@ def test_no_match_reply_is_a_clear_warning_and_changes_nothing(sw):
     reply = {"target_vertices": np.zeros(0, np.int32), "bsb_vertex": np.int32(-1), "score": np.float32(0)}
     with pytest.raises(sw.NoMatch, match="no match: 'Ear.L' has no counterpart on 'Target'; nothing was changed"):
         task.apply({"matched": False}, reply)
-    assert sw.operators._level(sw.NoMatch("x")) == "WARNING"
+    assert sw.operator_base.message_level(sw.NoMatch("x")) == "WARNING"
     assert_unchanged(before, tgt)
     assert len(_selected(tgt)) == len(tgt.data.vertices)  # the primitive's selection is untouched
     bad = dict(reply, bsb_vertex=np.int32(0), target_vertices=np.array([10 ** 6], np.int32))
@@ -236,7 +236,7 @@ def test_image_editor_click_converts_to_top_left_pixels_and_rejects_outside_clic
     hit = sw.operators.image_editor_pixel(ctx, _Event("LEFTMOUSE", x=200, y=350))
     assert hit[0] == img and hit[1] == pytest.approx(20.0) and hit[2] == pytest.approx(5.0)
 
-    class PickStub(sw.operators._JobOperator):
+    class PickStub(sw.operator_base.JobOperator):
         bl_label = "Pick from Image"
         _picking = True
 

@@ -22,12 +22,12 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 from ..errors import InputError
+from ..features.select import FEATURE_MODES
 from ..isolated import resolve, run_isolated
 from .datasets import BenchPair, load_triangles
 from .geodesics import geodesic_matrix
 from .metrics import map_errors
 
-FEATURE_MODES = ("auto", "geometric", "dino", "dino+sd")
 BASELINE_NAME = "rigid (baseline)"
 CALL_KEY = "_call"
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from ..errors import BackendUnavailable, InputError
 
+FEATURE_MODES = ("auto", "geometric", "dino", "dino+sd")
+
 
 def choose_feature_mode(features: str, notices: list, feature_config: dict | None = None) -> str:
     """The feature mode a match runs: ``features`` itself, or for "auto" the best semantic mode whose
     models are present, else "geometric" with a note in ``notices``. Raises BackendUnavailable for an
     explicit semantic mode that cannot run here."""
-    from ..config import FEATURE_MODES
-
     if features not in FEATURE_MODES:
         raise InputError(f"features: unknown mode {features!r}; use one of {', '.join(FEATURE_MODES)}")
     if features == "geometric":
