@@ -277,9 +277,11 @@ def _search_directions() -> np.ndarray:
 # image turns tried on every search view, degrees counter-clockwise: the face detector takes
 # faces up to about 30 degrees off upright, so steps of 45 leave none out
 SEARCH_TURNS = (0, 90, 180, 270, 45, 135, 225, 315)
-# the search views' size: at 256 px (half the render time) the face mesh's reading of the small
-# faces of whole-head views set the frame wrong on 2 of the 3 turned MakeHuman heads tested
-SEARCH_RESOLUTION = 384
+# the search views' size: the face detector sees every image at 128 px; 256 px renders (half the
+# time of 384, a 2.25x smaller transfer to the models' process) found the same faces on the 6
+# turned dev FAUST heads and the turned MakeHuman heads (docs/decisions.md): the frame each reading
+# gives is only a candidate, checked and corrected by the aimed views
+SEARCH_RESOLUTION = 256
 # a face is found when this many of its 432 off-outline landmarks have views agreeing on them:
 # real faces give 420-432 (MakeHuman, FAUST heads alone), the face mesh forced onto an animal's
 # head 253 (smal_r 00211799_ferrari, 4 views); about four fifths
@@ -425,6 +427,8 @@ def detect_face_landmarks(vertices: np.ndarray, faces: np.ndarray, *, body=None,
             pts, verts, conf = _consensus(per_view, vertices, s.tolerance * frame[3], int(s.min_views), n_views)
             if best is None or (verts >= 0).sum() > (best[3] >= 0).sum():
                 best = (len(per_view), frame, pts, verts, conf)
+            if len(per_view) >= 0.8 * n_views and (verts >= 0).sum() >= MIN_FACE_LANDMARKS:
+                break  # the views saw the face squarely enough: another pass would change little
             frame = _face_frame(pts, np.asarray(frame[0]) + 10.0 * frame[3] * np.asarray(frame[1]))
         if best is not None and best[0] > n_views // 2 and (best[3] >= 0).sum() >= MIN_FACE_LANDMARKS:
             break  # most aimed views found the face and agree: this candidate is it
