@@ -12,10 +12,10 @@ import time
 import numpy as np
 import pytest
 
+from engine.keypoints.pose_model import keypoints_status
 from tests.test_addon_support import bpy, empty_scene, enable_extension, world
 
-mediapipe_status = pytest.importorskip("engine.keypoints.pose_model").mediapipe_status
-pytestmark = pytest.mark.skipif(not mediapipe_status()[0], reason="mediapipe is not installed")
+pytestmark = pytest.mark.skipif(not keypoints_status()[0], reason="no keypoint back end installed")
 
 
 @pytest.fixture(scope="module")
