@@ -141,6 +141,7 @@ class PairContext:
     exclude : (ns,) bool clean source vertices without data term, or None
     keypoints : engine.correspond.keypoint_pairs.PairKeypoints
     notices : one-line messages for the caller (fallbacks taken)
+    fallbacks : one line per numerical fallback (another solver or distance than the usual one)
     timings : seconds per stage; cpu_timings : CPU seconds per stage (every thread);
     stage_peak_mb : the process's peak resident memory at the end of each stage (MiB)
     """
@@ -163,6 +164,7 @@ class PairContext:
     target_body_faces: np.ndarray | None = None  # full_target's faces -> clean target faces (None: all kept)
     target_parts: dict | None = None  # parts of the target and what was left out
     notices: list = field(default_factory=list)
+    fallbacks: list = field(default_factory=list)  # slower or other methods taken (meta["fallbacks"])
     timings: dict = field(default_factory=dict)
     cpu_timings: dict = field(default_factory=dict)
     stage_peak_mb: dict = field(default_factory=dict)

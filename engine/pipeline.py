@@ -139,6 +139,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
         "alignment_fits": n_fits,  # fits run (more than one when a suspect fit was redone)
         "alignment_used": next(i for i, a in enumerate(alignments, 1) if a is fit.rigid),  # which candidate (1 = best)
         "schedule_scores": fit.schedule_scores,  # fit score of every raced schedule where it left the race
+        "fallbacks": ctx.fallbacks + _geodesic_fallbacks(ctx),  # slower or other methods taken, and why
         "keypoints": ctx.keypoints.meta(),  # whether body keypoints guided the match, which pairs, their confidences
         "verdict": verdict,  # good / check / wrong, with its reason
         "surface_fit": surface,  # flipped / folded triangles left, share of the source with no target surface under it
@@ -164,6 +165,19 @@ def _spectra(ctx: PairContext) -> None:
     lock against the renders and gained nothing)."""
     for mesh in (ctx.source, ctx.target):
         mesh.hks, mesh.wks  # noqa: B018  (cached properties)
+
+
+def _geodesic_fallbacks(ctx: PairContext) -> list[str]:
+    """Graph (Dijkstra) distances in place of the heat method, per mesh where geodesics were used:
+    the keypoint features and the fit score then measure other distances."""
+    out = []
+    for side, mesh in (("source", ctx.source), ("target", ctx.target)):
+        for attr in ("geodesics", "full_geodesics"):
+            solver = mesh.__dict__.get(attr)  # computed only where a stage used it (cached property)
+            if solver is not None and solver.method == "dijkstra":
+                out.append(f"{side} geodesics: graph distances, not the heat method ({solver.fallback_reason})")
+                break
+    return out
 
 
 def _align(ctx: PairContext) -> list:
@@ -231,6 +245,8 @@ def _fit(ctx: PairContext, rigid, method: str, feat_mode: str, scorer) -> Fit:
                                device=ctx.device, solver=solver)
             solver = run.solver  # the runs share the source: factor the Poisson system once
             candidates.append(Candidate(run, g.schedule))
+        if solver is not None and solver.fallback_reason and not any(f.startswith("poisson") for f in ctx.fallbacks):
+            ctx.fallbacks.append(f"poisson solve: scipy sparse LU on the CPU, not cholespy ({solver.fallback_reason})")
         winner = race(candidates, cfg.reg_steps, cfg.schedule_probe, scorer.score_deformed, prog, cfg.race_in_threads)
         if len(candidates) > 1:
             scores = {c.name: round(c.score, 4) for c in candidates if c.score is not None}

@@ -18,6 +18,7 @@ class GeodesicSolver:
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
         self.method = "heat"
+        self.fallback_reason: str | None = None  # why the graph distances are used, where they are
         self._solver = None
         try:
             import potpourri3d as pp3d
@@ -25,8 +26,9 @@ class GeodesicSolver:
             if mesh.n_components != 1 or mesh.non_manifold_edge_count:
                 raise ValueError("heat method needs one manifold component")
             self._solver = pp3d.MeshHeatMethodDistanceSolver(mesh.vertices, mesh.faces)
-        except Exception:
+        except Exception as exc:
             self.method = "dijkstra"
+            self.fallback_reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
 
     def distances(self, sources) -> np.ndarray:
         """(n,) float64 distance from the nearest of ``sources`` (vertex index or list) to every vertex."""

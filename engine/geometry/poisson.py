@@ -27,6 +27,8 @@ class SparseFactor:
         self.n = A.shape[0]
         self.device = device
         self._chol = None
+        self.backend = "cholespy"  # or "scipy-lu" (CPU) where cholespy is missing or fails
+        self.fallback_reason: str | None = None
         # registrations raced in threads share one factor; CHOLMOD's workspace is not re-entrant
         self._lock = threading.Lock()
         try:
@@ -41,9 +43,11 @@ class SparseFactor:
                 jj = np.ascontiguousarray(A.col, dtype=np.int32)
                 xx = np.ascontiguousarray(A.data, dtype=np.float64)
             self._chol = CholeskySolverD(self.n, ii, jj, xx, MatrixType.COO)
-        except Exception:  # cholespy missing or failed: scipy's sparse LU on the CPU
+        except Exception as exc:  # cholespy missing or failed: scipy's sparse LU on the CPU
             from scipy.sparse.linalg import splu
 
+            self.backend = "scipy-lu"
+            self.fallback_reason = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
             self._lu = splu(A.tocsc())
 
     def solve(self, b: torch.Tensor) -> torch.Tensor:
@@ -122,6 +126,7 @@ class PoissonSolver:
         scale = float(L.diagonal().mean()) / float(vmass.mean())
         L = L + sp.diags(regularization * scale * vmass)
         self._factor = SparseFactor(L, self.device)
+        self.backend, self.fallback_reason = self._factor.backend, self._factor.fallback_reason
         # rhs operator G^T M as a torch sparse matrix (n, 3m)
         rhs = (G.T @ sp.diags(mass)).tocsr()
         if self.device.type == "cpu":
