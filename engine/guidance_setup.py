@@ -2,20 +2,36 @@
 
 ``make_guidances(ctx, aligned_source, feature_mode, rigid)`` builds the per-vertex features
 (spectral: a functional map refined by ZoomOut; or semantic: lifted DINOv2 / SD features),
-adds the body-keypoint distances when keypoints are used, and returns the guidance sources to
-run, each with a ``schedule`` name: one when body keypoints decided the orientation (or a
+adds the body-keypoint distances when keypoints are used, and returns the registrations to
+run as :class:`GuidanceCandidate`: one when body keypoints decided the orientation (or a
 schedule is forced), else the candidates the registration race chooses from.
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 
+from .correspond.guidance_source import GuidanceSource
 from .pair_context import PairContext
 
 
-def make_guidances(ctx: PairContext, S, mode: str, rigid) -> list:
+@dataclass(frozen=True)
+class GuidanceCandidate:
+    """One registration a match may run.
+
+    source : the prepared guidance (its ``loss`` / ``update`` steer the registration)
+    schedule : its name (what the race reports and ``meta["guidance"]`` records)
+    weight : its guidance loss's weight, relative to ``MatchConfig.w_guidance``
+    """
+
+    source: GuidanceSource
+    schedule: str
+    weight: float = 1.0
+
+
+def make_guidances(ctx: PairContext, S, mode: str, rigid) -> list[GuidanceCandidate]:
     """The correspondence sources to run (see the module docstring).
 
     S : the rigidly aligned source Mesh (the target is ``ctx.T``); mode : "geometric" or a
@@ -67,8 +83,7 @@ def make_guidances(ctx: PairContext, S, mode: str, rigid) -> list:
             match_dim=None if str(ctx.device).startswith("cuda") else 64,
         )
         g.prepare(S, T)
-        g.schedule = "rendered-flow"
-        return [g]
+        return [GuidanceCandidate(g, "rendered-flow")]
     # Two candidate schedules: feature-led (features decide early, positions late) and
     # position-led (trust the rigid alignment). Which one is right depends on the pair
     # (measured: feature-led on faust5k bodies in new poses, position-led on the
@@ -85,11 +100,10 @@ def make_guidances(ctx: PairContext, S, mode: str, rigid) -> list:
         candidates = [c for c in candidates if c[0] == cfg.guidance_schedule]
     if cfg.schedule_probe <= 0:
         candidates = candidates[:1]
-    def vertex_guidance(name: str, w_pos, weight: float):
+    def vertex_guidance(name: str, w_pos, weight: float) -> GuidanceCandidate:
         g = VertexFeatureGuidance(feat_s, feat_t, w_pos=w_pos, tau=cfg.guidance_tau)
         g.prepare(S, T)
-        g.schedule, g.weight_scale = name, weight
-        return g
+        return GuidanceCandidate(g, name, weight)
 
     if pk is not None:
         # keypoints decided the orientation and tell the sides apart: one feature-led run,
@@ -105,9 +119,8 @@ def make_guidances(ctx: PairContext, S, mode: str, rigid) -> list:
         kg = KeypointGuidance.from_keypoints(S, T, rigid.apply(src.points[si]), pk.pairs[:, 0], tgt.points[ti],
                                              pk.pairs[:, 1], pk.weights,
                                              release=(cfg.keypoint_release_start, cfg.keypoint_release_end))
-        combined = CombinedGuidance([(g, 1.0), (kg, cfg.w_keypoints)], prepared=True)
-        combined.schedule, combined.weight_scale = g.schedule + "+keypoints", g.weight_scale
-        return [combined]
+        combined = CombinedGuidance([(g.source, 1.0), (kg, cfg.w_keypoints)], prepared=True)
+        return [GuidanceCandidate(combined, g.schedule + "+keypoints", g.weight)]
     if cfg.w_parts <= 0:
         return [vertex_guidance(*c) for c in candidates]
     from .parts.guidance import CombinedGuidance, PartGuidance
@@ -119,9 +132,8 @@ def make_guidances(ctx: PairContext, S, mode: str, rigid) -> list:
     for c in candidates:
         g = vertex_guidance(*c)
         # a shallow copy per schedule: the prepared part pairs are shared, the per-run state is not
-        combined = CombinedGuidance([(g, 1.0), (copy.copy(pg), cfg.w_parts / max(g.weight_scale, 1e-6))], prepared=True)
-        combined.schedule, combined.weight_scale = g.schedule + "+parts", g.weight_scale
-        out.append(combined)
+        combined = CombinedGuidance([(g.source, 1.0), (copy.copy(pg), cfg.w_parts / max(g.weight, 1e-6))], prepared=True)
+        out.append(GuidanceCandidate(combined, g.schedule + "+parts", g.weight))
     if len(candidates) > 1:
         # Part pairs are a strong pull: right, they undo limb mix-ups; wrong (a left/right swap
         # of the part matcher, seen on faust5k bodies), they turn the fit round. So the

@@ -239,9 +239,9 @@ def _fit(ctx: PairContext, rigid, method: str, feat_mode: str, scorer) -> Fit:
         for g in guidances:
             reg_cfg = RegistrationConfig(
                 steps=cfg.reg_steps, lr=cfg.reg_lr, update_every=cfg.reg_update_every,
-                w_guidance=cfg.w_guidance * getattr(g, "weight_scale", 1.0),
+                w_guidance=cfg.w_guidance * g.weight,
                 w_chamfer=cfg.w_chamfer, w_normal=cfg.w_normal, w_shear=cfg.w_shear, seed=cfg.seed)
-            run = Registration(S_al, ctx.T, g, reg_cfg, landmarks=ctx.landmarks, exclude_vertices=ctx.exclude,
+            run = Registration(S_al, ctx.T, g.source, reg_cfg, landmarks=ctx.landmarks, exclude_vertices=ctx.exclude,
                                device=ctx.device, solver=solver)
             solver = run.solver  # the runs share the source: factor the Poisson system once
             candidates.append(Candidate(run, g.schedule))
