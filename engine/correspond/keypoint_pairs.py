@@ -21,7 +21,8 @@ from ..errors import BackendUnavailable, InputError
 from ..mesh import Mesh
 
 KEYPOINT_MODES = ("auto", "on", "off")
-# pairs whose two confidences multiply below this are left out (a keypoint seen by few views)
+# a pair needs each of its two keypoints found with more than this confidence (a keypoint seen by
+# few views is left out); the pair's weight is then the product of the two
 MIN_PAIR_CONFIDENCE = 0.25
 # verdict thresholds, in units of sqrt(target area) (the normalised meshes have unit area: a
 # 1.8 m body has sqrt(area) ~ 1.3 m). A keypoint's own placement scatters by 0.02-0.05

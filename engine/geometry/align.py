@@ -76,7 +76,8 @@ def _axis_rotations(axes=(1, 2), step_deg: float = 15.0) -> np.ndarray:
 
 
 def _general_rotations(n: int = 480, seed: int = 0) -> np.ndarray:
-    # super-Fibonacci-like deterministic coverage: random but seeded, plus the 24 cube rotations
+    # the 24 rotations of the cube plus n uniformly random ones from a fixed seed (deterministic,
+    # not a low-discrepancy set: at n = 480 any rotation is within 17 degrees of one (median), 37 at worst)
     cube = Rotation.create_group("O").as_matrix()
     rnd = Rotation.random(n, random_state=seed).as_matrix()
     return np.concatenate([cube, rnd])

@@ -470,11 +470,12 @@ def _same_extent(ext: np.ndarray, a: str, b: str) -> bool:
     return abs(float(ext["xyz".index(a)] - ext["xyz".index(b)])) <= 0.1 * float(ext.max())
 
 
-def keypoint_pairs(source: Keypoints, target: Keypoints, min_confidence: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    """Landmark pairs found on both meshes.
+def keypoint_pairs(source: Keypoints, target: Keypoints, min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Landmark pairs found on both meshes, each side with more than ``min_confidence`` (the
+    match uses ``engine.correspond.keypoint_pairs.MIN_PAIR_CONFIDENCE``).
 
     returns (p, 2) int64 (source vertex, target vertex) and (p,) float64 weights (the product
-    of the two confidences), in ``BODY_NAMES`` order
+    of the two confidences), in the order of ``source.names``
     """
     ok = source.found(min_confidence) & target.found(min_confidence)
     pairs = np.stack([source.vertices[ok], target.vertices[ok]], axis=1).astype(np.int64)

@@ -28,6 +28,10 @@ from ..correspond.guidance_source import GuidanceSource
 
 @dataclass
 class RegistrationConfig:
+    """The registration's own settings. These defaults serve a direct ``register()`` call (the
+    paper's loss weights, a long schedule); ``engine.match`` passes its ``MatchConfig`` values
+    (``reg_steps``, ``reg_lr``, ``reg_update_every``: fewer, larger steps on working copies)."""
+
     steps: int = 300
     lr: float = 0.02
     update_every: int = 50
