@@ -45,16 +45,25 @@ def _layer(module: str) -> int:
     return own
 
 
+def _package(path: Path, module: str) -> str:
+    """The package a file's relative imports start from."""
+    return module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+
+
+def _from_target(node: ast.ImportFrom, package: str) -> str:
+    """The module ``from X import ...`` names, relative imports resolved against ``package``."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imports(path: Path, module: str):
     """(line, imported engine module) of every import in one file."""
-    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    package = _package(path, module)
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = _from_target(node, package)
             names = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -96,11 +105,11 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     assert found == [(2, "engine.pipeline")] and _layer(found[0][1]) > _layer("engine.geometry.oops")
 
 
-def _module_level_imports(path: Path, module: str, package_name: str, known: set) -> set:
+def _module_level_imports(path: Path, module: str, known: set) -> set:
     """The package's modules one file imports when it is loaded (its top-level statements, ``if``
     / ``try`` blocks included; imports inside functions run later and make no cycle). ``from X
     import name`` counts X's submodule ``name`` where there is one, else X."""
-    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    package = _package(path, module)
     tree = ast.parse(path.read_text(encoding="utf-8"))
     out = set()
     nodes = []
@@ -108,11 +117,7 @@ def _module_level_imports(path: Path, module: str, package_name: str, known: set
         nodes.extend(ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node])
     for node in nodes:
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = _from_target(node, package)
             subs = {f"{target}.{a.name}" for a in node.names} & known
             out |= subs or ({target} & known)
         elif isinstance(node, ast.Import):
@@ -121,12 +126,11 @@ def _module_level_imports(path: Path, module: str, package_name: str, known: set
 
 
 def _cycles(root: Path) -> list:
-    name = root.name
     files = {}
     for path in sorted(root.rglob("*.py")):
         parts = path.relative_to(root.parent).with_suffix("").parts
         files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    graph = {m: _module_level_imports(p, m, name, set(files)) for m, p in files.items()}
+    graph = {m: _module_level_imports(p, m, set(files)) for m, p in files.items()}
     # modules on a cycle: those that reach themselves
     on_cycle = []
     for start in graph:

@@ -83,7 +83,7 @@ def decode_boxes(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndar
 
     raw_boxes : (n, 4 + 2 k) float32, raw_scores : (n,) float32 logits, anchors : (n, 2)
     """
-    scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores.astype(np.float64), -100.0, 100.0)))
+    scores = sigmoid(np.clip(raw_scores.astype(np.float64), -100.0, 100.0))
     keep = np.flatnonzero(scores >= min_score)
     raw = raw_boxes[keep].astype(np.float64) / scale
     anc = anchors[keep]
@@ -113,9 +113,7 @@ def weighted_nms(det: Detections, threshold: float = 0.3, max_out: int | None = 
     while remaining.size and (max_out is None or len(out_s) < max_out):
         top = remaining[0]
         similar = _iou(boxes[top], boxes[remaining]) > threshold
-        group = remaining[similar]
-        if group.size == 0:
-            group = remaining[:1]
+        group = remaining[similar] if similar.any() else remaining[:1]
         wts = scores[group]
         out_b.append((boxes[group] * wts[:, None]).sum(0) / wts.sum())
         out_k.append((kps[group] * wts[:, None, None]).sum(0) / wts.sum())
@@ -128,7 +126,7 @@ def weighted_nms(det: Detections, threshold: float = 0.3, max_out: int | None = 
                       np.array(out_s, np.float64))
 
 
-def letterbox(width: int, height: int, rect: Rect | None, out_size: int) -> tuple[Rect, np.ndarray]:
+def letterbox(width: int, height: int, rect: Rect | None) -> tuple[Rect, np.ndarray]:
     """MediaPipe's PadRoi for a square tensor with ``keep_aspect_ratio``: the region (the whole
     image where ``rect`` is None) grown to a square in pixels, and the padding it added as
     fractions of the tensor (left, top, right, bottom)."""
@@ -243,7 +241,7 @@ def refine_from_heatmap(points: np.ndarray, heatmap: np.ndarray, kernel: int = 7
             continue
         r0, r1 = max(0, row - half), min(hh, row + half + 1)
         c0, c1 = max(0, col - half), min(hw, col + half + 1)
-        conf = 1.0 / (1.0 + np.exp(-heatmap[r0:r1, c0:c1, i].astype(np.float64)))
+        conf = sigmoid(heatmap[r0:r1, c0:c1, i])
         total = conf.sum()
         if conf.max() >= min_confidence and total > 0:
             rows, cols = np.mgrid[r0:r1, c0:c1]

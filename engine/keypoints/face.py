@@ -329,6 +329,12 @@ def _find_face(vertices, faces, v, f, s: FaceSettings, model: PoseModel) -> list
     return out
 
 
+def _in_front(frame) -> np.ndarray:
+    """A point well in front of a face frame (centre, front, up, height): where a camera looking
+    at it stands (``_face_frame``'s check of which way the face looks)."""
+    return np.asarray(frame[0]) + 10.0 * frame[3] * np.asarray(frame[1])
+
+
 def _head_from_body(kp):
     """(centre, front, up, height) from body keypoints with a head (ears, eyes, nose), or None."""
     if kp is None or not getattr(kp, "humanoid", False):
@@ -358,7 +364,7 @@ def _aimed(vertices, faces, v, f, frame, s: FaceSettings, model: PoseModel):
     return per_view
 
 
-def _consensus(per_view: list, vertices: np.ndarray, tolerance: float, min_views: int, n_views: int):
+def _consensus(per_view: list, vertices: np.ndarray, tolerance: float, min_views: int):
     """Per landmark: the surface points the views agree on (within ``tolerance`` of the medoid),
     their mean snapped to the nearest vertex, and the agreeing share of the views that found the
     face."""
@@ -424,22 +430,20 @@ def detect_face_landmarks(vertices: np.ndarray, faces: np.ndarray, *, body=None,
             if frame is None:
                 break
             per_view = _aimed(vertices, faces, v, f, frame, s, model)
-            pts, verts, conf = _consensus(per_view, vertices, s.tolerance * frame[3], int(s.min_views), n_views)
+            pts, verts, conf = _consensus(per_view, vertices, s.tolerance * frame[3], int(s.min_views))
             if best is None or (verts >= 0).sum() > (best[3] >= 0).sum():
                 best = (len(per_view), frame, pts, verts, conf)
             if len(per_view) >= 0.8 * n_views and (verts >= 0).sum() >= MIN_FACE_LANDMARKS:
                 break  # the views saw the face squarely enough: another pass would change little
-            frame = _face_frame(pts, np.asarray(frame[0]) + 10.0 * frame[3] * np.asarray(frame[1]))
+            frame = _face_frame(pts, _in_front(frame))
         if best is not None and best[0] > n_views // 2 and (best[3] >= 0).sum() >= MIN_FACE_LANDMARKS:
             break  # most aimed views found the face and agree: this candidate is it
     if best is not None:
         n_found, frame, pts, verts, conf = best
         # the face's own frame from its landmarks where they give one (the views' frame is the
         # search's estimate: off by up to its 20-degree direction steps)
-        frame = _face_frame(pts, np.asarray(frame[0]) + 10.0 * frame[3] * np.asarray(frame[1])) or frame
-        verts, conf = verts.copy(), conf.copy()
+        frame = _face_frame(pts, _in_front(frame)) or frame
         oval = list(FACE_OVAL)  # the outline slides with the view: it framed the face, it is no landmark
-        pts = pts.copy()
         verts[oval], conf[oval], pts[oval] = -1, 0.0, np.nan
         out = FaceLandmarks(FACE_NAMES, verts, pts, conf, bool((verts >= 0).sum() >= MIN_FACE_LANDMARKS), n_found,
                             np.asarray(frame[1], np.float64), np.asarray(frame[2], np.float64), model.name)

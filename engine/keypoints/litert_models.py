@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import BackendUnavailable
 from . import blaze
 from .mediapipe_files import model_path, models_status
-from .pose_model import BODY_KEYPOINTS, FACE_NAMES, HAND_KEYPOINTS, ServedModel, ViewKeypoints, muted_stderr
+from .pose_model import BODY_KEYPOINTS, FACE_NAMES, HAND_KEYPOINTS, ServedModel, muted_stderr
 
 # the pose landmark model's input and the presence threshold of MediaPipe's pose graph
 # (pose_landmark_by_roi_cpu: ThresholdingCalculator 0.5, the solution's min_tracking_confidence)
@@ -92,22 +92,16 @@ class _LiteRTModel(ServedModel):
                 self._networks[f] = _Network(f, self.threads)
         return [self._networks[f] for f in self.files]
 
-    def _detect_here(self, images: np.ndarray) -> list[ViewKeypoints | None]:
-        h, w = images.shape[1:3]
-        out: list[ViewKeypoints | None] = []
-        with self._lock:
-            nets = self._load()
-            for img in images:
-                found = self._one(nets, np.ascontiguousarray(img))
-                if found is None:
-                    out.append(None)
-                    continue
-                pts, scores = found
-                xy = pts[list(self.index)] * np.array([w, h], np.float64)
-                out.append(ViewKeypoints(xy, np.clip(np.asarray(scores, np.float64), 0.0, 1.0)))
-        return out
-
     def _one(self, nets, img):
+        found = self._read(nets, img)
+        if found is None:
+            return None
+        pts, scores = found
+        return pts[list(self.index)], scores
+
+    def _read(self, nets, img):
+        """All the model's points (n, 2) normalised to the image and the ``index`` points'
+        scores (k,), or None."""
         raise NotImplementedError
 
     def _best_detection(self, detector: _Network, img: np.ndarray, size: int, value_range: tuple[float, float],
@@ -116,7 +110,7 @@ class _LiteRTModel(ServedModel):
         (k, 2)), or None below ``min_detection``. The whole image letterboxed into the detector's
         square (zero border), decoded, merged by weighted suppression (IoU 0.3, both graphs)."""
         h, w = img.shape[:2]
-        whole, pad = blaze.letterbox(w, h, None, size)
+        whole, pad = blaze.letterbox(w, h, None)
         raw_boxes, raw_scores = detector(blaze.crop(img, whole, size, value_range, zero_border=True))
         dets = blaze.decode_boxes(raw_boxes[0], raw_scores[0, :, 0], anchors, float(size), num_keypoints, self.min_detection)
         if not len(dets):
@@ -124,6 +118,16 @@ class _LiteRTModel(ServedModel):
         dets = blaze.weighted_nms(dets, 0.3, max_out=1)
         box = blaze.remove_letterbox(dets.boxes[0].reshape(2, 2), pad).ravel()
         return box, blaze.remove_letterbox(dets.keypoints[0], pad)
+
+    @staticmethod
+    def _on_region(network: _Network, img: np.ndarray, roi: blaze.Rect, size: int):
+        """A landmark model on the region ``roi`` of the image (squared, turned upright, cropped
+        to its ``size`` input with the edge pixels repeated, in [0, 1]): its outputs, and the map
+        of its points (p, 2) in input pixels back to normalised image coordinates."""
+        h, w = img.shape[:2]
+        padded, pad = blaze.letterbox(w, h, roi)
+        outputs = network(blaze.crop(img, padded, size, (0.0, 1.0), zero_border=False))
+        return outputs, lambda pts: blaze.project(blaze.remove_letterbox(np.asarray(pts, np.float64) / size, pad), roi)
 
 
 class LiteRTPose(_LiteRTModel):
@@ -140,7 +144,7 @@ class LiteRTPose(_LiteRTModel):
     def __init__(self, min_detection: float = 0.5) -> None:
         super().__init__(min_detection)
 
-    def _one(self, nets, img):
+    def _read(self, nets, img):
         detector, landmarks = nets
         h, w = img.shape[:2]
         found = self._best_detection(detector, img, 224, (-1.0, 1.0), _POSE_ANCHORS, 4)
@@ -149,15 +153,14 @@ class LiteRTPose(_LiteRTModel):
         kps = found[1]
         # key point 0: the hips' centre; 1: a point on the circle round the whole body
         roi = blaze.transform_rect(blaze.alignment_rect(kps[0], kps[1], w, h), w, h, 1.25)
-        padded, pad = blaze.letterbox(w, h, roi, _POSE_INPUT)
-        raw, flag, _mask, heatmap, _world = landmarks(blaze.crop(img, padded, _POSE_INPUT, (0.0, 1.0), zero_border=False))
+        (raw, flag, _mask, heatmap, _world), to_image = self._on_region(landmarks, img, roi, _POSE_INPUT)
         if float(flag.ravel()[0]) < _POSE_PRESENCE:
             return None
         raw = raw.reshape(39, 5).astype(np.float64)
+        # the heatmap refines the points in the model's input, normalised to it
         pts = blaze.refine_from_heatmap(raw[:, :2] / _POSE_INPUT, heatmap[0], kernel=7, min_confidence=0.5)
-        pts = blaze.project(blaze.remove_letterbox(pts, pad), roi)
         visibility = blaze.sigmoid(raw[:, 3])
-        return pts, visibility[list(self.index)]
+        return to_image(pts * _POSE_INPUT), visibility[list(self.index)]
 
 
 class LiteRTHands(_LiteRTModel):
@@ -176,7 +179,7 @@ class LiteRTHands(_LiteRTModel):
         # 0.3 as MediaPipeHands: clay renders have no skin texture
         super().__init__(min_detection)
 
-    def _one(self, nets, img):
+    def _read(self, nets, img):
         detector, landmarks = nets
         h, w = img.shape[:2]
         found = self._best_detection(detector, img, 192, (0.0, 1.0), _PALM_ANCHORS, 7)
@@ -186,14 +189,11 @@ class LiteRTHands(_LiteRTModel):
         # key point 0: the wrist's centre; 2: the middle finger's base
         rect = blaze.box_rect(box, blaze.keypoint_rotation(kps[0], kps[2], w, h))
         roi = blaze.transform_rect(rect, w, h, 2.6, shift_y=-0.5)
-        padded, pad = blaze.letterbox(w, h, roi, _HAND_INPUT)
-        raw, flag, handedness, _world = landmarks(blaze.crop(img, padded, _HAND_INPUT, (0.0, 1.0), zero_border=False))
+        (raw, flag, handedness, _world), to_image = self._on_region(landmarks, img, roi, _HAND_INPUT)
         if float(flag.ravel()[0]) < _HAND_PRESENCE:
             return None
-        pts = raw.reshape(21, 3)[:, :2].astype(np.float64) / _HAND_INPUT
-        pts = blaze.project(blaze.remove_letterbox(pts, pad), roi)
         p = float(handedness.ravel()[0])
-        return pts, [max(p, 1.0 - p)] * len(self.index)
+        return to_image(raw.reshape(21, 3)[:, :2]), [max(p, 1.0 - p)] * len(self.index)
 
 
 class LiteRTFace(_LiteRTModel):
@@ -213,7 +213,7 @@ class LiteRTFace(_LiteRTModel):
     def __init__(self, min_detection: float = 0.5) -> None:
         super().__init__(min_detection)
 
-    def _one(self, nets, img):
+    def _read(self, nets, img):
         detector, landmarks = nets
         h, w = img.shape[:2]
         found = self._best_detection(detector, img, 128, (-1.0, 1.0), _FACE_ANCHORS, 6)
@@ -223,10 +223,7 @@ class LiteRTFace(_LiteRTModel):
         # key points 0 and 1: the eyes (the image's left one first); turned level, not up
         rect = blaze.box_rect(box, blaze.keypoint_rotation(kps[0], kps[1], w, h, target=0.0))
         roi = blaze.transform_rect(rect, w, h, 1.5)
-        padded, pad = blaze.letterbox(w, h, roi, _FACE_INPUT)
-        raw, flag = landmarks(blaze.crop(img, padded, _FACE_INPUT, (0.0, 1.0), zero_border=False))
+        (raw, flag), to_image = self._on_region(landmarks, img, roi, _FACE_INPUT)
         if float(blaze.sigmoid(flag.ravel()[0])) < _FACE_PRESENCE:
             return None
-        pts = raw.reshape(-1, 3)[:, :2].astype(np.float64) / _FACE_INPUT
-        pts = blaze.project(blaze.remove_letterbox(pts, pad), roi)
-        return pts, [1.0] * len(self.index)
+        return to_image(raw.reshape(-1, 3)[:, :2]), [1.0] * len(self.index)

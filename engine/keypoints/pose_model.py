@@ -153,8 +153,10 @@ class ServedModel(PoseModel):
     where one can run, else here; what both back ends share.
 
     Subclasses set ``name``, ``names``, ``index`` (the landmark of each name in the model's
-    output) and implement ``_load()`` (build what the first image needs, once per process) and
-    ``_detect_here(images)`` (run it in this process).
+    output) and ``_lock`` (one per back end: its models are not re-entrant), and implement
+    ``_load()`` (build what the first image needs, once per process) and ``_one(state, image)``
+    (one image through what ``_load`` gave: the ``index`` points normalised to [0, 1] of the
+    image (k, 2) and their scores (k,), or None where nothing was found).
     """
 
     index: tuple[int, ...] = ()
@@ -163,8 +165,24 @@ class ServedModel(PoseModel):
     def _load(self):
         raise NotImplementedError
 
-    def _detect_here(self, images: np.ndarray) -> list[ViewKeypoints | None]:
+    def _one(self, state, image: np.ndarray):
         raise NotImplementedError
+
+    def _detect_here(self, images: np.ndarray) -> list[ViewKeypoints | None]:
+        """The images through the model in this process: pixel positions and clipped scores."""
+        h, w = images.shape[1:3]
+        out: list[ViewKeypoints | None] = []
+        with self._lock:
+            state = self._load()
+            for img in images:
+                found = self._one(state, np.ascontiguousarray(img))
+                if found is None:
+                    out.append(None)
+                    continue
+                pts, scores = found
+                xy = np.asarray(pts, np.float64) * np.array([w, h], np.float64)
+                out.append(ViewKeypoints(xy, np.clip(np.asarray(scores, np.float64), 0.0, 1.0)))
+        return out
 
     def warm_up(self) -> None:
         """Start the models' child process (it loads the models on its own), or where none runs
@@ -197,7 +215,7 @@ class ServedModel(PoseModel):
 
 class _MediaPipeModel(ServedModel):
     """What the MediaPipe solutions share: the availability check, one graph per detection
-    threshold (built once per process, its set-up logs muted), and the image loop.
+    threshold (built once per process, its set-up logs muted), and reading a graph's result.
 
     Subclasses implement ``_build(solutions)`` (the graph) and ``_read(result)`` (landmarks +
     scores or None).
@@ -234,22 +252,14 @@ class _MediaPipeModel(ServedModel):
             self._graphs[key] = graph
         return self._graphs[key]
 
-    def _detect_here(self, images: np.ndarray) -> list[ViewKeypoints | None]:
-        h, w = images.shape[1:3]
-        out: list[ViewKeypoints | None] = []
-        with self._lock:
-            graph = self._load()
-            for img in images:
-                with warnings.catch_warnings():  # protobuf's deprecation notice inside mediapipe, every call
-                    warnings.simplefilter("ignore", UserWarning)
-                    found = self._read(graph.process(np.ascontiguousarray(img)))
-                if found is None:
-                    out.append(None)
-                    continue
-                lm, scores = found
-                xy = np.array([[lm[i].x * w, lm[i].y * h] for i in self.index], np.float64)
-                out.append(ViewKeypoints(xy, np.clip(np.asarray(scores, np.float64), 0.0, 1.0)))
-        return out
+    def _one(self, graph, image: np.ndarray):
+        with warnings.catch_warnings():  # protobuf's deprecation notice inside mediapipe, every call
+            warnings.simplefilter("ignore", UserWarning)
+            found = self._read(graph.process(image))
+        if found is None:
+            return None
+        lm, scores = found
+        return np.array([[lm[i].x, lm[i].y] for i in self.index], np.float64), scores
 
 
 class MediaPipePose(_MediaPipeModel):
@@ -350,31 +360,28 @@ def keypoints_status() -> tuple[bool, str]:
     return litert_status()
 
 
+def _chosen(mediapipe_class: type, litert_class: str, min_detection: float) -> PoseModel:
+    """``mediapipe_class`` or the runner's class named ``litert_class``, as the back end says."""
+    if keypoint_backend() == "mediapipe":
+        return mediapipe_class(min_detection)
+    from . import litert_models
+
+    return getattr(litert_models, litert_class)(min_detection)
+
+
 def body_model(min_detection: float = 0.5) -> PoseModel:
     """The body keypoint model of the chosen back end (BackendUnavailable where it cannot run)."""
-    if keypoint_backend() == "mediapipe":
-        return MediaPipePose(min_detection)
-    from .litert_models import LiteRTPose
-
-    return LiteRTPose(min_detection)
+    return _chosen(MediaPipePose, "LiteRTPose", min_detection)
 
 
 def hand_model(min_detection: float = 0.3) -> PoseModel:
     """The hand keypoint model of the chosen back end (BackendUnavailable where it cannot run)."""
-    if keypoint_backend() == "mediapipe":
-        return MediaPipeHands(min_detection)
-    from .litert_models import LiteRTHands
-
-    return LiteRTHands(min_detection)
+    return _chosen(MediaPipeHands, "LiteRTHands", min_detection)
 
 
 def face_model(min_detection: float = 0.5) -> PoseModel:
     """The face mesh of the chosen back end (BackendUnavailable where it cannot run)."""
-    if keypoint_backend() == "mediapipe":
-        return MediaPipeFace(min_detection)
-    from .litert_models import LiteRTFace
-
-    return LiteRTFace(min_detection)
+    return _chosen(MediaPipeFace, "LiteRTFace", min_detection)
 
 
 def served_model_class(name: str) -> type:
