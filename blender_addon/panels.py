@@ -36,6 +36,7 @@ class STABLEWRAP_PT_main(_Panel, bpy.types.Panel):
             layout.operator("stablewrap.use_selection", icon="EYEDROPPER")
         layout.prop(s, "features")
         layout.prop(s, "quality", expand=True)
+        layout.prop(s, "orientation", expand=True)
         src, _ = resolve_pair(context)
         if src is not None and src.type == "MESH":
             layout.prop_search(s, "exclude_group", src, "vertex_groups", text="Exclude")

@@ -22,6 +22,12 @@ QUALITY_ITEMS = [
     ("best", "Best", "Full iteration count and all views"),
 ]
 
+ORIENTATION_ITEMS = [
+    ("auto", "Auto", "Search the orientation (the objects may stand or face any way)"),
+    ("as-is", "As in scene", "Both objects stand upright and face the same way, as placed in the scene: only small "
+                             "turns are searched, and left and right follow from the scene"),
+]
+
 
 def _is_mesh(self, obj) -> bool:
     return obj is not None and obj.type == "MESH"
@@ -77,6 +83,7 @@ class STABLEWRAP_PG_scene(bpy.types.PropertyGroup):
                             description="Mesh to wrap onto (a scan, a sculpt, another character)")
     features: EnumProperty(name="Features", items=FEATURE_ITEMS, default="auto")
     quality: EnumProperty(name="Quality", items=QUALITY_ITEMS, default="balanced")
+    orientation: EnumProperty(name="Orientation", items=ORIENTATION_ITEMS, default="auto")
     exclude_group: StringProperty(name="Exclude", description="Vertex group on the source whose vertices are not pulled onto the target (e.g. hair, accessories)")
     use_evaluated: BoolProperty(name="Use modifiers", default=False,
                                 description="Match the meshes with modifiers applied (only when they keep the vertex count)")

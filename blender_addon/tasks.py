@@ -40,10 +40,11 @@ class MatchTask(Task):
 
     def __init__(self, source, target, features: str = "auto", quality: str = "balanced", exclude_group: str = "",
                  use_evaluated: bool = False, show_fit: bool = True, method: Optional[str] = None,
-                 device: Optional[str] = None) -> None:
+                 device: Optional[str] = None, orientation: str = "auto") -> None:
         self.source = resolve_object(source, "source")
         self.target = resolve_object(target, "target")
         self.features, self.quality, self.method, self.device = features, quality, method, device
+        self.orientation = orientation
         self.exclude_group = exclude_group
         self.use_evaluated = use_evaluated
         self.show_fit = show_fit
@@ -75,6 +76,8 @@ class MatchTask(Task):
             args["method"] = self.method
         if self.device:
             args["device"] = self.device
+        if self.orientation != "auto":  # (engines before the stated orientation know no such argument)
+            args["orientation"] = self.orientation
         return self.cmd, args, arrays
 
     def check(self, arrays: dict) -> dict:

@@ -183,7 +183,8 @@ def cmd_match(args: argparse.Namespace) -> int:
     token = CancelToken()
     options = dict(
         method=args.method, features=args.features, quality=args.quality, device=args.device,
-        landmarks=args.landmarks, exclude=args.exclude, config=args.config, keypoints=args.keypoints, cancel=token,
+        landmarks=args.landmarks, exclude=args.exclude, config=args.config, keypoints=args.keypoints,
+        orientation=args.orientation, cancel=token,
     )
     show = sys.stderr.isatty() and not args.quiet
     t0 = time.perf_counter()
@@ -200,6 +201,10 @@ def cmd_match(args: argparse.Namespace) -> int:
     verdict = result.meta.get("verdict") or {}
     if verdict:
         print(f"verdict: {verdict.get('verdict')} ({verdict.get('reason')})", file=sys.stderr)
+    fit = result.meta.get("surface_fit") or {}
+    if "target_uncovered_pct" in fit:
+        print(f"coverage: {fit['target_uncovered_pct']:.1f} % of the target not covered by the fit, "
+              f"{fit['fit_off_target_pct']:.1f} % of the fit off the target", file=sys.stderr)
     if show:
         n = len(result.fitted_vertices)
         print(f"wrote {args.output} ({n} source vertices, {time.perf_counter() - t0:.1f} s)", file=sys.stderr)
@@ -229,6 +234,9 @@ def _add_match(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--keypoints", choices=("auto", "on", "off"), default="auto",
                    help="body keypoints (MediaPipe pose on renders) orient and guide humanoid pairs; "
                         "auto: when both meshes show a body (default)")
+    p.add_argument("--orientation", choices=("auto", "as-is"), default="auto",
+                   help="auto: search the orientation (default); as-is: both meshes stand upright and face the same "
+                        "way (two characters in one scene): only small turns, left and right from that")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="at most N threads for torch and BLAS (leave cores to other programs; default: all)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar even on a terminal")

@@ -121,6 +121,11 @@ class MatchConfig:
     # templates (MakeHuman's body: 13k) fitted whole
     surface_fit_vertices: int = _f(20000, 0, 10_000_000)
     surface_fit_finish: int = _f(3, 1, 1000)
+    # the fit's two other pulls (engine.register.surface_fit): target samples pull the fitted
+    # surface over the whole target (hands, feet, jaws of other proportions), triangles' centres
+    # are pulled onto the target (no webs); each against the vertices' own pull, 0 = off
+    surface_fit_cover: float = _f(1.0, 0.0, 100.0)
+    surface_fit_web: float = _f(1.0, 0.0, 100.0)
     # --- stop before the work when the meshes need more memory than the machine has free
     # (engine.memory: a one-line error with the size that fits); False skips the check
     memory_check: bool = _f(True)

@@ -70,9 +70,27 @@ def _draw(ax, vertices: np.ndarray, faces: np.ndarray, vcolors: np.ndarray, titl
     ax.set_title(title, fontsize=10)
 
 
+UNCOVERED_RED = np.array([0.9, 0.12, 0.08])
+
+
+def uncovered_colors(tgt_v, tgt_f, fitted, src_f) -> tuple[np.ndarray, float]:
+    """Per target vertex: grey, or red where the target's surface lies farther than 1 % of its
+    diagonal from the fitted source (engine.geometry.coverage); and that share of the target's
+    outer surface."""
+    from .geometry.closest import SurfaceQuery
+    from .geometry.coverage import COVER_TOLERANCE, coverage
+
+    tv = np.asarray(tgt_v, np.float64)
+    gap = SurfaceQuery(np.asarray(fitted, np.float64), np.asarray(src_f)).closest(tv)[3]
+    far = gap > COVER_TOLERANCE * float(np.linalg.norm(tv.max(0) - tv.min(0)))
+    colors = np.where(far[:, None], UNCOVERED_RED, 0.78)
+    return colors, coverage(fitted, src_f, tv, tgt_f).target_uncovered
+
+
 def save_correspondence_png(path: str, src_v, src_f, tgt_v, tgt_f, result) -> None:
-    """Three panels: source coloured by position, target coloured through the map, fitted source
-    (with its wireframe: flipped or folded triangles show)."""
+    """Four panels: source coloured by position, target coloured through the map, fitted source
+    (with its wireframe: flipped or folded triangles show), target with what the fit leaves
+    uncovered in red."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,14 +100,16 @@ def save_correspondence_png(path: str, src_v, src_f, tgt_v, tgt_f, result) -> No
     tcol = colors_through_map(colors, src_f, result.tgt_to_src_face, result.tgt_to_src_bary)
     fitted = np.asarray(result.fitted_vertices, np.float64)
     R = _view_rotation(fitted, np.asarray(src_v, np.float64))
-    fig = plt.figure(figsize=(15, 5.2), dpi=100)
+    ucol, share = uncovered_colors(tgt_v, tgt_f, fitted, src_f)
+    fig = plt.figure(figsize=(20, 5.2), dpi=100)
     panels = (
         (src_v, src_f, colors, f"source ({len(src_v)} vertices), coloured by position", None, False),
         (tgt_v, tgt_f, tcol, f"target ({len(tgt_v)} vertices), colours through the map", R, False),
         (fitted, src_f, colors, "source topology fitted onto the target", R, True),
+        (tgt_v, tgt_f, ucol, f"target: {100 * share:.1f} % not covered by the fit (red)", R, False),
     )
     for i, (v, f, c, title, rot, wire) in enumerate(panels):
-        ax = fig.add_subplot(1, 3, i + 1, projection="3d")
+        ax = fig.add_subplot(1, 4, i + 1, projection="3d")
         _draw(ax, v, np.asarray(f), c, title, rot, wire)
     fig.tight_layout()
     from .fileio import atomic_path
@@ -147,6 +167,8 @@ def run_demo(out_dir: str = "out", quality: str = "balanced", features: str = "a
     if fq:
         echo(f"fitted source: {fq['flipped']} flipped and {fq['folds']} folded triangles "
              f"({fq['flipped_pct']:.2f} % / {fq['folds_pct']:.2f} %), {fq['unsupported_pct']:.1f} % of it kept off the target")
+        echo(f"coverage: {fq['target_uncovered_pct']:.1f} % of the target's surface not covered by the fit, "
+             f"{fq['fit_off_target_pct']:.1f} % of the fit's surface off the target (beyond 1 % of the diagonal)")
     echo(f"wrote {npz_path} and {png_path}")
     return summary
 

@@ -140,6 +140,8 @@ class PairContext:
     landmarks : (k, 2) int clean (source vertex, target vertex) pairs or None
     exclude : (ns,) bool clean source vertices without data term, or None
     keypoints : engine.correspond.keypoint_pairs.PairKeypoints
+    orientation, orientation_doubt : the caller's statement ("auto" / "as-is") and, when the meshes
+        do not fit it, why (a notice)
     notices : one-line messages for the caller (fallbacks taken)
     fallbacks : one line per numerical fallback (another solver or distance than the usual one)
     timings : seconds per stage; cpu_timings : CPU seconds per stage (every thread);
@@ -168,6 +170,8 @@ class PairContext:
     timings: dict = field(default_factory=dict)
     cpu_timings: dict = field(default_factory=dict)
     stage_peak_mb: dict = field(default_factory=dict)
+    orientation: str = "auto"  # "auto" (searched) or "as-is" (stated: engine.correspond.stated_orientation)
+    orientation_doubt: str | None = None  # why the stated orientation looks wrong (a notice), or None
 
     @property
     def S(self):

@@ -23,7 +23,8 @@ from .errors import InputError
 from .geometry.main_part import SpectralPart  # noqa: F401  (re-exported: engine.pipeline.SpectralPart)
 from .inputs import parse_exclude, parse_landmarks, read_exclude_file, read_landmarks_file  # noqa: F401
 from .mesh import Mesh, as_prepared
-from .full_fit import to_full
+from .full_fit import cover_verdict, to_full
+from .geometry.align import ORIENTATIONS
 from .pair_context import PairContext, build_pair_context, clock, peak_rss_mb
 from .progress import CancelToken, Progress, ProgressCallback
 from .threads import SINGLE_THREAD_FACES, single_thread
@@ -47,7 +48,7 @@ class Fit:
 
 def match(source, target, *, method: str = "full", features: str = "auto", quality: str = "balanced",
           device: str = "auto", landmarks=None, exclude=None, config=None, keypoints: str = "auto",
-          progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Correspondence:
+          orientation: str = "auto", progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Correspondence:
     """Dense correspondence from ``source`` to ``target`` and the fitted source.
 
     Parameters
@@ -63,6 +64,9 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     config : dict / JSON or TOML file overriding :class:`engine.config.MatchConfig` fields
     keypoints : "auto" | "on" | "off": body keypoints from the pose model on renders decide the
         orientation and guide the fit ("auto": when both meshes show a body)
+    orientation : "auto" (searched) | "as-is" (the meshes stand upright and face the same way, as
+        two characters in one scene do: only small turns are searched, and the keypoints' left and
+        right follow from it; engine.correspond.stated_orientation)
     progress : callback(stage, fraction); returning False cancels
     cancel : CancelToken checked between and inside stages
 
@@ -77,6 +81,8 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
         raise InputError(f"method: unknown method {method!r}; use one of {', '.join(METHODS)}")
     if keypoints not in KEYPOINT_MODES:
         raise InputError(f"keypoints: unknown mode {keypoints!r}; use one of {', '.join(KEYPOINT_MODES)}")
+    if orientation not in ORIENTATIONS:
+        raise InputError(f"orientation: unknown value {orientation!r}; use one of {', '.join(ORIENTATIONS)}")
     cfg = load_config(config, quality)
     dev_t = resolve_device(device)
     prog = Progress(progress, cancel, STAGES)
@@ -93,6 +99,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     prog.update(0.4)
     k = cfg.spectral_k if method == "full" else 30
     ctx = build_pair_context(src, tgt, k, cfg, dev_t, prog, parse_landmarks(landmarks, src, tgt), parse_exclude(exclude, src))
+    ctx.orientation = orientation
     feat_mode = choose_feature_mode(features, ctx.notices, cfg.feature_config()) if method == "full" else "none"
     ctx.lap("prepare", t0)
 
@@ -110,12 +117,15 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     t = clock()
     prog.stage("align")
     with single_thread(_small(ctx)):  # working-size eigen solves: see engine.threads
-        alignments = _align(ctx)
+        alignments = _align(ctx, check_mirror=method == "full")
     ctx.lap("align", t)
 
     fit, n_fits = _fit_alignments(ctx, alignments, method, feat_mode)
     verdict = match_verdict(ctx.keypoints, fit.maps.p_st, ctx.T.vertices, fit.score, cfg.retry_score) if method == "full" else None
     surface = to_full(ctx, fit, method)
+    verdict = cover_verdict(verdict, surface)
+    if verdict is not None and ctx.orientation_doubt and verdict.get("verdict") == "good":
+        verdict = {**verdict, "verdict": "check", "reason": f"{ctx.orientation_doubt}; {verdict['reason']}"}
 
     t = clock()
     conf = final_maps.confidence(fit.deformed, ctx.full_source.mesh.faces, ctx.full_target.mesh, fit.maps, ctx.full_exclude)
@@ -132,6 +142,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
         "total_seconds": round(time.perf_counter() - t0[0], 3),
         "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if ctx.device.startswith("cuda") else None,
+        "orientation": orientation,  # "auto" (searched) or "as-is" (stated by the caller)
         "rigid": {"rotation": fit.rigid.rotation.tolist(), "scale": fit.rigid.scale, "kind": fit.rigid.kind,
                   "score": fit.rigid.score},
         "distortion": None if fit.distortion is None else round(fit.distortion, 4),
@@ -142,7 +153,9 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
         "fallbacks": ctx.fallbacks + _geodesic_fallbacks(ctx),  # slower or other methods taken, and why
         "keypoints": ctx.keypoints.meta(),  # whether body keypoints guided the match, which pairs, their confidences
         "verdict": verdict,  # good / check / wrong, with its reason
-        "surface_fit": surface,  # flipped / folded triangles left, share of the source with no target surface under it
+        # flipped / folded triangles left, share of the source with no target surface under it, target
+        # surface the fit leaves uncovered and fit surface off the target (engine.geometry.coverage)
+        "surface_fit": surface,
         "working_vertices": [ctx.S.n_vertices, ctx.T.n_vertices],  # sizes the stages up to the registration ran at
         "target_parts": ctx.target_parts,  # parts of the target, how many were left out of the match and their area
         "source_report": src.report, "target_report": tgt.report, "notices": ctx.notices,
@@ -180,18 +193,42 @@ def _geodesic_fallbacks(ctx: PairContext) -> list[str]:
     return out
 
 
-def _align(ctx: PairContext) -> list:
+def _align(ctx: PairContext, check_mirror: bool = True) -> list:
     """Rigid alignment candidates, best first: from the user's landmarks (3 or more) or the body
-    keypoint pairs when there are such (one candidate), else an orientation search."""
+    keypoint pairs when there are such (one candidate), else an orientation search. With the
+    orientation stated ("as-is"): small turns only (the keypoints do not turn it), the keypoints'
+    sides taken from it, and a notice when the free search fits far better. An orientation from
+    geometry alone (``check_mirror``) is doubted when the source's mirror image aligns as well."""
     from .geometry.align import rigid_align_candidates
 
+    as_is = ctx.orientation == "as-is"
     lm = ctx.landmarks
-    if ctx.keypoints_used and (lm is None or len(lm) < 3):
+    if ctx.keypoints_used and not as_is and (lm is None or len(lm) < 3):
         lm = ctx.keypoints.pairs if lm is None else np.concatenate([ctx.keypoints.pairs, lm])
     hs = ctx.source.hks  # low-order HKS: tie-breaks between orientations (and the ICP's matching)
     ctx.progress.update(0.5)
-    return rigid_align_candidates(ctx.S, ctx.T, hs, ctx.target.hks, landmarks=lm, n_samples=ctx.config.align_samples,
-                                  seed=ctx.config.seed)
+    kw = dict(landmarks=lm, n_samples=ctx.config.align_samples, seed=ctx.config.seed)
+    out = rigid_align_candidates(ctx.S, ctx.T, hs, ctx.target.hks, orientation=ctx.orientation, **kw)
+    if check_mirror and not as_is and not ctx.keypoints_used and (lm is None or len(lm) < 3):  # geometry alone
+        from .geometry.align import MIRROR_CLOSE, mirror_score
+
+        mirror = mirror_score(ctx.S, ctx.T, hs, ctx.target.hks, n_samples=ctx.config.align_samples, seed=ctx.config.seed)
+        if mirror <= MIRROR_CLOSE * out[0].score:
+            ctx.orientation_doubt = (f"orientation from geometry alone: the source's mirror image aligns as well "
+                                     f"(score {mirror:.3f} against {out[0].score:.3f}), so left and right may be swapped")
+    if as_is:
+        from .correspond.stated_orientation import sides_from_orientation, statement_check
+
+        free = rigid_align_candidates(ctx.S, ctx.T, hs, ctx.target.hks, **kw)[0]
+        ctx.orientation_doubt = statement_check(out[0].score, free.score)
+        if ctx.orientation_doubt:
+            ctx.notices.append(ctx.orientation_doubt)
+        if ctx.keypoints_used:
+            ctx.keypoints, notice = sides_from_orientation(ctx.keypoints, out[0], ctx.S.vertices, ctx.T.vertices)
+            if notice:
+                ctx.notices.append(notice)
+                ctx.orientation_doubt = ctx.orientation_doubt or "the keypoints' sides crossed the stated orientation"
+    return out
 
 
 def _fit_alignments(ctx: PairContext, alignments: list, method: str, feat_mode: str) -> tuple[Fit, int]:

@@ -119,3 +119,20 @@ def test_match_asks_for_z_up_semantic_renders(sw):
     from engine.config import load_config
 
     assert load_config(args["config"]).feature_config()["semantic"]["up"] == "z"
+
+
+def test_the_panels_orientation_reaches_the_engine(sw):
+    """'As in scene' (both objects upright, facing the same way) is sent as orientation "as-is";
+    Auto sends nothing (an older engine knows no such argument)."""
+    import bpy
+
+    src, tgt = suzanne_pair()
+    _, args, _ = sw.tasks.MatchTask(src, tgt).prepare()
+    assert "orientation" not in args
+    _, args, _ = sw.tasks.MatchTask(src, tgt, orientation="as-is").prepare()
+    assert args["orientation"] == "as-is"
+    prop = bpy.context.scene.stablewrap.bl_rna.properties["orientation"]
+    assert {i.identifier for i in prop.enum_items} == {"auto", "as-is"} and prop.default == "auto"
+    from engine.pipeline import ORIENTATIONS
+
+    assert set(ORIENTATIONS) == {"auto", "as-is"}

@@ -242,7 +242,7 @@ def test_run_benchmark_scores_rows_and_keeps_failures(synth, tmp_path):
     assert "- broken on a->b: InputError: a.off: pretend this mesh is broken" in md
     assert "- shift on a->b: " in md  # listed among the pairs with mean error > 10
     table = markdown_table(rows)
-    assert "| ident | 0.00 | 0.00 | 1.000 | 1.000 | 0 | - | - | - | 1.0 | 2 MB | 2/0 |" in table
+    assert "| ident | 0.00 | 0.00 | 1.000 | 1.000 | 0 | - | - | - | - | - | 1.0 | 2 MB | 2/0 |" in table
     assert "| broken | - | - | - | - | - | - |" in table
     # fitted-source columns: mean flipped / folds % over pairs, median p99 distance
     assert "| 1.00 | 0.25 | 0.10 |" in table.split("| shift |")[1].split("\n")[0]

@@ -265,10 +265,12 @@ def test_messy_source_to_100x_target(tmp_path, capsys, small_pair):
     out = tmp_path / "out.npz"
     code, err, _ = run_cli(capsys, "match", src, tgt, "-o", out, *FAST)
     assert code == 0, err
-    # no progress bar when stderr is not a terminal: only the fallback notes and the verdict, one line each
-    assert all(line.startswith(("note: ", "verdict: ")) for line in err), err
+    # no progress bar when stderr is not a terminal: only the fallback notes, the verdict and the
+    # fit's coverage, one line each
+    assert all(line.startswith(("note: ", "verdict: ", "coverage: ")) for line in err), err
     assert any("no body found on the source mesh 'messy.obj'" in line for line in err)
     assert sum(line.startswith("verdict: ") for line in err) == 1
+    assert sum(line.startswith("coverage: ") and "% of the target not covered" in line for line in err) == 1
     data, meta = check_npz(out, n_src, len(small_pair.target_vertices), n_src_tris, len(small_pair.target_faces))
     rep = meta["source_report"]
     assert rep["welded_vertices"] > 0 and rep["degenerate_faces_dropped"] >= 2 and rep["duplicate_faces_dropped"] >= 1

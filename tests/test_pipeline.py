@@ -494,3 +494,12 @@ def test_the_match_follows_a_reposed_limb_where_rigid_alignment_cannot():
     assert errors["rigid"][moved].mean() > 0.2  # the fixture is one rigid alignment cannot solve
     assert errors["full"][moved].mean() < errors["rigid"][moved].mean() / 3
     assert np.quantile(errors["full"], 0.9) < 0.6 * np.quantile(errors["rigid"], 0.9)
+    # the fit's coverage both ways (engine.geometry.coverage) is reported, and where it falls short
+    # by body region when the keypoints guided the match (here the raised arm's shoulder and the
+    # bent knee: 6 % of the target uncovered, 26 % with the fit's cover pull off)
+    fit = corr.meta["surface_fit"]
+    assert 0.0 <= fit["target_uncovered_pct"] <= 100.0 and 0.0 <= fit["fit_off_target_pct"] <= 100.0
+    if corr.meta["keypoints"]["used"]:
+        where = fit["uncovered_where"]
+        assert isinstance(where, dict) and all(v >= 0.5 for v in where.values())
+        assert sum(where.values()) <= fit["target_uncovered_pct"] + 0.01

@@ -147,7 +147,9 @@ def fitted_quality(path_a: str, path_b: str, corr) -> dict:
     """Quality of a match's fitted source (engine.geometry.mesh_quality.fit_quality): flipped faces
     and new folds against the source file's own shape, edge stretch, and the distance to the
     target (% of the target's bounding-box diagonal; also over the vertices with confidence above
-    0.5, where the target has surface under them)."""
+    0.5, where the target has surface under them), and both shares of engine.geometry.coverage on the
+    whole target file (its outer surface left uncovered, the fit's surface off the target)."""
+    from ..geometry.coverage import coverage
     from ..geometry.closest import SurfaceQuery
     from ..geometry.mesh_quality import fit_quality
     from ..mesh import as_prepared
@@ -157,4 +159,7 @@ def fitted_quality(path_a: str, path_b: str, corr) -> dict:
     tv = tgt.orig_vertices
     _, _, _, dist = SurfaceQuery(tv, tgt.orig_triangles).closest(fitted)
     diag = float(np.linalg.norm(tv.max(0) - tv.min(0)))
-    return fit_quality(src.orig_vertices, fitted, src.orig_triangles, dist, diag, np.asarray(corr.confidence) > 0.5)
+    out = fit_quality(src.orig_vertices, fitted, src.orig_triangles, dist, diag, np.asarray(corr.confidence) > 0.5)
+    cover = coverage(fitted, src.orig_triangles, tv, tgt.orig_triangles)
+    out.update(target_uncovered_pct=round(100.0 * cover.target_uncovered, 2), fit_off_target_pct=round(100.0 * cover.fit_off, 2))
+    return out

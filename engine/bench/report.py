@@ -41,6 +41,10 @@ class Row:
     flipped_pct: float = float("nan")
     folds_pct: float = float("nan")
     dist_p99_pct: float = float("nan")
+    # mean over pairs: % of the target's outer surface the fit leaves uncovered, % of the fit's
+    # surface off the target (engine.geometry.coverage)
+    uncovered_pct: float = float("nan")
+    off_target_pct: float = float("nan")
 
     @property
     def swaps(self) -> int:
@@ -96,6 +100,8 @@ def summarize_runs(runs: list[MatchRun], order: list[str] | None = None) -> list
                 flipped_pct=_nanmean([r.quality.get("flipped_pct", float("nan")) for r in ok]),
                 folds_pct=_nanmean([r.quality.get("folds_pct", float("nan")) for r in ok]),
                 dist_p99_pct=_nanmedian([r.quality.get("dist_p99_pct", float("nan")) for r in ok]),
+                uncovered_pct=_nanmean([r.quality.get("target_uncovered_pct", float("nan")) for r in ok]),
+                off_target_pct=_nanmean([r.quality.get("fit_off_target_pct", float("nan")) for r in ok]),
             )
         )
     return rows
@@ -111,11 +117,13 @@ COLUMNS = (
     "flipped %",
     "folds %",
     "dist p99 %",
+    "target uncovered %",
+    "fit off target %",
     "median s/pair",
     "peak RSS",
     "pairs ok/failed",
 )
-SHORT_COLUMNS = ("method", "mean", "median", "<.05", "<.10", "swaps", "flip%", "fold%", "d99%", "s/pair", "RSS", "ok/fail")
+SHORT_COLUMNS = ("method", "mean", "median", "<.05", "<.10", "swaps", "flip%", "fold%", "d99%", "uncov%", "off%", "s/pair", "RSS", "ok/fail")
 
 
 def _fmt(x: float, spec: str) -> str:
@@ -152,6 +160,8 @@ def row_cells(row: Row, gpu: bool = False) -> list[str]:
         _fmt(row.flipped_pct, ".2f"),
         _fmt(row.folds_pct, ".2f"),
         _fmt(row.dist_p99_pct, ".2f"),
+        _fmt(row.uncovered_pct, ".2f"),
+        _fmt(row.off_target_pct, ".2f"),
         _fmt(row.median_seconds, ".1f"),
         _fmt_bytes(row.peak_rss),
         f"{row.n_ok}/{row.n_failed}",
@@ -180,7 +190,8 @@ def print_table(rows: list[Row], title: str = "", file=None) -> None:
 
         caption = ("mean / median: geodesic error x100; s/pair: median seconds; swaps: pairs with mean > 10; "
                    "flip% / fold%: flipped faces / new folds of the fitted source; d99%: its p99 distance to the "
-                   "target, % of the diagonal")
+                   "target, % of the diagonal; uncov% / off%: target surface the fit leaves uncovered / fit surface "
+                   "off the target, farther than 1 % of the diagonal")
         from rich import box
 
         table = Table(title=title or None, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
@@ -276,7 +287,7 @@ CSV_FIELDS = (
 )
 
 # what the matcher chose for a pair (meta keys of engine.match): which guidance schedule, which alignment
-FIT_KEYS = ("guidance", "fit_score", "schedule_scores", "alignment_fits", "alignment_used")
+FIT_KEYS = ("guidance", "fit_score", "schedule_scores", "alignment_fits", "alignment_used", "verdict")
 
 
 def csv_text(runs: list[MatchRun]) -> str:

@@ -20,6 +20,13 @@ from scipy.spatial.transform import Rotation
 from ..mesh import Mesh
 
 TRIM = 0.9  # quantile of nearest-point distances kept by the Chamfer score (ignore stray parts)
+ORIENTATIONS = ("auto", "as-is")
+# "as-is": both meshes stand and face alike (two characters in one scene); the search covers turns
+# of up to AS_IS_SEARCH_DEG about each axis (a character leaning or turned a little), and the refined
+# alignment may end at most AS_IS_MAX_DEG from no turn at all (beyond it the ICP slid into another
+# orientation: the stated one is kept)
+AS_IS_SEARCH_DEG = 20.0
+AS_IS_MAX_DEG = 30.0
 
 
 @dataclass
@@ -146,6 +153,7 @@ def rigid_align_candidates(
     prefer_axis: float = 0.9,
     seed: int = 0,
     min_separation_deg: float = 60.0,
+    orientation: str = "auto",
 ) -> list[RigidTransform]:
     """Similarity transforms taking ``source`` onto ``target`` (both normalised meshes), best first.
 
@@ -161,7 +169,11 @@ def rigid_align_candidates(
     landmarks : (k, 2) int, optional (source vertex, target vertex) pairs.
     prefer_axis : any other rotation must score below ``prefer_axis`` times the best turn
         about the y or z axis to be chosen (shapes usually share an up axis, Y or Z).
+    orientation : "auto" (search every rotation) or "as-is" (the meshes stand and face alike:
+        only small turns, one candidate; landmarks, when three or more, still decide)
     """
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation: {orientation!r} is not one of {', '.join(ORIENTATIONS)}")
     rng = np.random.default_rng(seed)
     si, ti = _sample(source, n_samples, rng), _sample(target, n_samples, rng)
     sp_, tp = source.vertices[si], target.vertices[ti]
@@ -195,6 +207,16 @@ def rigid_align_candidates(
         refined.sort(key=lambda T: T.score)
         return refined
 
+    if orientation == "as-is":
+        steps = np.arange(-AS_IS_SEARCH_DEG, AS_IS_SEARCH_DEG + 1e-9, AS_IS_SEARCH_DEG / 2)
+        small = np.asarray([Rotation.from_euler("xyz", a, degrees=True).as_matrix()
+                            for a in np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), -1).reshape(-1, 3)])
+        near = [T for T in search(small, "as-is", keep=4) if _rotation_angle_deg(T.rotation) <= AS_IS_MAX_DEG]
+        if not near:  # every refinement slid away: no turn (both meshes arrive centred, unit area)
+            near = [RigidTransform(np.eye(3), np.zeros(3), 1.0, kind="as-is")]
+            near[0].score = scorer.score(near[0])
+        return near[:1]
+
     # "Up" is Y (OBJ, glTF, most scans) or Z (Blender, STL) by convention: turns about those axes
     # keep a shared up axis and are preferred; anything else must score clearly better.
     axis = search(_axis_rotations((1, 2)), "axis", keep=8)
@@ -212,3 +234,19 @@ def rigid_align_candidates(
 
 def _rotation_angle_deg(R: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
+
+
+# the mirror image aligning within this factor of the chosen alignment's score is "as well": a shape
+# symmetric left to right (every body, every animal) aligns with its mirror image as well as with
+# itself, so geometry alone cannot tell its sides (not tuned: the scores' own noise between seeds is
+# a few per cent; docs/decisions.md for what it flags)
+MIRROR_CLOSE = 1.1
+
+
+def mirror_score(source: Mesh, target: Mesh, source_desc: np.ndarray | None = None,
+                 target_desc: np.ndarray | None = None, n_samples: int = 600, seed: int = 0) -> float:
+    """The best alignment score (as :func:`rigid_align_candidates`) of the source's mirror image
+    onto the target: every reflection is one reflection and a rotation, and the search covers the
+    rotations. Intrinsic descriptors are the mirror image's too."""
+    mirrored = Mesh(source.vertices * np.array([-1.0, 1.0, 1.0]), source.faces[:, ::-1], source.name)
+    return rigid_align_candidates(mirrored, target, source_desc, target_desc, n_samples=n_samples, seed=seed)[0].score

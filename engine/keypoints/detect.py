@@ -19,7 +19,7 @@ where no body is found gives ``Keypoints.humanoid == False`` (never an exception
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -78,6 +78,22 @@ class KeypointSettings:
         return self
 
 
+# the body regions named in reports (where a fit leaves the target uncovered): each keypoint
+# name's part, first match wins ("foot" before the hand's "index")
+_REGIONS = (("eye", "head"), ("ear", "head"), ("nose", "head"), ("shoulder", "shoulder"), ("elbow", "arm"),
+            ("hip", "hip"), ("knee", "knee"), ("ankle", "foot"), ("heel", "foot"), ("toe", "foot"))
+
+
+def body_region(name: str) -> str:
+    """The body region of a keypoint name, for reports: "head", or a side and a part
+    ("left hand", "right knee")."""
+    side, _, part = name.partition("_")
+    if side not in ("left", "right"):
+        side, part = "", name
+    region = next((r for key, r in _REGIONS if key in part), "hand")  # wrist, hand and finger names
+    return region if region == "head" else f"{side} {region}".strip()
+
+
 @dataclass
 class Keypoints:
     """Named landmarks of one mesh.
@@ -114,6 +130,16 @@ class Keypoints:
     def point(self, name: str) -> np.ndarray | None:
         i = self.index(name)
         return self.points[i] if self.vertices[i] >= 0 else None
+
+    def mirrored(self) -> "Keypoints":
+        """The same landmarks with left and right exchanged (each sided name takes its twin's
+        vertex, point and confidence): the sides of a body the model saw from behind as its front."""
+        from .pose_model import mirror_name
+
+        order = np.asarray([self.index(mirror_name(n)) if mirror_name(n) in self.names else i
+                            for i, n in enumerate(self.names)])
+        return replace(self, vertices=self.vertices[order].copy(), points=self.points[order].copy(),
+                       confidence=self.confidence[order].copy(), views=[])
 
     def frame(self) -> np.ndarray | None:
         """(3, 3) rows: the body's left, up and front unit vectors (right-handed: front = left x up),

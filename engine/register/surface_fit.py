@@ -15,6 +15,17 @@ a mitten hand). Instead the fit alternates (non-rigid ICP with an as-similar-as-
    with ``mu`` rising over the iterations, so the fit first keeps the template's shape and ends
    on the target.
 
+The pull goes both ways. Vertices alone on the target leave the target uncovered where the
+template is smaller (the template's thin hand inside a thick hand with its own fingers, a short
+head under a tall one, a jaw: 12-17 % of real characters' surface) and let triangles span the air
+between two parts whose vertices each lie on one (a web from an arm to the chest). So two more
+data terms join the vertices' own: every outer target sample pulls the closest point of the fitted
+surface onto itself (*cover*), and every triangle's centre is pulled onto its closest target point
+(*web*). Both are lumped onto the triangle's corners by barycentric weight (each corner asked to
+move by the point's offset), which keeps the system a Laplacian plus a diagonal. A target sample
+whose closest fitted point lies on the template's open border off to the side (a head template's
+neck cut beside a scan's shoulders) does not pull: surface with no counterpart stays out.
+
 After each solve, the vertices of triangles that flipped (against the rest triangle carried by
 the local rotation), folded onto a neighbour or collapsed are *released*: their data weight
 halves for good, and the template's shape carries them over the target instead. Tangles left
@@ -25,11 +36,13 @@ over a smoother target), and come back towards the target only as far as nothing
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..geometry import mesh_quality
+from ..geometry.open_border import OpenBorder
 from ..geometry.operators import face_areas_normals
 from ..geometry.rotations import TRANSPOSED_ENTRIES, best_rotations_flat
 from ..geometry.shifted_factor import ShiftedFactor
@@ -69,6 +82,16 @@ class SurfaceFitConfig:
     # full pulls after that, each taken only as far as no clean triangle turns bad: the replaced
     # patches come back towards the target (FAUST tr_reg_036 -> 039: p99 distance 1.60 -> 1.48 %)
     reattach_steps: int = 2
+    # the target's samples pulling the fitted surface and the triangles' centres pulled onto the
+    # target, each against the vertices' own pull (every term's weights sum to the vertex count):
+    # 1 and 1 chosen on the dev characters (docs/decisions.md: MakeHuman -> ogre, X Bot)
+    cover_weight: float = 1.0
+    web_weight: float = 1.0
+    # a target sample pulls only where it lies farther than this many mean edge lengths of the fit
+    # from it (full pull from twice that): closer, the fit covers it at its own resolution, and
+    # those pulls only moved the template along the surface (faust5k dev pairs 1-8: mean error
+    # 2.44 without the cover pull, 2.49 with it ungated, 2.47 gated at 1 edge)
+    cover_gap: float = 1.0
 
 
 @dataclass
@@ -89,6 +112,18 @@ class SurfaceFit:
     flipped: int
     folds: int
     no_surface: float = 0.0
+
+
+def _lumped(n: int, corners: np.ndarray, weight: np.ndarray, offset: np.ndarray):
+    """Points on triangles, each asked to move by ``offset`` (p, 3) with ``weight`` (p, 3) spread
+    over its triangle's ``corners`` (p, 3) int: per vertex (n,) the summed weight and (n, 3) the
+    weighted mean offset (zero where no weight)."""
+    c, w = corners.ravel(), weight.ravel()
+    total = np.bincount(c, w, n)
+    off = np.repeat(offset, 3, axis=0) * w[:, None]
+    shift = np.stack([np.bincount(c, off[:, k], n) for k in range(3)], axis=1)
+    total[total < 1e-9] = 0.0  # a point on a far corner: no pull (and no division by a denormal)
+    return total, np.where(total[:, None] > 0, shift / np.maximum(total, 1e-9)[:, None], 0.0)
 
 
 @dataclass
@@ -132,6 +167,7 @@ class SurfaceFitter:
         self._cov_op = sp.vstack([ring_b @ sp.diags(self.rest_edges[:, a]) @ D for a in range(3)]).tocsr()
         self._rhs_op = sp.hstack([0.5 * D.T @ sp.diags(self.rest_edges[:, b]) @ B for b in range(3)]).tocsr()
         self.check = mesh_quality.OrientationCheck(self.rest, self.faces)
+        self.rim = OpenBorder(Mesh(self.rest, self.faces))
         self.rest_area, _ = face_areas_normals(self.rest, self.faces)
         # every pull solves laplacian + diag(data weights): one symbolic analysis for all of them
         self._system = ShiftedFactor(self.laplacian)
@@ -188,14 +224,52 @@ class SurfaceFitter:
             mask = (self.ring @ mask.astype(np.float64)) > 0
         return mask
 
+    def _cover(self, x: np.ndarray, normals: np.ndarray, target, cfg: SurfaceFitConfig):
+        """The target's pull on the fitted surface ``x`` (n, 3) with face ``normals`` (m, 3): each
+        outer target sample farther than ``cfg.cover_gap`` edges pulls its closest fitted point onto
+        itself (facing it as a vertex's pull must; none where that point is on the template's open
+        border off to the side).
+        Returns per vertex the weight (n,) and the mean offset (n, 3) (:func:`_lumped`)."""
+        from ..geometry.closest import SurfaceQuery
+
+        pts, nrm = target.cover_samples
+        face, bary, point, dist = SurfaceQuery(x, self.faces).closest(pts)
+        w = _facing(np.einsum("ij,ij->i", normals[face], nrm), cfg)
+        w[self.rim.off_to_the_side(face, bary, pts - point, normals[face], dist)] = 0.0
+        if cfg.cover_gap > 0:  # a sample about an edge from the fit is covered at the fit's own resolution
+            gap = cfg.cover_gap * np.linalg.norm(x[self.edges[:, 0]] - x[self.edges[:, 1]], axis=1).mean()
+            w *= np.clip(dist / gap - 1.0, 0.0, 1.0)
+        w *= len(x) / max(len(pts), 1)
+        return _lumped(len(x), self.faces[face], w[:, None] * bary, pts - point)
+
+    def _web(self, x: np.ndarray, normals: np.ndarray, target, cfg: SurfaceFitConfig):
+        """Every triangle's centre of ``x`` (n, 3) pulled onto its closest target point (where
+        the triangle, face ``normals`` (m, 3), faces it, and not towards the rim of a hole under
+        it). Returns as :meth:`_cover`."""
+        centre = x[self.faces].mean(axis=1)
+        face, bary, point, dist = target.query.closest(centre)
+        w = _facing(np.einsum("ij,ij->i", normals, target.normals[face]), cfg) * (len(x) / len(centre))
+        w[target.rim.off_to_the_side(face, bary, centre - point, target.normals[face], dist)] = 0.0  # over a hole
+        return _lumped(len(x), self.faces, np.repeat(w[:, None] / 3.0, 3, axis=1), point - centre)
+
     def _step(self, x, target, weight_mask, mu, cfg):
         """One pull, then ``cfg.inner_iterations`` local + global steps on one factor;
         returns the new x and the data weights used."""
         closest, w_surface, _ = target.pull(x, Mesh(x, self.faces).vertex_normals, cfg, plane=True)
         weight = weight_mask * w_surface
         eps = 1e-6  # keeps the system definite where no vertex has data (a released part)
-        data = (mu * weight + eps)[:, None] * np.where(weight[:, None] > 0, closest, x)
-        factor = self._system.factor(mu * weight + eps)
+        total = mu * weight + eps
+        data = total[:, None] * np.where(weight[:, None] > 0, closest, x)
+        if cfg.cover_weight > 0 or cfg.web_weight > 0:
+            normals = face_areas_normals(x, self.faces)[1]
+            pulled = weight_mask > 0  # released and excluded vertices take no pull of any kind
+            for term, scale in ((self._cover, cfg.cover_weight), (self._web, cfg.web_weight)):
+                if scale > 0:
+                    w, shift = term(x, normals, target, cfg)
+                    w = mu * scale * w * pulled
+                    data += w[:, None] * (x + shift)
+                    total += w
+        factor = self._system.factor(total)
         for _ in range(cfg.inner_iterations):
             x = factor.solve(self._shape_rhs(self._similarities(x)) + data)
         return x, weight
@@ -241,7 +315,7 @@ class SurfaceFitter:
         x, replaced = self._replace_tangles(x, cfg)
         weight = np.where(replaced, 0.0, weight)
         for _ in range(cfg.reattach_steps):
-            x = self._guarded(x, self._step(x, target, fixed, mus[-1], cfg)[0], self._bad_faces(x, cfg), cfg)[0]
+            x = self._guarded(x, self._step(x, target, fixed, mus[-1], cfg)[0], cfg)[0]
         x, support, off_rim = self._hug(x, target, fixed, weight, cfg)
         flipped = int(self.check.flipped(x).sum())
         folds = len(self.check.new_folds(x))
@@ -321,19 +395,27 @@ class SurfaceFitter:
             y[idx] = lu.solve(self._shape_rhs(T)[idx] - held)
         return y
 
-    def _guarded(self, x: np.ndarray, x_new: np.ndarray, bad_before: np.ndarray, cfg: SurfaceFitConfig):
+    def _guarded(self, x: np.ndarray, x_new: np.ndarray, cfg: SurfaceFitConfig):
         """Move from ``x`` towards ``x_new`` (both (n, 3)) as far as no triangle that is fine in
-        ``x`` turns bad: the step halves on the vertices of such a triangle a few times,
+        ``x`` turns bad and no triangle that is not flipped in ``x`` flips (a folded or collapsed
+        one may not flip either): the step halves on the vertices of such a triangle a few times,
         then they stay (``cfg.hug_halvings``). Returns the new positions and the step (n,) in [0, 1] each vertex made."""
+        before = self._checks(x)
+        bad_before, flipped_before = self._bad(before, cfg), before.flipped
         alpha = np.ones(len(x))
         y = x + alpha[:, None] * (x_new - x)
         checks = self._checks(y)
         for k in range(cfg.hug_halvings + len(self.faces)):
-            new_bad = self._bad(checks, cfg) & ~bad_before
+            new_bad = (self._bad(checks, cfg) & ~bad_before) | (checks.flipped & ~flipped_before)
             if not new_bad.any():
                 break
-            verts = np.unique(self.faces[new_bad])
-            verts = verts[alpha[verts] > 0]
+            corners = np.unique(self.faces[new_bad])
+            verts = corners[alpha[corners] > 0]
+            if len(verts) == 0:  # corners back where they were: the flip check's local rotation, read
+                # over two rings round the corners, turned with a vertex there that moved; those step back too
+                mask = np.zeros(len(x), bool)
+                mask[corners] = True
+                verts = np.nonzero(self._dilate(mask, 2) & (alpha > 0))[0]
             if len(verts) == 0:  # only vertices already back where they were: nothing left to undo
                 break
             alpha[verts] = 0.5 * alpha[verts] if k < cfg.hug_halvings else 0.0
@@ -349,10 +431,20 @@ class SurfaceFitter:
         would; after ``cfg.hug_halvings`` halvings they stay). Returns x and the support (n,)."""
         closest, w_surface, off_rim = target.pull(x, Mesh(x, self.faces).vertex_normals, cfg)
         movable = (fixed > 0) & (w_surface > 0)
-        y, alpha = self._guarded(x, np.where(movable[:, None], closest, x), self._bad_faces(x, cfg), cfg)
+        y, alpha = self._guarded(x, np.where(movable[:, None], closest, x), cfg)
         # support: on the surface (data weight, or hugged all the way) and facing it
         support = np.maximum(np.minimum(weight, 1.0), np.where(alpha == 1.0, w_surface, 0.0)) * fixed
         return y, support, off_rim
+
+
+# target samples pulling the fitted surface (SurfaceFitConfig.cover_weight): the shares of
+# engine.geometry.coverage are read on as many
+COVER_FIT_SAMPLES = 20000
+
+
+def _facing(cos: np.ndarray, cfg: SurfaceFitConfig) -> np.ndarray:
+    """(p,) pull weight in [0, 1] from the cosine between the two surfaces' normals."""
+    return np.clip((cos - cfg.normal_cos_zero) / (cfg.normal_cos_full - cfg.normal_cos_zero), 0.0, 1.0)
 
 
 class TargetSurface:
@@ -367,12 +459,15 @@ class TargetSurface:
         self.vertices = np.asarray(mesh.vertices, np.float64)
         self.faces = np.asarray(mesh.faces, np.int64)
         _, self.normals = face_areas_normals(self.vertices, self.faces)
-        # per face and corner k: is the edge opposite corner k on the boundary (used by one face)?
-        self.boundary_opposite = mesh.opposite_edge_counts == 1
-        self.boundary_vertex = np.zeros(len(self.vertices), bool)
-        face, corner = np.nonzero(self.boundary_opposite)
-        self.boundary_vertex[self.faces[face, (corner + 1) % 3]] = True
-        self.boundary_vertex[self.faces[face, (corner + 2) % 3]] = True
+        self.rim = OpenBorder(mesh)
+
+    @cached_property
+    def cover_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """Outer surface samples of the target (p, 3) float64 and their face normals (p, 3)
+        (engine.geometry.coverage): what the fitted surface should cover."""
+        from ..geometry.coverage import outer_samples
+
+        return outer_samples(self.vertices, self.faces, COVER_FIT_SAMPLES, seed=0, normals=True)
 
     def pull(self, x: np.ndarray, normals: np.ndarray, cfg: SurfaceFitConfig, plane: bool = False):
         """Where each vertex of ``x`` (n, 3) is pulled to, the pull's weight (n,) in [0, 1] (the
@@ -384,16 +479,8 @@ class TargetSurface:
             onto the same spot (a crease, a thin part the fit reaches from the side)
         """
         face, bary, point, dist = self.query.closest(x)
-        cos = np.einsum("ij,ij->i", normals, self.normals[face])
-        w = np.clip((cos - cfg.normal_cos_zero) / (cfg.normal_cos_full - cfg.normal_cos_zero), 0.0, 1.0)
-        # on the rim: on a boundary edge, or at a boundary vertex (whichever face the query names)
-        on_rim = ((bary < 1e-9) & self.boundary_opposite[face]).any(axis=1)
-        corner = np.argmax(bary, axis=1)
-        at_vertex = bary[np.arange(len(face)), corner] > 1.0 - 1e-9
-        on_rim |= at_vertex & self.boundary_vertex[self.faces[face, corner]]
-        off = x - point
-        along = np.abs(np.einsum("ij,ij->i", off, self.normals[face])) >= 0.9 * np.maximum(dist, 1e-300)
-        off_rim = on_rim & ~along & (dist > 0)
+        w = _facing(np.einsum("ij,ij->i", normals, self.normals[face]), cfg)
+        off_rim = self.rim.off_to_the_side(face, bary, x - point, self.normals[face], dist)
         w[off_rim] = 0.0
         if plane:
             nrm = self.normals[face]
