@@ -65,9 +65,6 @@ def fit_surface(ctx: PairContext, fit) -> dict:
     if cover.target_uncovered > UNCOVERED_NOTICE:
         ctx.notices.append(f"{100 * cover.target_uncovered:.0f} % of the target's surface is not covered by the fitted "
                            "source (clothing, gear or parts the source lacks)")
-    if cover.fit_off > UNCOVERED_NOTICE:
-        ctx.notices.append(f"{100 * cover.fit_off:.0f} % of the fitted source lies off the target (pieces that are not "
-                           "skin, such as helper shells or joint cubes, or parts the target lacks)")
     if cover.target_beyond > UNCOVERED_NOTICE:
         ctx.notices.append(f"{100 * cover.target_beyond:.0f} % of the target's surface lies beyond the source's open "
                            "border (no counterpart: e.g. a scan's shoulders below a head template)")
@@ -76,11 +73,9 @@ def fit_surface(ctx: PairContext, fit) -> dict:
             "no_surface_pct": round(100.0 * res.no_surface, 2), **cover.meta(), **where}
 
 
-# a target more than this share uncovered by the fit, or a fit more than this share off the
-# target, gets a notice and at best the verdict "check": every real character fitted from the
-# MakeHuman body is at most 3 % uncovered and at most 8.6 % off (docs/decisions.md), a body in
-# bulky gear or a prop (a chair) far more uncovered, the MakeHuman base mesh with its helper
-# shells and joint cubes 17-22 % off the ogre and FAUST
+# a target more than this share uncovered by the fit gets a notice and at best the verdict
+# "check": every real character fitted from the MakeHuman body is at most 3 % uncovered
+# (docs/decisions.md), a body in bulky gear or a prop (a chair) far more
 UNCOVERED_NOTICE = 0.10
 
 
@@ -124,20 +119,15 @@ def _where(ctx: PairContext, rest: np.ndarray, fitted: np.ndarray, cover) -> dic
 
 def cover_verdict(verdict: dict | None, surface: dict | None) -> dict | None:
     """``verdict`` (engine.correspond.keypoint_pairs.match_verdict) no better than "check" where the
-    fit leaves more than UNCOVERED_NOTICE of the target uncovered, or more than that of its own
-    surface lies off the target (``surface``: fit_surface's meta)."""
+    fit leaves more than UNCOVERED_NOTICE of the target uncovered (``surface``: fit_surface's meta)."""
     if verdict is None or surface is None or verdict.get("verdict") != "good":
         return verdict
-    uncovered = surface.get("target_uncovered_pct", 0.0) / 100.0
-    off = surface.get("fit_off_target_pct", 0.0) / 100.0
-    if uncovered > UNCOVERED_NOTICE:
-        why = f"{100 * uncovered:.0f} % of the target is not covered by the fit (gear, clothing or a shape far from the source's)"
-    elif off > UNCOVERED_NOTICE:
-        why = (f"{100 * off:.0f} % of the fitted source lies off the target (pieces that are not skin, such as helper "
-               "shells or joint cubes, or parts the target lacks)")
-    else:
+    share = surface.get("target_uncovered_pct", 0.0) / 100.0
+    if share <= UNCOVERED_NOTICE:
         return verdict
-    return {**verdict, "verdict": "check", "reason": f"{why}; {verdict['reason']}"}
+    return {**verdict, "verdict": "check",
+            "reason": f"{100 * share:.0f} % of the target is not covered by the fit (gear, clothing or a shape "
+                      f"far from the source's); {verdict['reason']}"}
 
 
 # the finishing pulls of a large source start at a tenth of the full pull (SurfaceFitConfig.mu_end
