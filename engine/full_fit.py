@@ -86,7 +86,8 @@ def _coverage(ctx: PairContext, fitted: np.ndarray, target):
 
     T, S = ctx.full_target.mesh, ctx.full_source.mesh
     fit_faces = None if ctx.full_exclude is None else ~ctx.full_exclude[S.faces].any(axis=1)
-    return coverage(fitted, S.faces, T.vertices, T.faces, fit_face_mask=fit_faces, target_points=target.cover_samples[0])
+    return coverage(fitted, S.faces, T.vertices, T.faces, fit_face_mask=fit_faces, target_points=target.cover_samples[0],
+                    target_query=target.query)
 
 
 def _where(ctx: PairContext, rest: np.ndarray, fitted: np.ndarray, cover) -> dict:

@@ -97,7 +97,7 @@ def outer_samples(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int
 
 def coverage(fit_vertices: np.ndarray, fit_faces: np.ndarray, target_vertices: np.ndarray, target_faces: np.ndarray,
              fit_face_mask: np.ndarray | None = None, samples: int = COVER_SAMPLES, tolerance: float = COVER_TOLERANCE, seed: int = 0,
-             target_points: np.ndarray | None = None) -> Coverage:
+             target_points: np.ndarray | None = None, target_query=None) -> Coverage:
     """Both shares of :class:`Coverage` for a fitted template on its target.
 
     fit_vertices : (n, 3) float; fit_faces : (m, 3) int; target_vertices : (N, 3); target_faces : (M, 3)
@@ -105,6 +105,8 @@ def coverage(fit_vertices: np.ndarray, fit_faces: np.ndarray, target_vertices: n
         regions, hair or gear, left out)
     tolerance : fraction of the target's bounding-box diagonal
     target_points : optional (p, 3) outer target samples already drawn (:func:`outer_samples`)
+    target_query : optional engine.geometry.closest.SurfaceQuery of the target already built (its
+        tree costs seconds on a scan of millions of triangles)
     """
     from .closest import SurfaceQuery
     from .open_border import OpenBorder
@@ -117,7 +119,7 @@ def coverage(fit_vertices: np.ndarray, fit_faces: np.ndarray, target_vertices: n
     tol = tolerance * diag
     tpts = outer_samples(tv, tf, samples, seed) if target_points is None else target_points
     fpts = surface_samples(fv, ff if fit_face_mask is None else ff[fit_face_mask], samples, seed + 1)[0]
-    fgap = SurfaceQuery(tv, tf).closest(fpts)[3] if len(fpts) else np.zeros(0)
+    fgap = (target_query or SurfaceQuery(tv, tf)).closest(fpts)[3] if len(fpts) else np.zeros(0)
     tgap, beyond = np.zeros(0), np.zeros(0, bool)
     if len(tpts):
         face, bary, point, tgap = SurfaceQuery(fv, ff).closest(tpts)
