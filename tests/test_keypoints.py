@@ -12,8 +12,8 @@ from scipy.spatial.transform import Rotation
 from engine.correspond.keypoint_guidance import KeypointGuidance, joint_regions
 from engine.correspond.keypoint_pairs import detect_pair, keypoint_verdict
 from engine.errors import InputError
-from engine.keypoints.detect import (Keypoints, KeypointSettings, camera_rays, detect_keypoints,
-                                       detect_keypoints_many, not_found, triangulate)
+from engine.keypoints.detect import Keypoints, KeypointSettings, detect_keypoints, detect_keypoints_many, not_found
+from engine.keypoints.triangulation import camera_rays, triangulate
 from engine.keypoints.pose_model import BODY_NAMES, mediapipe_status, mirror_name
 from engine.mesh import Mesh, prepare_mesh
 from engine.render.cameras import orbit_cameras

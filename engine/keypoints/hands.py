@@ -26,7 +26,7 @@ def add_hand_keypoints(vertices: np.ndarray, faces: np.ndarray, kp, model: PoseM
     from ..render.cameras import orbit_cameras
     from ..render.raster import rasterize
     from ..render.shading import shade_lambert
-    from .detect import lift_detections
+    from .triangulation import lift_detections
 
     model = model or hand_model()
     v = torch.as_tensor(vertices, dtype=torch.float32)
