@@ -55,7 +55,7 @@ def fit_surface(ctx: PairContext, fit) -> dict:
     fit.maps = final_maps.project(res.vertices, S.faces, ctx.full_target.surface, ctx.target_vertices_all, fitted=True,
                                   support=res.support)
     cover = _coverage(ctx, res.vertices, target)
-    where = _where(ctx, S.vertices, res.vertices, cover)
+    where = _where(ctx, S.vertices, fit.maps.d_st, cover)
     ctx.lap("fit surface", t)
     m = len(S.faces)
     unsupported = float(np.mean(res.support < 0.5))
@@ -90,11 +90,12 @@ def _coverage(ctx: PairContext, fitted: np.ndarray, target):
                     target_query=target.query)
 
 
-def _where(ctx: PairContext, rest: np.ndarray, fitted: np.ndarray, cover) -> dict:
+def _where(ctx: PairContext, rest: np.ndarray, distance: np.ndarray, cover) -> dict:
     """Where the fit leaves the target uncovered and where it lies off the target, by body region
     (the nearest keypoint's, engine.keypoints.detect.body_region) when both meshes showed a body:
     ``uncovered_where`` (% of the target's outer surface) and ``off_target_where`` (% of the source's
-    vertices), each region above 0.5 %, largest first."""
+    vertices), each region above 0.5 %, largest first. rest : (n, 3) the source; distance : (n,)
+    each fitted source vertex's distance to the target (the final maps')."""
     from scipy.spatial import cKDTree
 
     from .keypoints.detect import body_region
@@ -102,10 +103,9 @@ def _where(ctx: PairContext, rest: np.ndarray, fitted: np.ndarray, cover) -> dic
     pk = ctx.keypoints
     if pk is None or not pk.used or pk.kind != "body":
         return {}
-    gap = ctx.full_target.surface.closest(fitted)[3]
     out = {}
     for key, kp, points, far in (("uncovered_where", pk.target, cover.target_points, cover.target_bare),
-                                 ("off_target_where", pk.source, rest, gap > cover.tolerance)):
+                                 ("off_target_where", pk.source, rest, distance > cover.tolerance)):
         found = np.nonzero(kp.vertices >= 0)[0]
         if len(found) == 0 or len(points) == 0:
             continue

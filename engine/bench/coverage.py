@@ -7,7 +7,7 @@ onto the target alone). Per pair and variant: the share of the target's outer su
 that far off the target (``off%``), flipped and folded triangles, the keypoint error of the
 verdict (median and worst keypoint, / sqrt(target area)), the verdict and the seconds.
 
-``--split dev`` (default) runs the characters the fit's weights were chosen on (X Bot, ogre:
+Without ``--targets`` it runs the characters the fit's weights were chosen on (X Bot, ogre:
 docs/decisions.md); ``--targets`` names others (held-out characters from outside the shared data).
 """
 from __future__ import annotations

@@ -143,14 +143,20 @@ def detect_pair(source: Mesh, target: Mesh, mode: str, progress=None, cache_dir:
             if mode == "on":
                 raise InputError(msg)
             return PairKeypoints(*kps, reason=msg + "; using geometric matching", detected_on=tuple(detected_on))
-    from ..keypoints.detect import keypoint_pairs
-
-    pairs, weights = keypoint_pairs(kps[0], kps[1], MIN_PAIR_CONFIDENCE)
-    ok = kps[0].found(MIN_PAIR_CONFIDENCE) & kps[1].found(MIN_PAIR_CONFIDENCE)
-    names = [n for n, k in zip(kps[0].names, ok) if k]
+    pairs, weights, names = paired(kps[0], kps[1])
     return PairKeypoints(kps[0], kps[1], pairs, weights, names, used=len(pairs) >= 3,
                          reason="" if len(pairs) >= 3 else "keypoints: fewer than 3 keypoints found on both meshes",
                          detected_on=tuple(detected_on))
+
+
+def paired(source, target) -> tuple[np.ndarray, np.ndarray, list]:
+    """The pairs of two meshes' keypoints (engine.keypoints.detect.Keypoints) found on both with
+    more than MIN_PAIR_CONFIDENCE: (p, 2) int64 (source vertex, target vertex), (p,) weights, names."""
+    from ..keypoints.detect import keypoint_pairs
+
+    pairs, weights = keypoint_pairs(source, target, MIN_PAIR_CONFIDENCE)
+    ok = source.found(MIN_PAIR_CONFIDENCE) & target.found(MIN_PAIR_CONFIDENCE)
+    return pairs, weights, [n for n, k in zip(source.names, ok) if k]
 
 
 def detect_face_pair(source: Mesh, target: Mesh, bodies, finer: tuple = (None, None), cache_dir: str | None = None):
@@ -160,7 +166,6 @@ def detect_face_pair(source: Mesh, target: Mesh, bodies, finer: tuple = (None, N
     copy. Returns (PairKeypoints with ``kind`` "face", "") when both show a face, else (None, the
     reason in a few words)."""
     from ..geometry.working_copy import WorkingCopy
-    from ..keypoints.detect import keypoint_pairs
     from ..keypoints.face import detect_face_landmarks, face_keypoints
 
     sides = []
@@ -173,11 +178,9 @@ def detect_face_pair(source: Mesh, target: Mesh, bodies, finer: tuple = (None, N
             return None, f"no face found on the {'source' if i == 0 else 'target'} mesh '{mesh.name}' either"
         kp = face_keypoints(face)
         sides.append(kp.carried_to(seen.vertices, mesh.vertices) if seen is not mesh else kp)
-    pairs, weights = keypoint_pairs(sides[0], sides[1], MIN_PAIR_CONFIDENCE)
+    pairs, weights, names = paired(sides[0], sides[1])
     if len(pairs) < 3:
         return None, "fewer than 3 face landmarks found on both meshes"
-    ok = sides[0].found(MIN_PAIR_CONFIDENCE) & sides[1].found(MIN_PAIR_CONFIDENCE)
-    names = [n for n, k in zip(sides[0].names, ok) if k]
     return PairKeypoints(sides[0], sides[1], pairs, weights, names, used=True, kind="face"), ""
 
 

@@ -56,16 +56,13 @@ def sides_from_orientation(pk, rigid, source_vertices: np.ndarray, target_vertic
     sided pairs fit clearly better so (SIDES_MIRRORED_RATIO); returns (PairKeypoints, notice or None)."""
     from dataclasses import replace
 
-    from ..keypoints.detect import keypoint_pairs
-    from .keypoint_pairs import MIN_PAIR_CONFIDENCE
+    from .keypoint_pairs import paired
 
     direct, crossed = sided_distances(pk, rigid, source_vertices, target_vertices)
     if not (crossed < SIDES_MIRRORED_RATIO * direct):
         return pk, None
     target = pk.target.mirrored()
-    pairs, weights = keypoint_pairs(pk.source, target, MIN_PAIR_CONFIDENCE)
-    ok = pk.source.found(MIN_PAIR_CONFIDENCE) & target.found(MIN_PAIR_CONFIDENCE)
-    names = [n for n, k in zip(pk.source.names, ok) if k]
+    pairs, weights, names = paired(pk.source, target)
     notice = ("orientation as-is: the keypoints' left and right cross between the meshes (one seen from behind, "
               "or the meshes face opposite ways); the sides follow the stated orientation: check the result, or "
               "use orientation auto if the meshes do not face the same way")

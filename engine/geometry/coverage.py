@@ -51,8 +51,8 @@ class Coverage:
     fit_points: np.ndarray
     fit_gap: np.ndarray
     tolerance: float
-    target_beyond: float = 0.0
-    target_bare: np.ndarray | None = None
+    target_beyond: float
+    target_bare: np.ndarray
 
     def meta(self) -> dict:
         return {"target_uncovered_pct": round(100.0 * self.target_uncovered, 2),

@@ -437,11 +437,6 @@ class SurfaceFitter:
         return y, support, off_rim
 
 
-# target samples pulling the fitted surface (SurfaceFitConfig.cover_weight): the shares of
-# engine.geometry.coverage are read on as many
-COVER_FIT_SAMPLES = 20000
-
-
 def _facing(cos: np.ndarray, cfg: SurfaceFitConfig) -> np.ndarray:
     """(p,) pull weight in [0, 1] from the cosine between the two surfaces' normals."""
     return np.clip((cos - cfg.normal_cos_zero) / (cfg.normal_cos_full - cfg.normal_cos_zero), 0.0, 1.0)
@@ -465,9 +460,10 @@ class TargetSurface:
     def cover_samples(self) -> tuple[np.ndarray, np.ndarray]:
         """Outer surface samples of the target (p, 3) float64 and their face normals (p, 3)
         (engine.geometry.coverage): what the fitted surface should cover."""
-        from ..geometry.coverage import outer_samples
+        from ..geometry.coverage import COVER_SAMPLES, outer_samples
 
-        return outer_samples(self.vertices, self.faces, COVER_FIT_SAMPLES, seed=0, normals=True)
+        # as many as the coverage shares are read on (engine.full_fit reads them on these)
+        return outer_samples(self.vertices, self.faces, COVER_SAMPLES, seed=0, normals=True)
 
     def pull(self, x: np.ndarray, normals: np.ndarray, cfg: SurfaceFitConfig, plane: bool = False):
         """Where each vertex of ``x`` (n, 3) is pulled to, the pull's weight (n,) in [0, 1] (the
