@@ -40,6 +40,7 @@ class STABLEWRAP_PT_main(_Panel, bpy.types.Panel):
         src, _ = resolve_pair(context)
         if src is not None and src.type == "MESH":
             layout.prop_search(s, "exclude_group", src, "vertex_groups", text="Exclude")
+            layout.prop_search(s, "skin_group", src, "vertex_groups", text="Skin")
         row = layout.row(align=True)
         row.prop(s, "use_evaluated")
         row.prop(s, "show_fit")

@@ -40,12 +40,13 @@ class MatchTask(Task):
 
     def __init__(self, source, target, features: str = "auto", quality: str = "balanced", exclude_group: str = "",
                  use_evaluated: bool = False, show_fit: bool = True, method: Optional[str] = None,
-                 device: Optional[str] = None, orientation: str = "auto") -> None:
+                 device: Optional[str] = None, orientation: str = "auto", skin_group: str = "") -> None:
         self.source = resolve_object(source, "source")
         self.target = resolve_object(target, "target")
         self.features, self.quality, self.method, self.device = features, quality, method, device
         self.orientation = orientation
         self.exclude_group = exclude_group
+        self.skin_group = skin_group
         self.use_evaluated = use_evaluated
         self.show_fit = show_fit
 
@@ -54,6 +55,7 @@ class MatchTask(Task):
         arrays = read_pair(self, self.use_evaluated)
         try:
             exclude = mesh_io.vertex_group_mask(self.source, self.exclude_group) if self.exclude_group else None
+            skin = mesh_io.vertex_group_mask(self.source, self.skin_group) if self.skin_group else None
         except MeshDataError as exc:
             raise TaskError(str(exc)) from None
         lms = landmark_pairs(self.source, self.target)
@@ -63,6 +65,10 @@ class MatchTask(Task):
             if exclude.all():
                 raise TaskError(f"exclusion group '{self.exclude_group}' covers the whole source; nothing left to match")
             arrays["exclude"] = exclude
+        if skin is not None:
+            if not skin.any():
+                raise TaskError(f"skin group '{self.skin_group}' holds no vertex of '{self.source.name}'")
+            arrays["skin"] = skin
         big = [(role, len(arrays[key])) for role, key in (("source", "src_vertices"), ("target", "tgt_vertices"))
                if len(arrays[key]) >= LARGE_MESH_VERTICES]
         if big:
@@ -134,10 +140,23 @@ class MatchTask(Task):
             msg += "; " + "; ".join(notices[:2]) + (f" (+{len(notices) - 2} more in the console)" if len(notices) > 2 else "")
             for n in notices:
                 print(f"StableWrap Match: {n}")
+        for line in riding_lines(meta.get("pieces")):
+            print(f"StableWrap Match: {line}")
         on_top = applied_on_top(self.source)
         if on_top:
             msg += f"; Blender shows the fit with the source's {on_top} on top (set keys to 0, hide modifiers to see it alone)"
         return msg
+
+
+def riding_lines(pieces) -> list:
+    """One console line per piece of the source that rode along with its skin (meta "pieces"):
+    its number, kind, how it was carried, its size and where it sits."""
+    out = []
+    for r in (pieces or {}).get("riding", []):
+        centre = ", ".join(f"{c:.3g}" for c in r.get("centre", []))
+        out.append(f"piece {r.get('piece')}: {r.get('kind')}, carried {r.get('carried')} "
+                   f"({r.get('vertices')} vertices at {centre})")
+    return out
 
 
 class TransferUVTask(MappedTask):

@@ -67,6 +67,12 @@ exclude file (--exclude):
   newlines, '#' comments allowed. Or a .npy file: an int array of indices or a
   boolean mask with one entry per source vertex.
 
+skin file (--skin):
+  Source vertices naming the skin to match, in the exclude file's format: every
+  loose piece holding one of them is skin, every other piece (eyes, teeth,
+  helpers, props) rides along with it. Without it the skin is found from the
+  geometry (the largest surface and the pieces that extend it).
+
 config file (--config):
   A .json or .toml file whose keys override fields of engine.pipeline.MatchConfig
   after the --quality preset is applied, e.g. {"reg_steps": 500, "w_chamfer": 2.0}.
@@ -172,6 +178,7 @@ def cmd_match(args: argparse.Namespace) -> int:
     _check_input_file(args.target, "target mesh")
     _check_input_file(args.landmarks, "landmarks file")
     _check_input_file(args.exclude, "exclude file")
+    _check_input_file(args.skin, "skin file")
     _check_input_file(args.config, "config file")
 
     from .pipeline import match
@@ -184,7 +191,7 @@ def cmd_match(args: argparse.Namespace) -> int:
     options = dict(
         method=args.method, features=args.features, quality=args.quality, device=args.device,
         landmarks=args.landmarks, exclude=args.exclude, config=args.config, keypoints=args.keypoints,
-        orientation=args.orientation, cancel=token,
+        orientation=args.orientation, skin=args.skin, cancel=token,
     )
     show = sys.stderr.isatty() and not args.quiet
     t0 = time.perf_counter()
@@ -230,6 +237,8 @@ def _add_match(subparsers) -> argparse.ArgumentParser:
                    help="full registration, or rigid alignment + closest point (the baseline)")
     p.add_argument("--landmarks", metavar="FILE", default=None, help="source/target vertex pairs (format below)")
     p.add_argument("--exclude", metavar="FILE", default=None, help="source vertices without data term (format below)")
+    p.add_argument("--skin", metavar="FILE", default=None,
+                   help="source vertices whose pieces are the skin to match (format below; default: found)")
     p.add_argument("--config", metavar="FILE", default=None, help="JSON/TOML overriding MatchConfig fields")
     p.add_argument("--keypoints", choices=("auto", "on", "off"), default="auto",
                    help="body keypoints (MediaPipe pose on renders) orient and guide humanoid pairs; "

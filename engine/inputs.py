@@ -64,10 +64,10 @@ def read_landmarks_file(path: str) -> np.ndarray:
         raise InputError(f"{os.path.basename(path)}: cannot read landmarks ({exc.__class__.__name__}: {exc})") from None
 
 
-def read_exclude_file(path: str) -> np.ndarray:
+def read_exclude_file(path: str, what: str = "exclusion") -> np.ndarray:
     """Exclusion file: source vertex indices (0-based), whitespace/comma separated text, or a .npy int/bool array."""
     if not os.path.exists(path):
-        raise InputError(f"{path}: exclusion file not found")
+        raise InputError(f"{path}: {what} file not found")
     try:
         if path.endswith(".npy"):
             return np.load(path, allow_pickle=False)
@@ -75,32 +75,40 @@ def read_exclude_file(path: str) -> np.ndarray:
             text = " ".join(line.split("#")[0] for line in fh).replace(",", " ")
         return np.asarray([int(t) for t in text.split()], np.int64)
     except Exception as exc:
-        raise InputError(f"{os.path.basename(path)}: cannot read exclusion list ({exc.__class__.__name__}: {exc})") from None
+        raise InputError(f"{os.path.basename(path)}: cannot read {what} list ({exc.__class__.__name__}: {exc})") from None
 
 
 def parse_exclude(exclude, src: PreparedMesh) -> np.ndarray | None:
     """(n,) bool over the clean source vertices (True: no data term) from caller vertex indices
     or a (Vs,) bool mask; None when nothing is excluded."""
-    if exclude is None:
+    vmask = parse_vertex_set(exclude, src, "exclude")
+    if vmask is not None and vmask.all():
+        raise InputError("exclude: the exclusion covers the whole source mesh; nothing would be matched")
+    return vmask
+
+
+def parse_vertex_set(value, src: PreparedMesh, what: str) -> np.ndarray | None:
+    """(n,) bool over the clean source vertices from caller vertex indices, a (Vs,) bool mask or
+    a file of either (read_exclude_file); None when it names no vertex. ``what`` names the
+    parameter in the errors ("exclude", "skin")."""
+    if value is None:
         return None
-    if isinstance(exclude, (str, os.PathLike)):
-        exclude = read_exclude_file(os.fspath(exclude))
-    ex = np.asarray(exclude)
+    if isinstance(value, (str, os.PathLike)):
+        value = read_exclude_file(os.fspath(value), "exclusion" if what == "exclude" else what)
+    ex = np.asarray(value)
     ns = len(src.orig_vertices)
     if ex.dtype == bool:
         if ex.shape != (ns,):
-            raise InputError(f"exclude: boolean mask must have one entry per source vertex ({ns}), got {ex.shape}")
+            raise InputError(f"{what}: boolean mask must have one entry per source vertex ({ns}), got {ex.shape}")
         idx = np.nonzero(ex)[0]
     else:
         if ex.size and (not np.issubdtype(ex.dtype, np.integer) or ex.ndim != 1):
-            raise InputError("exclude: expected source vertex indices (1-d int array) or a boolean vertex mask")
+            raise InputError(f"{what}: expected source vertex indices (1-d int array) or a boolean vertex mask")
         idx = ex.astype(np.int64).ravel()
         if idx.size and (idx.min() < 0 or idx.max() >= ns):
-            raise InputError(f"exclude: vertex index out of range (source has {ns} vertices)")
+            raise InputError(f"{what}: vertex index out of range (source has {ns} vertices)")
     if idx.size == 0:
         return None
     vmask = np.zeros(src.mesh.n_vertices, bool)
     vmask[src.orig_to_clean[idx]] = True
-    if vmask.all():
-        raise InputError("exclude: the exclusion covers the whole source mesh; nothing would be matched")
     return vmask

@@ -8,6 +8,7 @@ deformation under guidance; candidates race when the orientation is in doubt) ->
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -48,7 +49,8 @@ class Fit:
 
 def match(source, target, *, method: str = "full", features: str = "auto", quality: str = "balanced",
           device: str = "auto", landmarks=None, exclude=None, config=None, keypoints: str = "auto",
-          orientation: str = "auto", progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Correspondence:
+          orientation: str = "auto", skin=None, progress: ProgressCallback | None = None,
+          cancel: CancelToken | None = None) -> Correspondence:
     """Dense correspondence from ``source`` to ``target`` and the fitted source.
 
     Parameters
@@ -67,6 +69,9 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     orientation : "auto" (searched) | "as-is" (the meshes stand upright and face the same way, as
         two characters in one scene do: only small turns are searched, and the keypoints' left and
         right follow from it; engine.correspond.stated_orientation)
+    skin : source vertex indices or (Vs,) bool mask (or a file): the pieces holding them are the
+        skin to match; by default found from the geometry (engine.geometry.pieces). Every other
+        piece (eyes, teeth, helpers, props) rides along with the skin (meta "pieces")
     progress : callback(stage, fraction); returning False cancels
     cancel : CancelToken checked between and inside stages
 
@@ -74,8 +79,7 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
     -------
     Correspondence (see engine.correspondence)
     """
-    from .correspond.keypoint_pairs import KEYPOINT_MODES, detect_pair, match_verdict
-    from .features.select import choose_feature_mode
+    from .correspond.keypoint_pairs import KEYPOINT_MODES
 
     if method not in METHODS:
         raise InputError(f"method: unknown method {method!r}; use one of {', '.join(METHODS)}")
@@ -97,6 +101,37 @@ def match(source, target, *, method: str = "full", features: str = "auto", quali
 
         check_match_memory(src.mesh.n_vertices, tgt.mesh.n_vertices)
     prog.update(0.4)
+    riders = _riders(src, skin, prog)
+    if riders is None:
+        return _match_prepared(src, tgt, method, features, quality, landmarks, exclude, keypoints, orientation, cfg,
+                               dev_t, prog, t0)
+    if isinstance(landmarks, (str, os.PathLike)):
+        landmarks = read_landmarks_file(os.fspath(landmarks))
+    skin_match = _match_prepared(riders.prepared, tgt, method, features, quality, riders.landmarks(landmarks),
+                                 riders.exclude(parse_exclude(exclude, src)), keypoints, orientation, cfg, dev_t, prog, t0)
+    return riders.extend(skin_match)
+
+
+def _riders(src, skin, prog):
+    """engine.correspond.riders.SkinSource of a source in pieces (None: all of it is skin)."""
+    from .correspond.riders import SkinSource
+    from .geometry.pieces import find_pieces
+    from .inputs import parse_vertex_set
+
+    named = parse_vertex_set(skin, src, "skin")
+    pieces = find_pieces(src.mesh, skin=named)
+    if pieces.all_skin:
+        return None
+    prog.token.raise_if_cancelled()
+    return SkinSource(src, pieces, check=prog.token.raise_if_cancelled)
+
+
+def _match_prepared(src, tgt, method, features, quality, landmarks, exclude, keypoints, orientation, cfg, dev_t, prog,
+                    t0) -> Correspondence:
+    """``match`` from the prepared meshes on (the source: all skin)."""
+    from .correspond.keypoint_pairs import detect_pair, match_verdict
+    from .features.select import choose_feature_mode
+
     k = cfg.spectral_k if method == "full" else 30
     ctx = build_pair_context(src, tgt, k, cfg, dev_t, prog, parse_landmarks(landmarks, src, tgt), parse_exclude(exclude, src))
     ctx.orientation = orientation

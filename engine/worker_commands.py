@@ -164,11 +164,14 @@ class Handlers:
         tf = _array(arrays, "tgt_faces", np.int64, 2, None, c)
         landmarks = _optional(arrays, "landmarks")
         exclude = _optional(arrays, "exclude")
+        skin = _optional(arrays, "skin")
         options = {k: args[k] for k in ("method", "features", "quality", "device", "config", "orientation") if args.get(k) is not None}
         if landmarks is not None and len(landmarks):
             options["landmarks"] = landmarks.astype(np.int64).reshape(-1, 2)
         if exclude is not None and len(exclude) and np.asarray(exclude).any():
             options["exclude"] = exclude
+        if skin is not None and len(skin) and np.asarray(skin).any():
+            options["skin"] = skin
         t0 = time.perf_counter()
         result = self._match_fn()((sv, sf), (tv, tf), progress=progress, cancel=cancel, **options)
         out = result.arrays() if hasattr(result, "arrays") else dict(result)

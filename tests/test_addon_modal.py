@@ -136,3 +136,25 @@ def test_the_panels_orientation_reaches_the_engine(sw):
     from engine.pipeline import ORIENTATIONS
 
     assert set(ORIENTATIONS) == {"auto", "as-is"}
+
+
+def test_the_panels_skin_group_reaches_the_engine_and_an_empty_one_is_refused(sw):
+    """The source's vertex group named as Skin is sent as the engine's ``skin`` mask; a group
+    holding no vertex is a one-line error before any work; none set sends nothing."""
+    import bpy
+    import numpy as np
+
+    src, tgt = suzanne_pair()
+    _, _, arrays = sw.tasks.MatchTask(src, tgt).prepare()
+    assert "skin" not in arrays
+    group = src.vertex_groups.new(name="Skin")
+    group.add(list(range(10)), 1.0, "REPLACE")
+    _, _, arrays = sw.tasks.MatchTask(src, tgt, skin_group="Skin").prepare()
+    assert arrays["skin"].dtype == bool and np.nonzero(arrays["skin"])[0].tolist() == list(range(10))
+    src.vertex_groups.new(name="Nothing")
+    with pytest.raises(sw.tasks.TaskError, match="skin group 'Nothing' holds no vertex"):
+        sw.tasks.MatchTask(src, tgt, skin_group="Nothing").prepare()
+    assert "skin_group" in bpy.context.scene.stablewrap.bl_rna.properties
+    lines = sw.tasks.riding_lines({"riding": [{"piece": 3, "kind": "inside", "carried": "rigid", "vertices": 72,
+                                               "centre": [0.01, 1.6, 0.05]}]})
+    assert lines == ["piece 3: inside, carried rigid (72 vertices at 0.01, 1.6, 0.05)"]

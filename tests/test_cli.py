@@ -210,6 +210,8 @@ def test_invalid_output_fails_fast(tmp_path, capsys, small_pair_files):
     ("--landmarks", "0 1 2\n", "expected two vertex indices"),
     ("--landmarks", "0 99999\n", "out of range"),
     ("--exclude", "a b c\n", "cannot read exclusion"),
+    ("--skin", "a b c\n", "cannot read skin list"),
+    ("--skin", "99999\n", "skin: vertex index out of range"),
     ("--config", '{"no_such_setting": 1}', "unknown setting"),
     ("--config", "{not json", "cannot parse config"),
 ])
@@ -283,7 +285,9 @@ def test_messy_source_to_100x_target(tmp_path, capsys, small_pair):
 
 
 def test_several_components_and_rotated_target(tmp_path, capsys):
-    """Two separate bodies in each mesh; the target has another tessellation and is turned by 120 degrees."""
+    """Two separate bodies in each mesh; the target has another tessellation and is turned by 120 degrees.
+    The source's smaller body, apart from the larger, is not skin: it is kept in place beside it
+    and named (engine.geometry.pieces)."""
     a_v, a_f = sphere(3, (1.0, 0.6, 0.5))
     b_v, b_f = sphere(2, (0.4, 0.4, 0.9))
     src_v = np.vstack([a_v, b_v + [2.5, 0, 0]])
@@ -300,6 +304,8 @@ def test_several_components_and_rotated_target(tmp_path, capsys):
     assert code == 0, err
     data, meta = check_npz(out, len(src_v), len(tgt_v), len(src_f), len(tgt_f))
     assert meta["source_report"]["components"] == 2 and meta["target_report"]["components"] == 2
+    assert meta["pieces"]["kinds"] == {"skin": 1, "apart": 1} and meta["pieces"]["riding"][0]["carried"] == "kept"
+    assert any("kept in place" in line for line in err)
 
 
 def test_rigid_method_on_ply_and_off(tmp_path, capsys, small_pair):

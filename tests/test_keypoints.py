@@ -272,6 +272,27 @@ def test_verdict_good_for_a_right_map_and_wrong_for_a_mirrored_or_upside_down_on
     assert keypoint_verdict(pk, upside, verts)["verdict"] == "wrong"
 
 
+def test_verdict_checks_a_hand_landed_on_the_head_that_the_median_and_worst_rules_pass():
+    """A map that puts one wrist on the nose: the median is tiny and the wrist's error (0.2) under
+    the "another body part altogether" bound (0.25), so only the part rule sees it."""
+    from engine.correspond.keypoint_pairs import VERDICT_FAR, VERDICT_OFF, PairKeypoints
+    from engine.keypoints.pose_model import ALL_NAMES
+
+    rng = np.random.default_rng(2)
+    k = len(ALL_NAMES)
+    pts = rng.normal(size=(k, 3))
+    wrist, nose = ALL_NAMES.index("left_wrist"), ALL_NAMES.index("nose")
+    pts *= 0.2 / np.linalg.norm(pts[wrist] - pts[nose])  # the wrist 0.2 from the nose
+    pk = PairKeypoints(_fake_keypoints(pts, np.arange(k)), _fake_keypoints(pts, np.arange(k)))
+    mapped = pts + 0.005
+    assert keypoint_verdict(pk, mapped, pts)["verdict"] == "good"
+    mapped[wrist] = pts[nose] + 0.01
+    err = float(np.linalg.norm(mapped[wrist] - pts[wrist]))
+    assert VERDICT_OFF < err < VERDICT_FAR
+    v = keypoint_verdict(pk, mapped, pts)
+    assert v["verdict"] == "check" and "left_wrist on the head" in v["reason"], v
+
+
 def test_keypoint_guidance_pulls_joint_regions_together_and_is_released():
     v, f = humanoid()
     mesh = prepare_mesh(v, f, "figure").mesh

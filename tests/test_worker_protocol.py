@@ -99,9 +99,13 @@ def test_landmarks_and_exclusion_reach_the_matcher(fake_worker):
     exclude = np.zeros(36, bool)
     exclude[:6] = True
     arrays["exclude"] = exclude
+    skin = np.zeros(36, bool)
+    skin[10:] = True
+    arrays["skin"] = skin
     data, out = fake_worker.call("match", {}, arrays, timeout=60)
     assert data["meta"]["landmarks"] == 2
     np.testing.assert_array_equal(out["confidence"] == 0, exclude)
+    assert data["meta"]["options"]["skin"].startswith("[False")  # the skin mask reached the matcher
 
 
 def test_bad_request_payload_is_an_input_error_and_worker_survives(fake_worker):

@@ -225,6 +225,7 @@ def keypoint_verdict(pk: PairKeypoints, mapped_points: np.ndarray, target_vertic
                 swapped.append(name)
     if not errs:
         return {"verdict": "check", "reason": "no keypoint found on both meshes"}
+    misplaced = _on_other_parts(pk, mapped_points, target_vertices, ok, swapped)
     med, worst = float(np.median(errs)), float(np.max(errs))
     out = {"keypoint_error": round(med, 4), "keypoint_error_max": round(worst, 4)}
     if sided and len(swapped) > sided / 2:
@@ -233,9 +234,42 @@ def keypoint_verdict(pk: PairKeypoints, mapped_points: np.ndarray, target_vertic
         return {**out, "verdict": "wrong", "reason": f"keypoints land on other body parts (median {med:.2f} of sqrt(area))"}
     if swapped:
         return {**out, "verdict": "check", "reason": f"mirrored: {', '.join(swapped[:4])}"}
+    if misplaced:
+        return {**out, "verdict": "check", "reason": f"parts on other parts: {', '.join(misplaced[:4])}"}
     if worst > VERDICT_FAR or med > VERDICT_OFF:
         return {**out, "verdict": "check", "reason": f"keypoints off by up to {worst:.2f} of sqrt(area)"}
     return {**out, "verdict": "good", "reason": f"keypoints agree (median {med:.3f} of sqrt(area))"}
+
+
+# a keypoint off its place by more than VERDICT_OFF has landed on another part when a target
+# keypoint of another body region lies within this share of that distance (it sits on that part,
+# not just astray between parts)
+LANDED_ON = 0.5
+
+
+def _on_other_parts(pk: PairKeypoints, mapped_points: np.ndarray, target_vertices: np.ndarray, ok: np.ndarray,
+                    swapped: list) -> list[str]:
+    """"<keypoint> on the <region>" for every source keypoint (found on both meshes, not a
+    mirrored one) that landed on a target keypoint of another body region (hands on a nose)."""
+    from ..keypoints.detect import body_region
+
+    src, tgt = pk.source, pk.target
+    found = np.nonzero(tgt.found(MIN_PAIR_CONFIDENCE))[0]
+    if len(found) == 0:
+        return []
+    where = target_vertices[tgt.vertices[found]]
+    out = []
+    for i in np.nonzero(ok)[0]:
+        name = src.names[i]
+        e = float(np.linalg.norm(mapped_points[i] - target_vertices[tgt.vertices[i]]))
+        if e <= VERDICT_OFF or name in swapped:
+            continue
+        d = np.linalg.norm(where - mapped_points[i], axis=1)
+        j = int(np.argmin(d))
+        region = body_region(str(tgt.names[found[j]]))
+        if d[j] < LANDED_ON * e and region != body_region(str(name)):
+            out.append(f"{name} on the {region}")
+    return out
 
 
 def match_verdict(pk: PairKeypoints | None, fitted_points: np.ndarray, target_vertices: np.ndarray,

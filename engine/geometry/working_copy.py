@@ -2,10 +2,9 @@
 registration on a copy decimated to a few thousand vertices, and its deformation is carried
 back to every vertex of the full mesh (then the surface fit finishes at full resolution).
 
-Each full vertex is tied to its closest point on the working copy (face, barycentrics) and its
-offset from it in the face's frame; carrying a deformed working copy places the vertex at the
-same barycentrics of the deformed face, at the same offset in its frame (scaled with the face):
-exact for similarities, smooth for the rest.
+Each full vertex is tied to its closest point on the working copy (engine.geometry.surface_ties):
+carrying a deformed working copy places the vertex at the same barycentrics of the deformed face,
+at the same offset in its frame (scaled with the face): exact for similarities, smooth for the rest.
 """
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from ..arrays import compact, triangle_cross
 from ..mesh import Mesh
+from .surface_ties import SurfaceTies
 
 
 class WorkingCopy:
@@ -32,40 +32,17 @@ class WorkingCopy:
             return
         v, f = _collapse_degenerate(*decimate(full.vertices, full.faces, max_vertices, cancel))
         self.mesh = Mesh(v, f, full.name)
-        self._ties: tuple | None = None  # made on the first carry: only the source's copy is carried
+        self._ties: SurfaceTies | None = None
         self._nearest = None
-
-    def _tied(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every full vertex's closest working face (n,) int, barycentrics (n, 3) and offset from
-        that point in the face's frame, in units of the face's size (n, 3). A 248k-vertex
-        target's would cost 0.35 s on the path its copy is made on, for nothing."""
-        if self._ties is None:
-            from .closest import SurfaceQuery
-
-            face, bary, point, _ = SurfaceQuery(self.mesh.vertices, self.mesh.faces).closest(self.full.vertices)
-            frames, scale = self._frames(self.mesh)
-            offset = np.einsum("kij,kj->ki", frames[face], self.full.vertices - point) / scale[face, None]
-            self._ties = (face, bary, offset)
-        return self._ties
-
-    @staticmethod
-    def _frames(mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
-        """Per face: (m, 3, 3) orthonormal rows (first edge, in-plane normal to it, normal) and (m,) size."""
-        p = mesh.vertices[mesh.faces]
-        e1 = p[:, 1] - p[:, 0]
-        e1 = e1 / np.maximum(np.linalg.norm(e1, axis=1, keepdims=True), 1e-300)
-        n = mesh.face_normals
-        return np.stack([e1, np.cross(n, e1), n], axis=1), np.sqrt(np.maximum(mesh.face_areas, 1e-300))
 
     def carry(self, deformed: np.ndarray) -> np.ndarray:
         """(n_full, 3): the full mesh deformed as the working copy was (``deformed``: (n_work, 3))."""
-        deformed = np.asarray(deformed, np.float64)
         if not self.decimated:
-            return deformed.copy()
-        face, bary, offset = self._tied()
-        frames, scale = self._frames(Mesh(deformed, self.mesh.faces, self.mesh.name))
-        point = np.einsum("ij,ijk->ik", bary, deformed[self.mesh.faces[face]])
-        return point + np.einsum("kji,kj->ki", frames[face], offset) * scale[face, None]
+            return np.array(deformed, np.float64)
+        if self._ties is None:  # made on the first carry: only the source's copy is carried (a
+            # 248k-vertex target's ties would cost 0.35 s for nothing)
+            self._ties = SurfaceTies(self.mesh.vertices, self.mesh.faces, self.full.vertices)
+        return self._ties.carry(deformed)
 
     def to_working(self, full_vertices: np.ndarray) -> np.ndarray:
         """Working-copy vertex nearest to each of the given full-mesh vertex indices."""
