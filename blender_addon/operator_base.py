@@ -111,7 +111,7 @@ class JobOperator:
 
     def _done(self, context, message: str):
         context.scene.stablewrap.last_report = message
-        self.report({"INFO"}, message)
+        self.report({getattr(getattr(self, "_task", None), "report_level", "INFO")}, message)
         return {"FINISHED"}
 
     def execute(self, context):
@@ -125,7 +125,7 @@ class JobOperator:
         state.running, state.cancel, state.label = True, False, self.bl_label
         task = None
         try:
-            task = self.make_task(context)
+            task = self._task = self.make_task(context)
             message = api.run_task(task, progress=progress)
         except StableWrapAddonError as exc:
             return self._fail(context, str(exc), message_level(exc))

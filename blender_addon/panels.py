@@ -52,8 +52,28 @@ class STABLEWRAP_PT_main(_Panel, bpy.types.Panel):
             box.operator("stablewrap.cancel", icon="CANCEL", text="Cancel (Esc)")
         else:
             layout.operator("stablewrap.match", icon="MOD_SHRINKWRAP")
+        if src is not None and src.type == "MESH" and src.stablewrap.matched_with is not None:
+            draw_verdict(layout, src.stablewrap)
         if s.last_report:
             layout.label(text=s.last_report, icon="INFO")
+
+
+def draw_verdict(layout, data) -> None:
+    """The source's last match verdict (``data``: its stablewrap data) as a box: an alert row with
+    its reason when it is not good."""
+    if not data.verdict:
+        return
+    box = layout.box()
+    row = box.row()
+    bad = data.verdict in ("check", "wrong")
+    row.alert = bad
+    row.label(text=f"Verdict: {data.verdict}", icon="ERROR" if bad else "CHECKMARK")
+    if data.verdict_reason:
+        reason = box.row()
+        reason.alert = bad
+        reason.label(text=data.verdict_reason)
+    if bad:
+        box.label(text="Try Orientation 'As in scene' or landmark pairs, then Match again", icon="INFO")
 
 
 class STABLEWRAP_PT_landmarks(_Panel, bpy.types.Panel):

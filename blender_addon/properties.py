@@ -72,6 +72,8 @@ class STABLEWRAP_PG_object(bpy.types.PropertyGroup):
                                   description="The material Bake Texture made to show its image on this object")
     source_topology: StringProperty(default="", options={"HIDDEN"},
                                     description="On a matched target: the source's triangles at Match time (a hash)")
+    verdict: StringProperty(default="", description="On a matched source: the last match's verdict (good, check, wrong)")
+    verdict_reason: StringProperty(default="", description="On a matched source: why the last match got its verdict")
 
 
 class STABLEWRAP_PG_scene(bpy.types.PropertyGroup):
@@ -99,6 +101,7 @@ class STABLEWRAP_PG_scene(bpy.types.PropertyGroup):
     part_image: PointerProperty(type=bpy.types.Image, name="Image",
                                 description="Reference image for Pick from Image when it is not run from an Image Editor")
     last_report: StringProperty(default="", description="Outcome of the last StableWrap operation")
+
 
 
 class STABLEWRAP_PG_job(bpy.types.PropertyGroup):

@@ -171,6 +171,9 @@ def landmark_pairs(source, target) -> np.ndarray:
 class Task:
     label = "StableWrap"
     cmd = ""
+    # the level the finished job is reported at: a result that may be wrong is a WARNING, never an
+    # Info-level success (apply sets it)
+    report_level = "INFO"
 
     def prepare(self) -> tuple[str, dict, dict]:
         raise NotImplementedError

@@ -103,6 +103,8 @@ class MatchTask(Task):
     def apply(self, data, arrays):
         out = self.check(arrays)
         check_unchanged((self.source, self.target), self.signature, "while matching; run Match again")
+        # what the previous map made (on this pair, or on the source's former target) is stale now
+        stale = remove_derived((self.source, self.target, self.source.stablewrap.matched_with))
         fitted_local = mesh_io.to_local(out["fitted_vertices"], self.src.matrix_world)
         src_colors = correspondence_colors(self.src.vertices)
         tgt_colors = interpolate(src_colors, self.src.triangles, out["tgt_to_src_face"], out["tgt_to_src_bary"])
@@ -130,8 +132,8 @@ class MatchTask(Task):
                + (f" in {secs:.1f} s" if isinstance(secs, (int, float)) else "") + f", mean confidence {conf:.2f}")
         # what the engine decided on its own (parts left out, working copies, a suspect fit) is said too
         verdict = (meta.get("verdict") or {}).get("verdict") if isinstance(meta.get("verdict"), dict) else None
-        if verdict in ("check", "wrong"):
-            msg += f"; the result looks {'wrong' if verdict == 'wrong' else 'doubtful'}: {meta['verdict'].get('reason', '')}"
+        if verdict in ("check", "wrong"):  # said first: the sidebar and the status bar cut long reports
+            msg = (f"{'WRONG' if verdict == 'wrong' else 'CHECK'}: {meta['verdict'].get('reason', '')}; " + msg)
         parts = meta.get("target_parts") or {}
         if parts.get("left_out"):
             msg += f"; {parts['left_out']} small or detached target parts left out"
@@ -142,6 +144,13 @@ class MatchTask(Task):
                 print(f"StableWrap Match: {n}")
         for line in riding_lines(meta.get("pieces")):
             print(f"StableWrap Match: {line}")
+        if stale:
+            msg += "; removed the previous map's results: " + ", ".join(stale)
+        # the verdict stays with the source (the panel's box, batch reports): none from an older engine
+        self.source.stablewrap.verdict = verdict or ""
+        self.source.stablewrap.verdict_reason = str(meta["verdict"].get("reason", "")) if verdict else ""
+        if verdict in ("check", "wrong"):
+            self.report_level = "WARNING"
         on_top = applied_on_top(self.source)
         if on_top:
             msg += f"; Blender shows the fit with the source's {on_top} on top (set keys to 0, hide modifiers to see it alone)"
@@ -249,25 +258,47 @@ def clear_results(source, target) -> list[str]:
             for name in (ATTR_TARGET_FACE, ATTR_TARGET_BARY, ATTR_CONFIDENCE, ATTR_SOURCE_FACE, ATTR_SOURCE_BARY, ATTR_COLOR):
                 if mesh_io.remove_attribute(mesh, name):
                     removed.append(f"{obj.name}.{name}")
-            n = remove_morph(obj)
-            if n:
-                removed.append(f"{obj.name}: {n} morph keys")
             if mesh_io.remove_shape_key(obj, FIT_KEY):
                 removed.append(f"{obj.name}: {FIT_KEY}")
-            layer = mesh.uv_layers.get(UV_NAME)
-            if layer is not None:
-                mesh.uv_layers.remove(layer)
-                removed.append(f"{obj.name}: {UV_NAME}")
-            groups = [g for g in obj.stablewrap.created_groups.split("\t") if g]
-            for g in groups:
-                vg = obj.vertex_groups.get(g)
-                if vg is not None:
-                    obj.vertex_groups.remove(vg)
-            if groups:
-                removed.append(f"{obj.name}: {len(groups)} vertex group{'s' if len(groups) != 1 else ''}")
-                obj.stablewrap.created_groups = ""
+            removed += _remove_derived(obj)
             obj.stablewrap.matched_with = None
+            obj.stablewrap.verdict, obj.stablewrap.verdict_reason = "", ""
         removed += remove_bake(obj)
+    return removed
+
+
+def remove_derived(objects) -> list[str]:
+    """Remove what was made from a map (morph keys, the transferred UV map, transferred vertex
+    groups, the bake) on each mesh object of ``objects``: stale once a new map replaces it.
+    Returns what was removed ("<object>: <what>")."""
+    removed, seen = [], set()
+    for obj in objects:
+        if obj is None or obj.type != "MESH" or obj.name in seen:
+            continue
+        seen.add(obj.name)
+        with EditModeGuard(obj):
+            removed += _remove_derived(obj)
+        removed += remove_bake(obj)
+    return removed
+
+
+def _remove_derived(obj) -> list[str]:
+    removed = []
+    n = remove_morph(obj)
+    if n:
+        removed.append(f"{obj.name}: {n} morph keys")
+    layer = obj.data.uv_layers.get(UV_NAME)
+    if layer is not None:
+        obj.data.uv_layers.remove(layer)
+        removed.append(f"{obj.name}: {UV_NAME}")
+    groups = [g for g in obj.stablewrap.created_groups.split("\t") if g]
+    for g in groups:
+        vg = obj.vertex_groups.get(g)
+        if vg is not None:
+            obj.vertex_groups.remove(vg)
+    if groups:
+        removed.append(f"{obj.name}: {len(groups)} vertex group{'s' if len(groups) != 1 else ''}")
+        obj.stablewrap.created_groups = ""
     return removed
 
 

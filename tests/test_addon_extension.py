@@ -264,6 +264,27 @@ def test_clear_removes_everything_written(sw, pair):
     assert_unchanged(before_t, tgt)
 
 
+def test_a_new_match_removes_what_the_old_map_made_and_says_so(sw, pair):
+    """Morph keys, the transferred UV map and weights come from a map: a new Match removes them
+    (the morph slider no longer adds the old fit to the new one) and names them in its report."""
+    src, tgt = pair
+    vg = src.vertex_groups.new(name="Head")
+    vg.add(list(range(50)), 1.0, "REPLACE")
+    assert bpy.ops.stablewrap.match(source=src.name, target=tgt.name) == {"FINISHED"}
+    bpy.ops.stablewrap.transfer_uvs(source=src.name, target=tgt.name)
+    bpy.ops.stablewrap.transfer_weights(source=src.name, target=tgt.name)
+    bpy.ops.stablewrap.make_morph(source=src.name)
+    morphs = [k.name for k in src.data.shape_keys.key_blocks if k.name.startswith(sw.tasks.MORPH_PREFIX)]
+    assert morphs and "StableWrap UV" in tgt.data.uv_layers and "Head" in tgt.vertex_groups
+    assert bpy.ops.stablewrap.match(source=src.name, target=tgt.name) == {"FINISHED"}
+    report = bpy.context.scene.stablewrap.last_report
+    assert not [k.name for k in src.data.shape_keys.key_blocks if k.name.startswith(sw.tasks.MORPH_PREFIX)]
+    assert "StableWrap UV" not in tgt.data.uv_layers and "Head" not in tgt.vertex_groups
+    assert "Head" in src.vertex_groups  # the artist's own group stays
+    assert "removed the previous map's results" in report and f"{len(morphs)} morph keys" in report
+    assert "StableWrap UV" in report and "1 vertex group" in report
+
+
 def test_edit_mode_objects_are_read_and_written(sw, pair):
     src, tgt = pair
     bpy.ops.object.select_all(action="DESELECT")
@@ -472,7 +493,8 @@ def test_the_match_report_says_what_the_engine_decided(sw):
         assert bpy.ops.stablewrap.match(source=src.name, target=tgt.name) == {"FINISHED"}
         report = bpy.context.scene.stablewrap.last_report
         assert "2 small or detached target parts left out" in report
-        assert "doubtful: keypoints disagree" in report
+        assert report.startswith("CHECK: keypoints disagree")  # first: the sidebar cuts long reports
+        assert src.stablewrap.verdict == "check" and src.stablewrap.verdict_reason.startswith("keypoints disagree")
         assert "keypoints: no body found on the target (auto: geometric path)" in report
         assert "matched on a 3000-vertex working copy (+1 more in the console)" in report
     finally:

@@ -77,6 +77,12 @@ def test_panels_draw_with_and_without_a_pair(sw):
     s.source, s.target = src, tgt
     log = _draw(bpy.types.STABLEWRAP_PT_main, ctx)
     assert ("operator", "stablewrap.match") in log and ("prop_search", "exclude_group") in log
+    assert ("prop_search", "skin_group") in log
+    assert not [x for x in log if x[1].startswith("Verdict")]  # no match yet: no verdict box
+    src.stablewrap.matched_with = tgt
+    src.stablewrap.verdict, src.stablewrap.verdict_reason = "check", "parts on other parts: left_wrist on the head"
+    log = _draw(bpy.types.STABLEWRAP_PT_main, ctx)
+    assert ("label", "Verdict: check") in log and ("label", "parts on other parts: left_wrist on the head") in log
     log = _draw(bpy.types.STABLEWRAP_PT_transfer, ctx)
     ops = [x[1] for x in log if x[0] == "operator"]
     assert ops == ["stablewrap.transfer_uvs", "stablewrap.bake_texture", "stablewrap.transfer_weights",

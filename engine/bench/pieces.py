@@ -12,8 +12,9 @@ Heads (``--heads N``): the base mesh's head cut with its pieces (1.4 ear widths 
 skin, eyeballs, teeth, tongue, lashes, the head's joint cubes) onto the heads of the first N FAUST
 bodies of the split, cut as scans (2.3 ear widths) and each turned by a random rotation. Per pair:
 the eyeballs' and tooth rows' shape error (RMS after the best similarity, % of the piece's
-radius), each eyeball centre's distance from where the skin round it carries it (surface ties of
-its rest centre, in eye radii), the nose, ears and head top against the target's own (% of the
+radius), each eyeball centre's distance from where the skin round it carries it, in eye radii
+(``eye/lids``: by the best similarity of its lids; ``eye/ties``: its rest centre tied to the
+nearest skin face), the nose, ears and head top against the target's own (% of the
 target head's diagonal), the verdict. ``as skin`` rows for the match before.
 """
 from __future__ import annotations
@@ -124,9 +125,28 @@ def _shape_error(rest: np.ndarray, got: np.ndarray) -> float:
     return 100.0 * float(np.sqrt(np.mean(np.sum(resid**2, axis=1)))) / (s * radius)
 
 
+def _lid_offset(hv, skin: np.ndarray, eye: np.ndarray, fitted: np.ndarray) -> float:
+    """The fitted eyeball centre's distance from where its lids carry it, in eye radii (fitted):
+    the lids are the skin vertices within a quarter radius beyond the skin nearest the eyeball's
+    surface, their best similarity (rest -> fitted) carries the rest centre."""
+    from scipy.spatial import cKDTree
+
+    from ..geometry.ride_along import similarity
+
+    idx = np.nonzero(skin)[0]
+    d = cKDTree(hv[eye]).query(hv[idx])[0]
+    radius = float(np.mean(np.linalg.norm(hv[eye] - hv[eye].mean(0), axis=1)))
+    lids = idx[d <= d.min() + 0.25 * radius]
+    s, rot, t = similarity(hv[lids], fitted[lids])
+    got = fitted[eye]
+    return float(np.linalg.norm(got.mean(0) - (s * hv[eye].mean(0) @ rot.T + t))) / float(
+        np.mean(np.linalg.norm(got - got.mean(0), axis=1)))
+
+
 def _eye_offset(hv, hf, skin: np.ndarray, eye: np.ndarray, fitted: np.ndarray) -> float:
-    """The fitted eyeball centre's distance from where the skin round it carries its rest centre
-    (engine.geometry.surface_ties on the skin), in eye radii (fitted)."""
+    """The fitted eyeball centre's distance from where the skin surface carries it (surface ties
+    of its rest centre to the nearest skin face: stricter than the lids', and noisier, the
+    centre lying a few of those faces behind it), in eye radii (fitted)."""
     from ..geometry.surface_ties import SurfaceTies
 
     idx = np.nonzero(skin)[0]
@@ -161,7 +181,7 @@ def heads(data: str, n: int, split: str, seed: int) -> list[dict]:
         if len(targets) == n:
             break
     rows = []
-    print(f"{'target head':<16} {'row':<8} {'eye shape %':>11} {'teeth shape %':>13} {'eye centre':>10} "
+    print(f"{'target head':<16} {'row':<8} {'eye shape %':>11} {'teeth shape %':>13} {'eye/lids':>8} {'eye/ties':>8} "
           f"{'nose %':>6} {'ears %':>6} {'top %':>6} {'verdict':>7} {'s':>5}")
     for i, path in enumerate(targets):
         v, f = load_triangles(path)
@@ -178,15 +198,16 @@ def heads(data: str, n: int, split: str, seed: int) -> list[dict]:
             eye_err = [_shape_error(hv[named[g]], fitted[named[g]]) for g in RIGID_GROUPS[:2]]
             teeth_err = [_shape_error(hv[named[g]], fitted[named[g]]) for g in RIGID_GROUPS[2:]]
             centre = [_eye_offset(hv, hf, skin, named[g], fitted) for g in RIGID_GROUPS[:2]]
+            lids = [_lid_offset(hv, skin, named[g], fitted) for g in RIGID_GROUPS[:2]]
             errs = {k: float(np.linalg.norm(_mapped(corr, tvr, tf, lm[k]) - tvr[tlm[k]])) / diag for k in lm if k in tlm}
             ears = max(errs.get("left_ear", np.nan), errs.get("right_ear", np.nan))
             r = {"target": os.path.basename(path), "row": row, "eye_shape_pct": max(eye_err), "teeth_shape_pct": max(teeth_err),
-                 "eye_centre_radii": max(centre), "nose_pct": 100 * errs.get("nose", np.nan), "ears_pct": 100 * ears,
+                 "eye_centre_radii": max(centre), "eye_lids_radii": max(lids), "nose_pct": 100 * errs.get("nose", np.nan), "ears_pct": 100 * ears,
                  "top_pct": 100 * errs.get("head_top", np.nan), "verdict": (corr.meta.get("verdict") or {}).get("verdict", "-"),
                  "s": secs}
             rows.append(r)
             print(f"{r['target']:<16} {row:<8} {r['eye_shape_pct']:>11.1f} {r['teeth_shape_pct']:>13.1f} "
-                  f"{r['eye_centre_radii']:>10.2f} {r['nose_pct']:>6.1f} {r['ears_pct']:>6.1f} {r['top_pct']:>6.1f} "
+                  f"{r['eye_lids_radii']:>8.2f} {r['eye_centre_radii']:>8.2f} {r['nose_pct']:>6.1f} {r['ears_pct']:>6.1f} {r['top_pct']:>6.1f} "
                   f"{r['verdict']:>7} {secs:>5.1f}", flush=True)
     return rows
 

@@ -31,6 +31,8 @@ RIGID_EXTENT = 0.15
 NEIGHBOURHOOD = 2.0
 # and at least this many of the nearest skin vertices (a similarity needs a spread of points)
 MIN_NEIGHBOURS = 24
+# their weights fall off over this share of the piece's radius beyond the skin nearest its surface
+CLOSEST = 0.5
 
 
 def similarity(rest: np.ndarray, moved: np.ndarray, weights: np.ndarray | None = None):
@@ -89,8 +91,10 @@ class RideAlong:
                 if len(near) < MIN_NEIGHBOURS:
                     near = np.atleast_1d(tree.query(centre, k=min(MIN_NEIGHBOURS, len(skin_v)))[1])
                     reach = max(reach, float(np.max(np.linalg.norm(skin_v[near] - centre, axis=1))))
-                d = np.linalg.norm(skin_v[near] - centre, axis=1)
-                self._rigid[int(p)] = (idx, near, np.maximum(1.0 - (d / (1.01 * reach)) ** 2, 1e-3))
+                # the skin nearest the piece's surface weighs most (an eyeball's lids over its brow
+                # and cheek): a Gaussian in the distance beyond the nearest, over half its radius
+                d = cKDTree(pv).query(skin_v[near])[0]
+                self._rigid[int(p)] = (idx, near, np.exp(-(((d - d.min()) / (CLOSEST * radius + 1e-12)) ** 2)) + 1e-3)
             else:
                 from .surface_ties import SurfaceTies
 
