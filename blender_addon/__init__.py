@@ -8,6 +8,7 @@ the operators ``bpy.ops.stablewrap.*`` with ``source=`` / ``target=`` names.
 from __future__ import annotations
 
 from . import api, engine_env, operators, panels, preferences, properties
+from .characters import character_mesh
 from .api import (NoMatch, StableWrapAddonError, TaskError, WorkerError, add_landmark, bake_texture, check_engine,
                   clear, detect_landmarks, make_morph, match, match_part, pick_from_image, release_gpu, stop_engine,
                   transfer_uvs, transfer_weights)
@@ -43,4 +44,4 @@ def unregister() -> None:
 
 __all__ = ["register", "unregister", "match", "detect_landmarks", "transfer_uvs", "bake_texture", "transfer_weights", "make_morph",
            "match_part", "pick_from_image", "NoMatch", "clear", "add_landmark", "check_engine", "release_gpu", "stop_engine", "StableWrapAddonError",
-           "TaskError", "WorkerError"]
+           "TaskError", "WorkerError", "character_mesh"]

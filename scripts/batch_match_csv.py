@@ -10,11 +10,16 @@ the options per row: ``quality``, ``features``, ``uvs`` (1/0), ``weights``
 (1/0), ``morph`` (number of in-betweens), ``output`` (.blend to save this
 pair to).
 
+A file's character is its skinned mesh (the meshes with an Armature modifier,
+joined when the character is split in pieces), else its largest mesh; bone
+display shapes never qualify, and a file with no mesh fails its row.
+
 For each row the script runs Match (and the requested transfers) through the
 StableWrap extension's blocking API, saves the result, and writes one line to
-a report CSV (``--report``, default ``<pairs>_report.csv``) with the status,
-seconds and the one-line message. A failing row is reported and skipped; the
-exit code is the number of failed rows (capped at 100).
+a report CSV (``--report``, default ``<pairs>_report.csv``) with the status
+(``ok``; ``check`` or ``wrong`` when the match's verdict doubts the map;
+``failed``), seconds and the one-line message. A failing row is reported and
+skipped; the exit code is the number of failed rows (capped at 100).
 
 The extension must be installed and enabled in the Blender profile, or give
 ``--addon-dir blender_addon`` to load it from a source folder. The engine's
@@ -70,8 +75,9 @@ def find_extension(addon_dir: str | None):
     return mod
 
 
-def get_object(value: str, base_dir: str):
-    """An object of the open file by name, or the mesh imported from a file."""
+def get_object(value: str, base_dir: str, sw):
+    """An object of the open file by name, or the character mesh imported from a file (the
+    skinned mesh, its pieces joined; never a bone shape: the extension's characters module)."""
     obj = bpy.data.objects.get(value)
     if obj is not None:
         return obj
@@ -83,11 +89,9 @@ def get_object(value: str, base_dir: str):
         raise ValueError(f"{path}: file not found")
     before = set(bpy.data.objects)
     IMPORTERS[ext](path)
-    meshes = [o for o in bpy.data.objects if o not in before and o.type == "MESH"]
-    if not meshes:
-        raise ValueError(f"{path}: no mesh imported")
-    meshes[0].name = os.path.splitext(os.path.basename(path))[0]
-    return meshes[0]
+    mesh = sw.character_mesh([o for o in bpy.data.objects if o not in before], os.path.basename(path))
+    mesh.name = os.path.splitext(os.path.basename(path))[0]
+    return mesh
 
 
 def truthy(value) -> bool:
@@ -115,15 +119,15 @@ def run(argv: list[str]) -> int:
         print(f"error: {ns.csv} needs a header with 'source' and 'target' columns and at least one row", file=sys.stderr)
         return 100
     report_path = ns.report or os.path.splitext(ns.csv)[0] + "_report.csv"
-    failures = 0
+    failures = doubtful = 0
     results = []
     for i, row in enumerate(rows, start=1):
         t0 = time.perf_counter()
         messages = []
         status = "ok"
         try:
-            src = get_object(row["source"].strip(), base_dir)
-            tgt = get_object(row["target"].strip(), base_dir)
+            src = get_object(row["source"].strip(), base_dir, sw)
+            tgt = get_object(row["target"].strip(), base_dir, sw)
             progress_state = {"stage": None}
 
             def progress(stage, fraction, _i=i):
@@ -133,6 +137,8 @@ def run(argv: list[str]) -> int:
 
             messages.append(sw.match(src, tgt, quality=row.get("quality") or ns.quality,
                                      features=row.get("features") or ns.features, progress=progress))
+            if src.stablewrap.verdict in ("check", "wrong"):  # matched, but the engine doubts the map
+                status, doubtful = src.stablewrap.verdict, doubtful + 1
             if truthy(row.get("uvs", ns.uvs)) and src.data.uv_layers:
                 messages.append(sw.transfer_uvs(src, tgt))
             if truthy(row.get("weights", ns.weights)) and src.vertex_groups:
@@ -160,7 +166,8 @@ def run(argv: list[str]) -> int:
     if ns.save:
         bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(ns.save))
     sw.stop_engine()
-    print(f"{len(rows) - failures} of {len(rows)} pairs matched; report: {report_path}")
+    print(f"{len(rows) - failures} of {len(rows)} pairs matched"
+          + (f", {doubtful} with a verdict to check (status check / wrong)" if doubtful else "") + f"; report: {report_path}")
     return min(failures, 100)
 
 

@@ -56,3 +56,72 @@ def test_batch_script_processes_every_pair(tmp_path):
              "'sw_source_face' in bpy.data.objects['c'].data.attributes)")
     res2 = subprocess.run([sys.executable, "-c", check, str(out_blend)], capture_output=True, text=True, timeout=60, env=env)
     assert "KEYS ['Basis', 'StableWrap fit'] True True" in res2.stdout, res2.stdout + res2.stderr
+
+
+_MAKE_GLB = r"""
+import bpy, bmesh, sys
+bpy.ops.wm.read_factory_settings(use_empty=True)
+arm_data = bpy.data.armatures.new("Rig")
+arm = bpy.data.objects.new("Rig", arm_data)
+bpy.context.scene.collection.objects.link(arm)
+bpy.context.view_layer.objects.active = arm
+bpy.ops.object.mode_set(mode="EDIT")
+bone = arm_data.edit_bones.new("spine")
+bone.head, bone.tail = (0, 0, 0), (0, 0, 1)
+bpy.ops.object.mode_set(mode="OBJECT")
+def mesh(name, maker, loc):
+    me = bpy.data.meshes.new(name)
+    bm = bmesh.new()
+    maker(bm)
+    bm.to_mesh(me)
+    bm.free()
+    ob = bpy.data.objects.new(name, me)
+    ob.location = loc
+    bpy.context.scene.collection.objects.link(ob)
+    return ob
+def grid_cube(bm, cuts):
+    bmesh.ops.create_cube(bm, size=1.0)
+    bmesh.ops.subdivide_edges(bm, edges=bm.edges[:], cuts=cuts, use_grid_fill=True)
+body = mesh("Body", lambda bm: grid_cube(bm, 3), (0, 0, 0.5))
+body.parent = arm
+group = body.vertex_groups.new(name="spine")
+group.add(list(range(len(body.data.vertices))), 1.0, "REPLACE")
+body.modifiers.new("Armature", "ARMATURE").object = arm
+mesh("BoneSphere", lambda bm: bmesh.ops.create_icosphere(bm, subdivisions=2, radius=0.05), (0, 0, 0.5))
+mesh("Crate", lambda bm: grid_cube(bm, 8), (8, 0, 0))
+bpy.ops.export_scene.gltf(filepath=sys.argv[-1], export_format="GLB")
+"""
+
+
+def test_a_glb_batch_row_matches_the_skinned_character_and_says_when_the_map_is_doubtful(tmp_path):
+    """A rigged .glb with a bone-display sphere and a larger prop: the row matches the skinned
+    body, and a match whose verdict is not good is a "check" row, not "ok"."""
+    pytest.importorskip("bpy")
+    glb = tmp_path / "char.glb"
+    res = subprocess.run([sys.executable, "-c", _MAKE_GLB, str(glb)], capture_output=True, text=True, timeout=120)
+    assert glb.is_file(), res.stdout[-2000:] + res.stderr[-2000:]
+    _write_obj(tmp_path / "b.obj", bend=0.3, n=10)
+    with open(tmp_path / "pairs.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["source", "target"])
+        w.writerow(["char.glb", "b.obj"])
+    env = dict(os.environ, STABLEWRAP_ENGINE_PYTHON=sys.executable, PYTHONPATH=REPO, OMP_NUM_THREADS="1",
+               STABLEWRAP_MATCH_IMPL="tests.test_worker_fakes:doubtful_parts_match",
+               BLENDER_USER_RESOURCES=str(tmp_path / "profile"))
+    out_blend = tmp_path / "out.blend"
+    res = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "batch_match_csv.py"), str(tmp_path / "pairs.csv"),
+                          "--addon-dir", os.path.join(REPO, "blender_addon"), "--save", str(out_blend)],
+                         capture_output=True, text=True, timeout=180, env=env, cwd=str(tmp_path))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    with open(tmp_path / "pairs_report.csv", newline="") as fh:
+        report = list(csv.DictReader(fh))
+    assert report[0]["status"] == "check" and "Matched 'char' to 'b'" in report[0]["message"]
+    assert "1 with a verdict to check" in res.stdout
+    # the matched object is the skinned body; the sphere and the crate are untouched
+    check = ("import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); o = bpy.data.objects['char']; "
+             "print('CHAR', [m.type for m in o.modifiers], 'sw_target_face' in o.data.attributes, "
+             "sorted(x.name for x in bpy.data.objects if x.type == 'MESH' and 'sw_target_face' not in x.data.attributes))")
+    res2 = subprocess.run([sys.executable, "-c", check, str(out_blend)], capture_output=True, text=True, timeout=60, env=env)
+    line = next((x for x in res2.stdout.splitlines() if x.startswith("CHAR")), "")
+    assert line.startswith("CHAR ['ARMATURE'] True") and "'BoneSphere'" in line and "'Crate'" in line, res2.stdout + res2.stderr
+    # (the importer's own bone display shape, 'Icosphere', is never picked either)
