@@ -41,17 +41,18 @@ def run_task(task: tasks.Task, timeout: Optional[float] = None, progress: Progre
 def match(source, target, *, features: str = "auto", quality: str = "balanced", exclude_group: str = "",
           use_evaluated: bool = False, show_fit: bool = True, method: Optional[str] = None,
           device: Optional[str] = None, orientation: str = "auto", skin_group: str = "",
-          timeout: Optional[float] = None, progress: ProgressFn = None) -> str:
+          rest_pose: bool = False, timeout: Optional[float] = None, progress: ProgressFn = None) -> str:
     """Match ``source`` onto ``target``; writes the maps, confidence, colours and the 'StableWrap fit' key.
 
     Landmark pairs stored on the source (for this target) are used; vertices of
     ``exclude_group`` on the source are not pulled onto the target. ``orientation="as-is"``: both
     objects stand upright and face the same way in the scene (only small turns are searched).
     ``skin_group``: the source's vertex group naming its skin (the loose pieces holding it are
-    matched, the others ride along); empty: found from the shape.
+    matched, the others ride along); empty: found from the shape. A target an armature deforms is
+    matched in the pose the viewport shows unless ``rest_pose`` (the report says which).
     """
     return run_task(tasks.MatchTask(source, target, features, quality, exclude_group, use_evaluated, show_fit,
-                                    method, device, orientation, skin_group), timeout, progress)
+                                    method, device, orientation, skin_group, rest_pose), timeout, progress)
 
 
 def detect_landmarks(source, target, *, use_evaluated: bool = False, timeout: Optional[float] = None,

@@ -60,7 +60,8 @@ class STABLEWRAP_OT_landmarks_detect(JobOperator, bpy.types.Operator):
     poll_flags = {}
 
     def make_task(self, context):
-        return tasks.DetectLandmarksTask(*pick_pair(context, self), use_evaluated=context.scene.stablewrap.use_evaluated)
+        s = context.scene.stablewrap
+        return tasks.DetectLandmarksTask(*pick_pair(context, self), use_evaluated=s.use_evaluated, rest_pose=s.rest_pose)
 
 
 class STABLEWRAP_OT_landmark_remove(bpy.types.Operator):

@@ -17,14 +17,15 @@ class DetectLandmarksTask(Task):
     label = "Detect Landmarks"
     cmd = "detect_landmarks"
 
-    def __init__(self, source, target, use_evaluated: bool = False) -> None:
+    def __init__(self, source, target, use_evaluated: bool = False, rest_pose: bool = False) -> None:
         self.source = resolve_object(source, "source")
         self.target = resolve_object(target, "target")
         self.use_evaluated = use_evaluated
+        self.rest_pose = rest_pose
 
     def prepare(self):
         check_pair(self.source, self.target)
-        arrays = read_pair(self, self.use_evaluated)
+        arrays = read_pair(self, self.use_evaluated, self.rest_pose)
         return self.cmd, {"source_name": self.source.name, "target_name": self.target.name}, arrays
 
     def check(self, data: dict, arrays: dict) -> tuple[np.ndarray, np.ndarray, list]:

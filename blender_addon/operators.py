@@ -37,7 +37,8 @@ class STABLEWRAP_OT_match(JobOperator, bpy.types.Operator):
         return tasks.MatchTask(src, tgt, features=s.features if self.features == "PANEL" else self.features,
                                quality=s.quality if self.quality == "PANEL" else self.quality,
                                exclude_group=s.exclude_group, use_evaluated=s.use_evaluated, show_fit=s.show_fit,
-                               device=preferred_device(), orientation=s.orientation, skin_group=s.skin_group)
+                               device=preferred_device(), orientation=s.orientation, skin_group=s.skin_group,
+                               rest_pose=s.rest_pose)
 
 
 class STABLEWRAP_OT_transfer_uvs(JobOperator, bpy.types.Operator):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import bpy
 
 from .operator_base import resolve_pair
+from .task_base import posing_armature
 
 
 class STABLEWRAP_UL_landmarks(bpy.types.UIList):
@@ -44,6 +45,9 @@ class STABLEWRAP_PT_main(_Panel, bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(s, "use_evaluated")
         row.prop(s, "show_fit")
+        _, tgt = resolve_pair(context)
+        if tgt is not None and tgt.type == "MESH" and posing_armature(tgt) is not None:
+            layout.prop(s, "rest_pose")
 
         state = context.window_manager.stablewrap_job
         if state.running:

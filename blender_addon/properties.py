@@ -89,6 +89,8 @@ class STABLEWRAP_PG_scene(bpy.types.PropertyGroup):
     exclude_group: StringProperty(name="Exclude", description="Vertex group on the source whose vertices are not pulled onto the target (e.g. hair, accessories)")
     skin_group: StringProperty(name="Skin", description="Vertex group on the source naming its skin: the loose pieces holding it are matched, "
                                "every other piece (eyes, teeth, helpers) rides along. Empty: found from the shape")
+    rest_pose: BoolProperty(name="Rest pose", default=False,
+                            description="Match a rigged target (one an armature deforms) in its rest pose, not in the pose the viewport shows")
     use_evaluated: BoolProperty(name="Use modifiers", default=False,
                                 description="Match the meshes with modifiers applied (only when they keep the vertex count)")
     show_fit: BoolProperty(name="Show fit", default=True,

@@ -93,20 +93,45 @@ def check_unchanged(objects, signatures, when: str) -> None:
             raise TaskError(f"'{sig[0]}' was changed or deleted {when}")
 
 
-def read_pair(task, use_evaluated: bool) -> dict:
+def read_pair(task, use_evaluated: bool, rest_pose: bool = False) -> dict:
     """The source and target meshes of ``task`` as the engine's pair arrays (world space, float64:
-    objects far from the origin keep their precision); sets ``task.src``, ``task.tgt`` and
-    ``task.signature``. Match and Detect Landmarks send the same geometry, so the engine's
-    cached detections serve both."""
+    objects far from the origin keep their precision); sets ``task.src``, ``task.tgt``,
+    ``task.signature`` and ``task.pose_note`` (how a rigged target was read, "" otherwise).
+    Match and Detect Landmarks send the same geometry, so the engine's cached detections serve
+    both. A target deformed by an armature is read in the pose the viewport shows (its modifiers
+    applied) unless ``rest_pose``; where its other modifiers change its vertex count, in its
+    rest pose, and the note says so."""
+    task.pose_note = ""
     try:
         src = mesh_io.read_mesh(task.source, "source", evaluated=use_evaluated)
-        tgt = mesh_io.read_mesh(task.target, "target", evaluated=use_evaluated)
+        rig = None if use_evaluated else posing_armature(task.target)
+        tgt = None
+        if rig is not None and not rest_pose:
+            try:
+                tgt = mesh_io.read_mesh(task.target, "target", evaluated=True)
+                task.pose_note = f"target '{task.target.name}' matched in the pose shown (armature '{rig}'; Rest pose to match it unposed)"
+            except MeshDataError:
+                task.pose_note = (f"target '{task.target.name}' matched in its rest pose: its modifiers change its vertex "
+                                  "count, so the pose shown cannot be read (apply them, or turn on Use modifiers)")
+        elif rig is not None:
+            task.pose_note = f"target '{task.target.name}' matched in its rest pose (armature '{rig}' not applied)"
+        if tgt is None:
+            tgt = mesh_io.read_mesh(task.target, "target", evaluated=use_evaluated)
     except MeshDataError as exc:
         raise TaskError(str(exc)) from None
     task.src, task.tgt = src, tgt
     task.signature = (mesh_signature(task.source), mesh_signature(task.target))
     return {"src_vertices": src.world_vertices(), "src_faces": src.triangles,
             "tgt_vertices": tgt.world_vertices(), "tgt_faces": tgt.triangles}
+
+
+def posing_armature(obj) -> str | None:
+    """The name of the armature deforming ``obj`` in the viewport (an enabled Armature modifier
+    bound to an armature object), None when none does."""
+    for mod in obj.modifiers:
+        if mod.type == "ARMATURE" and mod.show_viewport and mod.object is not None:
+            return mod.object.name
+    return None
 
 
 def topology_key(triangles: np.ndarray) -> str:

@@ -40,19 +40,21 @@ class MatchTask(Task):
 
     def __init__(self, source, target, features: str = "auto", quality: str = "balanced", exclude_group: str = "",
                  use_evaluated: bool = False, show_fit: bool = True, method: Optional[str] = None,
-                 device: Optional[str] = None, orientation: str = "auto", skin_group: str = "") -> None:
+                 device: Optional[str] = None, orientation: str = "auto", skin_group: str = "",
+                 rest_pose: bool = False) -> None:
         self.source = resolve_object(source, "source")
         self.target = resolve_object(target, "target")
         self.features, self.quality, self.method, self.device = features, quality, method, device
         self.orientation = orientation
         self.exclude_group = exclude_group
         self.skin_group = skin_group
+        self.rest_pose = rest_pose
         self.use_evaluated = use_evaluated
         self.show_fit = show_fit
 
     def prepare(self):
         check_pair(self.source, self.target)
-        arrays = read_pair(self, self.use_evaluated)
+        arrays = read_pair(self, self.use_evaluated, self.rest_pose)
         try:
             exclude = mesh_io.vertex_group_mask(self.source, self.exclude_group) if self.exclude_group else None
             skin = mesh_io.vertex_group_mask(self.source, self.skin_group) if self.skin_group else None
@@ -144,6 +146,8 @@ class MatchTask(Task):
                 print(f"StableWrap Match: {n}")
         for line in riding_lines(meta.get("pieces")):
             print(f"StableWrap Match: {line}")
+        if self.pose_note:
+            msg += f"; {self.pose_note}"
         if stale:
             msg += "; removed the previous map's results: " + ", ".join(stale)
         # the verdict stays with the source (the panel's box, batch reports): none from an older engine

@@ -158,3 +158,34 @@ def test_the_panels_skin_group_reaches_the_engine_and_an_empty_one_is_refused(sw
     lines = sw.tasks.riding_lines({"riding": [{"piece": 3, "kind": "inside", "carried": "rigid", "vertices": 72,
                                                "centre": [0.01, 1.6, 0.05]}]})
     assert lines == ["piece 3: inside, carried rigid (72 vertices at 0.01, 1.6, 0.05)"]
+
+
+def test_a_rigged_target_is_matched_in_the_pose_shown_or_at_rest_by_choice(sw):
+    """A target an armature deforms is sent in the pose the viewport shows (its evaluated mesh),
+    or at rest with Rest pose; the report says which."""
+    import numpy as np
+
+    use_matcher(sw, "nearest_vertex_match")
+    src, tgt = suzanne_pair()
+    arm = bpy.data.objects.new("Rig", bpy.data.armatures.new("Rig"))
+    bpy.context.scene.collection.objects.link(arm)
+    bpy.context.view_layer.objects.active = arm
+    bpy.ops.object.mode_set(mode="EDIT")
+    bone = arm.data.edit_bones.new("root")
+    bone.head, bone.tail = (0.0, 0.0, 0.0), (0.0, 0.0, 1.0)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    group = tgt.vertex_groups.new(name="root")
+    group.add(list(range(len(tgt.data.vertices))), 1.0, "REPLACE")
+    tgt.modifiers.new("Armature", "ARMATURE").object = arm
+    arm.pose.bones["root"].rotation_mode = "XYZ"
+    arm.pose.bones["root"].rotation_euler = (0.0, 0.0, 1.2)  # turned 69 degrees about Z
+    bpy.context.view_layer.update()
+    rest = np.array([tuple(tgt.matrix_world @ v.co) for v in tgt.data.vertices])
+    task = sw.tasks.MatchTask(src, tgt)
+    _, _, arrays = task.prepare()
+    assert np.abs(arrays["tgt_vertices"] - rest).max() > 0.1 and "in the pose shown (armature 'Rig'" in task.pose_note
+    task = sw.tasks.MatchTask(src, tgt, rest_pose=True)
+    _, _, arrays = task.prepare()
+    assert np.allclose(arrays["tgt_vertices"], rest, atol=1e-5) and "in its rest pose" in task.pose_note
+    message = sw.match(src, tgt, timeout=60)
+    assert "target 'Target' matched in the pose shown" in message
