@@ -49,10 +49,18 @@ def connect(cluster: str) -> None:
         raise InputError(f"--cluster: unknown cluster {cluster!r}; use local, ray or ray://HOST:PORT")
     if ray.is_initialized():  # this process joined a cluster already (or started a local instance)
         return
+    auth_error = getattr(getattr(ray, "exceptions", None), "AuthenticationError", ())
     try:
         ray.init(address=address, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except auth_error:  # Ray 2.52+ with RAY_AUTH_MODE=token on the head (the default from 2.59 on)
+        raise InputError(f"--cluster {cluster}: the Ray cluster wants its auth token: run 'ray get-auth-token' on the head "
+                         "and give it here as RAY_AUTH_TOKEN (or its file as RAY_AUTH_TOKEN_PATH), with RAY_AUTH_MODE=token; "
+                         "on a trusted network start the head with RAY_AUTH_MODE=disabled") from None
+    except (ConnectionError, RuntimeError, ValueError, ImportError) as exc:
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        if cluster.startswith("ray://") and "ray[client]" in str(exc):  # ray's own install hint, kept
+            raise InputError(f"--cluster {cluster}: a Ray Client address needs the client package: "
+                             "pip install 'ray[client]' (the same Ray version as the head's)") from None
         raise InputError(f"--cluster {cluster}: cannot join the Ray cluster ({first}); start one with "
                          "'ray start --head' or give ray://HOST:PORT") from None
 

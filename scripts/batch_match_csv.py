@@ -19,7 +19,9 @@ StableWrap extension's blocking API, saves the result, and writes one line to
 a report CSV (``--report``, default ``<pairs>_report.csv``) with the status
 (``ok``; ``check`` or ``wrong`` when the match's verdict doubts the map;
 ``failed``), seconds and the one-line message. A failing row is reported and
-skipped; the exit code is the number of failed rows (capped at 100).
+skipped; the exit code is the number of failed rows (capped at 100). ``--row N``
+matches data row N alone (1-based), for a farm that runs one task per pair
+(Flamenco's job type: ``scripts/flamenco/stablewrap_batch.js``).
 
 The extension must be installed and enabled in the Blender profile, or give
 ``--addon-dir blender_addon`` to load it from a source folder. The engine's
@@ -109,6 +111,8 @@ def run(argv: list[str]) -> int:
     ap.add_argument("--save", help="save the .blend with all results here at the end")
     ap.add_argument("--report", help="report CSV (default: <csv>_report.csv)")
     ap.add_argument("--addon-dir", help="load the extension from this source folder if it is not installed")
+    ap.add_argument("--row", type=int, default=None, metavar="N",
+                    help="match only data row N (1-based) of the CSV: a farm task per pair (scripts/flamenco/)")
     ns = ap.parse_args(argv)
 
     sw = find_extension(ns.addon_dir)
@@ -118,6 +122,11 @@ def run(argv: list[str]) -> int:
     if not rows or not {"source", "target"} <= set(rows[0].keys()):
         print(f"error: {ns.csv} needs a header with 'source' and 'target' columns and at least one row", file=sys.stderr)
         return 100
+    if ns.row is not None:
+        if not 1 <= ns.row <= len(rows):
+            print(f"error: --row {ns.row}: {ns.csv} has {len(rows)} data row{'s' if len(rows) != 1 else ''}", file=sys.stderr)
+            return 100
+        rows = [rows[ns.row - 1]]
     report_path = ns.report or os.path.splitext(ns.csv)[0] + "_report.csv"
     failures = doubtful = 0
     results = []

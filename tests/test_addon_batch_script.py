@@ -125,3 +125,77 @@ def test_a_glb_batch_row_matches_the_skinned_character_and_says_when_the_map_is_
     line = next((x for x in res2.stdout.splitlines() if x.startswith("CHAR")), "")
     assert line.startswith("CHAR ['ARMATURE'] True") and "'BoneSphere'" in line and "'Crate'" in line, res2.stdout + res2.stderr
     # (the importer's own bone display shape, 'Icosphere', is never picked either)
+
+
+def test_one_row_of_the_csv_alone_as_a_farm_task_runs_it(tmp_path):
+    """--row N matches data row N only (a Flamenco task per pair); a row the CSV lacks is a
+    one-line error before any work."""
+    pytest.importorskip("bpy")
+    _write_obj(tmp_path / "a.obj")
+    _write_obj(tmp_path / "b.obj", bend=0.3, n=10)
+    _write_obj(tmp_path / "c.obj", bend=-0.2, n=6)
+    with open(tmp_path / "pairs.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["source", "target"])
+        w.writerow(["a.obj", "b.obj"])
+        w.writerow(["a.obj", "c.obj"])
+        w.writerow(["b.obj", "missing.obj"])
+    env = dict(os.environ, STABLEWRAP_ENGINE_PYTHON=sys.executable, PYTHONPATH=REPO, OMP_NUM_THREADS="1",
+               STABLEWRAP_MATCH_IMPL="tests.test_worker_fakes:nearest_vertex_match",
+               BLENDER_USER_RESOURCES=str(tmp_path / "profile"))
+
+    def run(row, report):
+        return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "batch_match_csv.py"), str(tmp_path / "pairs.csv"),
+                               "--addon-dir", os.path.join(REPO, "blender_addon"), "--row", str(row),
+                               "--report", str(tmp_path / report)], capture_output=True, text=True, timeout=180, env=env,
+                              cwd=str(tmp_path))
+
+    res = run(2, "pair-2.csv")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    with open(tmp_path / "pair-2.csv", newline="") as fh:
+        report = list(csv.DictReader(fh))
+    assert [(r["source"], r["target"], r["status"]) for r in report] == [("a.obj", "c.obj", "ok")]
+    res = run(3, "pair-3.csv")
+    assert res.returncode == 1  # the row failed: the farm task fails, the others go on
+    res = run(4, "pair-4.csv")
+    assert res.returncode == 100 and res.stderr.strip().splitlines()[-1] == "error: --row 4: " + str(tmp_path / "pairs.csv") + " has 3 data rows"
+
+
+def test_the_flamenco_job_type_makes_one_blender_task_per_row():
+    """scripts/flamenco/stablewrap_batch.js compiled against stand-ins of Flamenco's job API (Node):
+    3 rows -> 3 tasks running the batch script on rows 1..3, each with its own report and .blend."""
+    import json
+    import shutil
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (the job type is JavaScript for the Flamenco Manager)")
+    harness = r"""
+const fs = require("fs"), vm = require("vm");
+const author = {
+  Task: (name, type) => ({name, type, commands: [], addCommand(c) { this.commands.push(c); }}),
+  Command: (type, params) => ({type, params}),
+};
+const job = {settings: JSON.parse(process.argv[2]), tasks: [], addTask(t) { this.tasks.push(t); }};
+const ctx = {author, print: console.log};
+vm.createContext(ctx);
+vm.runInContext(fs.readFileSync(process.argv[1], "utf8") + "\nthis.JOB_TYPE = JOB_TYPE; this.compileJob = compileJob;", ctx);
+try { ctx.compileJob(job); } catch (e) { console.log(JSON.stringify({error: String(e)})); process.exit(0); }
+console.log(JSON.stringify({label: ctx.JOB_TYPE.label, keys: ctx.JOB_TYPE.settings.map(s => s.key), tasks: job.tasks}));
+"""
+    script = os.path.join(REPO, "scripts", "flamenco", "stablewrap_batch.js")
+    settings = {"pairs_csv": "/farm/pairs.csv", "rows": 3, "blendfile": "/farm/empty.blend",
+                "script": "/farm/stablewrap/scripts/batch_match_csv.py", "output_dir": "/farm/out/",
+                "quality": "fast", "uvs": True, "weights": False, "addon_dir": ""}
+    res = subprocess.run([node, "-e", harness, script, json.dumps(settings)], capture_output=True, text=True, timeout=60)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["label"] == "StableWrap Batch" and {"pairs_csv", "rows", "script", "output_dir"} <= set(out["keys"])
+    assert [t["name"] for t in out["tasks"]] == ["pair-1", "pair-2", "pair-3"]
+    for row, task in enumerate(out["tasks"], start=1):
+        (cmd,) = task["commands"]
+        assert cmd["type"] == "blender-render" and cmd["params"]["blendfile"] == "/farm/empty.blend"
+        assert cmd["params"]["args"] == ["--python", settings["script"], "--", "/farm/pairs.csv", "--row", str(row),
+                                         "--report", f"/farm/out/pair-{row}_report.csv", "--save", f"/farm/out/pair-{row}.blend",
+                                         "--quality", "fast", "--uvs"]
+    bad = subprocess.run([node, "-e", harness, script, json.dumps({**settings, "rows": 0})], capture_output=True, text=True, timeout=60)
+    assert "rows must be a whole number of pairs" in json.loads(bad.stdout.strip().splitlines()[-1])["error"]

@@ -253,3 +253,35 @@ def test_an_unreachable_ray_cluster_is_a_one_line_error_in_seconds(pairs_csv, tm
     assert not (tmp_path / "out").exists()
     with pytest.raises(InputError, match="expected ray://HOST:PORT"):
         batch.run(batch.read_rows(pairs_csv), tmp_path / "out", cluster="ray://nohost", call=f"{HERE}:fake_match")
+
+
+@pytest.mark.parametrize("raised, needle", [
+    ("auth", "wants its auth token: run 'ray get-auth-token' on the head"),
+    ("client", "needs the client package: pip install 'ray[client]'"),
+])
+def test_a_cluster_that_wants_a_token_or_the_client_package_says_which_in_one_line(pairs_csv, tmp_path, monkeypatch,
+                                                                                   raised, needle):
+    """Ray 2.59+ heads want a token (RAY_AUTH_MODE=token); a ray:// address needs ray[client]: the
+    error names what is missing and how to give it, one line, nothing written."""
+    import socket
+
+    ray = pytest.importorskip("ray", reason="ray is not installed (the [cluster] extra)")
+
+    def refuse(*args, **kwargs):
+        if raised == "auth":
+            raise ray.exceptions.AuthenticationError("InvalidAuthToken: the token is missing")
+        raise RuntimeError("Ray Client requires pip package `ray[client]`. If you installed the minimal Ray ...")
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    try:
+        with pytest.raises(InputError) as e:
+            batch.run(batch.read_rows(pairs_csv), tmp_path / "out", cluster=f"ray://127.0.0.1:{port}", call=f"{HERE}:fake_match")
+    finally:
+        server.close()
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg and not (tmp_path / "out").exists()
