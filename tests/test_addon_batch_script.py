@@ -25,20 +25,28 @@ def _write_obj(path, bend=0.0, n=8):
             fh.write(f"f {a} {b} {c} {d}\n")
 
 
-def test_batch_script_processes_every_pair(tmp_path):
-    pytest.importorskip("bpy")
+def _env(tmp_path, matcher: str = "nearest_vertex_match") -> dict:
+    """The script's environment: this venv's engine with a stand-in matcher, a fresh profile."""
+    return dict(os.environ, STABLEWRAP_ENGINE_PYTHON=sys.executable, PYTHONPATH=REPO, OMP_NUM_THREADS="1",
+                STABLEWRAP_MATCH_IMPL=f"tests.test_worker_fakes:{matcher}", BLENDER_USER_RESOURCES=str(tmp_path / "profile"))
+
+
+def _three_meshes(tmp_path) -> None:
     _write_obj(tmp_path / "a.obj")
     _write_obj(tmp_path / "b.obj", bend=0.3, n=10)
     _write_obj(tmp_path / "c.obj", bend=-0.2, n=6)
+
+
+def test_batch_script_processes_every_pair(tmp_path):
+    pytest.importorskip("bpy")
+    _three_meshes(tmp_path)
     with open(tmp_path / "pairs.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["source", "target", "quality"])
         w.writerow(["a.obj", "b.obj", "fast"])
         w.writerow(["a", "c.obj", ""])  # 'a' is the object imported by the first row
         w.writerow(["a", "missing.obj", ""])
-    env = dict(os.environ, STABLEWRAP_ENGINE_PYTHON=sys.executable, PYTHONPATH=REPO, OMP_NUM_THREADS="1",
-               STABLEWRAP_MATCH_IMPL="tests.test_worker_fakes:nearest_vertex_match",
-               BLENDER_USER_RESOURCES=str(tmp_path / "profile"))
+    env = _env(tmp_path)
     out_blend = tmp_path / "out.blend"
     res = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "batch_match_csv.py"), str(tmp_path / "pairs.csv"),
                           "--addon-dir", os.path.join(REPO, "blender_addon"), "--save", str(out_blend)],
@@ -105,9 +113,7 @@ def test_a_glb_batch_row_matches_the_skinned_character_and_says_when_the_map_is_
         w = csv.writer(fh)
         w.writerow(["source", "target"])
         w.writerow(["char.glb", "b.obj"])
-    env = dict(os.environ, STABLEWRAP_ENGINE_PYTHON=sys.executable, PYTHONPATH=REPO, OMP_NUM_THREADS="1",
-               STABLEWRAP_MATCH_IMPL="tests.test_worker_fakes:doubtful_parts_match",
-               BLENDER_USER_RESOURCES=str(tmp_path / "profile"))
+    env = _env(tmp_path, "doubtful_parts_match")
     out_blend = tmp_path / "out.blend"
     res = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "batch_match_csv.py"), str(tmp_path / "pairs.csv"),
                           "--addon-dir", os.path.join(REPO, "blender_addon"), "--save", str(out_blend)],
@@ -131,18 +137,14 @@ def test_one_row_of_the_csv_alone_as_a_farm_task_runs_it(tmp_path):
     """--row N matches data row N only (a Flamenco task per pair); a row the CSV lacks is a
     one-line error before any work."""
     pytest.importorskip("bpy")
-    _write_obj(tmp_path / "a.obj")
-    _write_obj(tmp_path / "b.obj", bend=0.3, n=10)
-    _write_obj(tmp_path / "c.obj", bend=-0.2, n=6)
+    _three_meshes(tmp_path)
     with open(tmp_path / "pairs.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["source", "target"])
         w.writerow(["a.obj", "b.obj"])
         w.writerow(["a.obj", "c.obj"])
         w.writerow(["b.obj", "missing.obj"])
-    env = dict(os.environ, STABLEWRAP_ENGINE_PYTHON=sys.executable, PYTHONPATH=REPO, OMP_NUM_THREADS="1",
-               STABLEWRAP_MATCH_IMPL="tests.test_worker_fakes:nearest_vertex_match",
-               BLENDER_USER_RESOURCES=str(tmp_path / "profile"))
+    env = _env(tmp_path)
 
     def run(row, report):
         return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "batch_match_csv.py"), str(tmp_path / "pairs.csv"),
