@@ -49,20 +49,38 @@ def connect(cluster: str) -> None:
         raise InputError(f"--cluster: unknown cluster {cluster!r}; use local, ray or ray://HOST:PORT")
     if ray.is_initialized():  # this process joined a cluster already (or started a local instance)
         return
-    auth_error = getattr(getattr(ray, "exceptions", None), "AuthenticationError", ())
+    auth_error = getattr(getattr(ray, "exceptions", None), "AuthenticationError", None)
     try:
         ray.init(address=address, log_to_driver=False)
-    except auth_error:  # Ray 2.52+ with RAY_AUTH_MODE=token on the head (the default from 2.59 on)
-        raise InputError(f"--cluster {cluster}: the Ray cluster wants its auth token: run 'ray get-auth-token' on the head "
-                         "and give it here as RAY_AUTH_TOKEN (or its file as RAY_AUTH_TOKEN_PATH), with RAY_AUTH_MODE=token; "
-                         "on a trusted network start the head with RAY_AUTH_MODE=disabled") from None
-    except (ConnectionError, RuntimeError, ValueError, ImportError) as exc:
+    except Exception as exc:  # ray wraps what went wrong (a ConnectionError caused by the real error)
+        if auth_error is not None and any(isinstance(e, auth_error) for e in _causes(exc)):
+            # Ray 2.52+ with RAY_AUTH_MODE=token on the head (the default from 2.59 on)
+            raise InputError(f"--cluster {cluster}: the Ray cluster wants its auth token: run 'ray get-auth-token' on the "
+                             "head and give it here as RAY_AUTH_TOKEN (or its file as RAY_AUTH_TOKEN_PATH), with "
+                             "RAY_AUTH_MODE=token; on a trusted network start every node with RAY_AUTH_MODE=disabled") from None
+        if not isinstance(exc, (ConnectionError, RuntimeError, ValueError, ImportError)):
+            raise
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         if cluster.startswith("ray://") and "ray[client]" in str(exc):  # ray's own install hint, kept
             raise InputError(f"--cluster {cluster}: a Ray Client address needs the client package: "
                              "pip install 'ray[client]' (the same Ray version as the head's)") from None
+        # a driver with no token at all is only refused (ray retries, then gives up): say what a
+        # head with token authentication wants when this driver has none set up
+        hint = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
+                "; a head with token authentication (Ray 2.59+) wants RAY_AUTH_MODE=token and its token "
+                "('ray get-auth-token' on the head) as RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH")
         raise InputError(f"--cluster {cluster}: cannot join the Ray cluster ({first}); start one with "
-                         "'ray start --head' or give ray://HOST:PORT") from None
+                         f"'ray start --head' or give ray://HOST:PORT{hint}") from None
+
+
+def _causes(exc: BaseException) -> list:
+    """``exc`` and the exceptions it was raised from or during, outermost first."""
+    out, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
 
 
 def cluster_cpus() -> float:
