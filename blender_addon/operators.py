@@ -30,6 +30,14 @@ class STABLEWRAP_OT_match(JobOperator, bpy.types.Operator):
 
     features: EnumProperty(name="Features", items=[("PANEL", "Panel setting", "")] + FEATURE_ITEMS, default="PANEL")
     quality: EnumProperty(name="Quality", items=[("PANEL", "Panel setting", "")] + QUALITY_ITEMS, default="PANEL")
+    # the other candidates an artist tries when the verdict is not good (the verdict box's buttons)
+    way: EnumProperty(name="Way", default="PANEL", items=[
+        ("PANEL", "Panel settings", "Match with the sidebar's settings"),
+        ("AS_IS", "As in scene", "Both objects stand upright and face the same way in the scene: only small turns, "
+                                 "left and right from that"),
+        ("NO_KEYPOINTS", "Keypoints off", "Without the body keypoints (the pose model saw a faceless figure from "
+                                          "behind, or no body): the shapes alone decide"),
+    ])
 
     def make_task(self, context):
         s = context.scene.stablewrap
@@ -37,8 +45,9 @@ class STABLEWRAP_OT_match(JobOperator, bpy.types.Operator):
         return tasks.MatchTask(src, tgt, features=s.features if self.features == "PANEL" else self.features,
                                quality=s.quality if self.quality == "PANEL" else self.quality,
                                exclude_group=s.exclude_group, use_evaluated=s.use_evaluated, show_fit=s.show_fit,
-                               device=preferred_device(), orientation=s.orientation, skin_group=s.skin_group,
-                               rest_pose=s.rest_pose)
+                               device=preferred_device(),
+                               orientation="as-is" if self.way == "AS_IS" else s.orientation, skin_group=s.skin_group,
+                               rest_pose=s.rest_pose, keypoints="off" if self.way == "NO_KEYPOINTS" else "auto")
 
 
 class STABLEWRAP_OT_transfer_uvs(JobOperator, bpy.types.Operator):

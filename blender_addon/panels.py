@@ -57,14 +57,14 @@ class STABLEWRAP_PT_main(_Panel, bpy.types.Panel):
         else:
             layout.operator("stablewrap.match", icon="MOD_SHRINKWRAP")
         if src is not None and src.type == "MESH" and src.stablewrap.matched_with is not None:
-            draw_verdict(layout, src.stablewrap)
+            draw_verdict(layout, src.stablewrap, offer_retry=not state.running)
         if s.last_report:
             layout.label(text=s.last_report, icon="INFO")
 
 
-def draw_verdict(layout, data) -> None:
+def draw_verdict(layout, data, offer_retry: bool = True) -> None:
     """The source's last match verdict (``data``: its stablewrap data) as a box: an alert row with
-    its reason when it is not good."""
+    its reason when it is not good, and (``offer_retry``: no job running) the other candidates."""
     if not data.verdict:
         return
     box = layout.box()
@@ -76,8 +76,10 @@ def draw_verdict(layout, data) -> None:
         reason = box.row()
         reason.alert = bad
         reason.label(text=data.verdict_reason)
-    if bad:
-        box.label(text="Try Orientation 'As in scene' or landmark pairs, then Match again", icon="INFO")
+    if bad and offer_retry:  # the other candidates, one click each (or landmark pairs, then Match)
+        row = box.row(align=True)
+        row.operator("stablewrap.match", text="Again: As in Scene", icon="ORIENTATION_GLOBAL").way = "AS_IS"
+        row.operator("stablewrap.match", text="Again: Keypoints Off", icon="ARMATURE_DATA").way = "NO_KEYPOINTS"
 
 
 class STABLEWRAP_PT_landmarks(_Panel, bpy.types.Panel):

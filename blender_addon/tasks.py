@@ -41,7 +41,7 @@ class MatchTask(Task):
     def __init__(self, source, target, features: str = "auto", quality: str = "balanced", exclude_group: str = "",
                  use_evaluated: bool = False, show_fit: bool = True, method: Optional[str] = None,
                  device: Optional[str] = None, orientation: str = "auto", skin_group: str = "",
-                 rest_pose: bool = False) -> None:
+                 rest_pose: bool = False, keypoints: str = "auto") -> None:
         self.source = resolve_object(source, "source")
         self.target = resolve_object(target, "target")
         self.features, self.quality, self.method, self.device = features, quality, method, device
@@ -49,6 +49,7 @@ class MatchTask(Task):
         self.exclude_group = exclude_group
         self.skin_group = skin_group
         self.rest_pose = rest_pose
+        self.keypoints = keypoints
         self.use_evaluated = use_evaluated
         self.show_fit = show_fit
 
@@ -86,6 +87,8 @@ class MatchTask(Task):
             args["device"] = self.device
         if self.orientation != "auto":  # (engines before the stated orientation know no such argument)
             args["orientation"] = self.orientation
+        if self.keypoints != "auto":
+            args["keypoints"] = self.keypoints
         return self.cmd, args, arrays
 
     def check(self, arrays: dict) -> dict:

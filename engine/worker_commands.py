@@ -165,7 +165,8 @@ class Handlers:
         landmarks = _optional(arrays, "landmarks")
         exclude = _optional(arrays, "exclude")
         skin = _optional(arrays, "skin")
-        options = {k: args[k] for k in ("method", "features", "quality", "device", "config", "orientation") if args.get(k) is not None}
+        options = {k: args[k] for k in ("method", "features", "quality", "device", "config", "orientation", "keypoints")
+                   if args.get(k) is not None}
         if landmarks is not None and len(landmarks):
             options["landmarks"] = landmarks.astype(np.int64).reshape(-1, 2)
         if exclude is not None and len(exclude) and np.asarray(exclude).any():

@@ -130,7 +130,11 @@ def test_the_panels_orientation_reaches_the_engine(sw):
     _, args, _ = sw.tasks.MatchTask(src, tgt).prepare()
     assert "orientation" not in args
     _, args, _ = sw.tasks.MatchTask(src, tgt, orientation="as-is").prepare()
-    assert args["orientation"] == "as-is"
+    assert args["orientation"] == "as-is" and "keypoints" not in args
+    _, args, _ = sw.tasks.MatchTask(src, tgt, keypoints="off").prepare()  # the verdict box's "Keypoints Off"
+    assert args["keypoints"] == "off"
+    way = bpy.ops.stablewrap.match.get_rna_type().properties["way"]
+    assert {i.identifier for i in way.enum_items} == {"PANEL", "AS_IS", "NO_KEYPOINTS"} and way.default == "PANEL"
     prop = bpy.context.scene.stablewrap.bl_rna.properties["orientation"]
     assert {i.identifier for i in prop.enum_items} == {"auto", "as-is"} and prop.default == "auto"
     from engine.pipeline import ORIENTATIONS

@@ -83,6 +83,7 @@ def test_panels_draw_with_and_without_a_pair(sw):
     src.stablewrap.verdict, src.stablewrap.verdict_reason = "check", "parts on other parts: left_wrist on the head"
     log = _draw(bpy.types.STABLEWRAP_PT_main, ctx)
     assert ("label", "Verdict: check") in log and ("label", "parts on other parts: left_wrist on the head") in log
+    assert log.count(("operator", "stablewrap.match")) == 3  # Match, and the two other candidates in the box
     log = _draw(bpy.types.STABLEWRAP_PT_transfer, ctx)
     ops = [x[1] for x in log if x[0] == "operator"]
     assert ops == ["stablewrap.transfer_uvs", "stablewrap.bake_texture", "stablewrap.transfer_weights",

@@ -102,8 +102,9 @@ def test_landmarks_and_exclusion_reach_the_matcher(fake_worker):
     skin = np.zeros(36, bool)
     skin[10:] = True
     arrays["skin"] = skin
-    data, out = fake_worker.call("match", {}, arrays, timeout=60)
+    data, out = fake_worker.call("match", {"keypoints": "off", "orientation": "as-is"}, arrays, timeout=60)
     assert data["meta"]["landmarks"] == 2
+    assert data["meta"]["options"]["keypoints"] == "off" and data["meta"]["options"]["orientation"] == "as-is"
     np.testing.assert_array_equal(out["confidence"] == 0, exclude)
     assert data["meta"]["options"]["skin"].startswith("[False")  # the skin mask reached the matcher
 
