@@ -32,6 +32,21 @@ def test_small_detached_parts_are_left_out_and_touching_or_large_parts_kept():
     assert body_parts(Mesh(body.vertices, body.faces)).notice("target") is None
 
 
+def test_a_large_part_stays_when_it_floats_near_the_body_and_goes_when_it_stands_apart():
+    """A head-sized prop beside the character is a prop (left out); a forearm modelled a little
+    apart from its arm is the body's (kept), at the same size."""
+    body = trimesh.creation.icosphere(subdivisions=3)  # radius 1: diagonal ~3.5
+    diag = float(np.linalg.norm(np.ptp(body.vertices, axis=0)))
+    near_limb = trimesh.creation.cylinder(radius=0.3, height=1.0, sections=16)
+    near_limb.apply_translation([0, 0, 1.0 + 0.02 * diag + 0.5])  # 2 % of the diagonal off the body
+    v = np.concatenate([body.vertices, near_limb.vertices])
+    f = np.concatenate([body.faces, near_limb.faces + len(body.vertices)])
+    v, f, _ = _with_ball(v, f, np.array([3.0, 0.0, 0.0]), 0.5)  # a large ball (7 % of the body's area) 1.5 away
+    b = body_parts(Mesh(v, f))
+    assert b.parts == 3 and b.left_out == 1
+    assert not b.faces[-320:].any() and b.faces[:-320].all()
+
+
 def test_a_ball_beside_a_limb_does_not_pull_the_fit_onto_it(small_pair):
     tv, tf = small_pair.target_vertices, small_pair.target_faces
     tip = tv[np.argmax(tv[:, 0])]  # an extremity of the creature
