@@ -37,20 +37,29 @@ def _three_meshes(tmp_path) -> None:
     _write_obj(tmp_path / "c.obj", bend=-0.2, n=6)
 
 
+def _write_pairs(tmp_path, header, *rows) -> None:
+    with open(tmp_path / "pairs.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _run_batch(tmp_path, env, *options):
+    """The batch script on tmp_path/pairs.csv with the extension from the source folder."""
+    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "batch_match_csv.py"), str(tmp_path / "pairs.csv"),
+                           "--addon-dir", os.path.join(REPO, "blender_addon"), *map(str, options)],
+                          capture_output=True, text=True, timeout=180, env=env, cwd=str(tmp_path))
+
+
 def test_batch_script_processes_every_pair(tmp_path):
     pytest.importorskip("bpy")
     _three_meshes(tmp_path)
-    with open(tmp_path / "pairs.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["source", "target", "quality"])
-        w.writerow(["a.obj", "b.obj", "fast"])
-        w.writerow(["a", "c.obj", ""])  # 'a' is the object imported by the first row
-        w.writerow(["a", "missing.obj", ""])
+    _write_pairs(tmp_path, ["source", "target", "quality"], ["a.obj", "b.obj", "fast"],
+                 ["a", "c.obj", ""],  # 'a' is the object imported by the first row
+                 ["a", "missing.obj", ""])
     env = _env(tmp_path)
     out_blend = tmp_path / "out.blend"
-    res = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "batch_match_csv.py"), str(tmp_path / "pairs.csv"),
-                          "--addon-dir", os.path.join(REPO, "blender_addon"), "--save", str(out_blend)],
-                         capture_output=True, text=True, timeout=180, env=env, cwd=str(tmp_path))
+    res = _run_batch(tmp_path, env, "--save", out_blend)
     assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
     with open(tmp_path / "pairs_report.csv", newline="") as fh:
         report = list(csv.DictReader(fh))
@@ -109,15 +118,10 @@ def test_a_glb_batch_row_matches_the_skinned_character_and_says_when_the_map_is_
     res = subprocess.run([sys.executable, "-c", _MAKE_GLB, str(glb)], capture_output=True, text=True, timeout=120)
     assert glb.is_file(), res.stdout[-2000:] + res.stderr[-2000:]
     _write_obj(tmp_path / "b.obj", bend=0.3, n=10)
-    with open(tmp_path / "pairs.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["source", "target"])
-        w.writerow(["char.glb", "b.obj"])
+    _write_pairs(tmp_path, ["source", "target"], ["char.glb", "b.obj"])
     env = _env(tmp_path, "doubtful_parts_match")
     out_blend = tmp_path / "out.blend"
-    res = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "batch_match_csv.py"), str(tmp_path / "pairs.csv"),
-                          "--addon-dir", os.path.join(REPO, "blender_addon"), "--save", str(out_blend)],
-                         capture_output=True, text=True, timeout=180, env=env, cwd=str(tmp_path))
+    res = _run_batch(tmp_path, env, "--save", out_blend)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     with open(tmp_path / "pairs_report.csv", newline="") as fh:
         report = list(csv.DictReader(fh))
@@ -138,19 +142,11 @@ def test_one_row_of_the_csv_alone_as_a_farm_task_runs_it(tmp_path):
     one-line error before any work."""
     pytest.importorskip("bpy")
     _three_meshes(tmp_path)
-    with open(tmp_path / "pairs.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["source", "target"])
-        w.writerow(["a.obj", "b.obj"])
-        w.writerow(["a.obj", "c.obj"])
-        w.writerow(["b.obj", "missing.obj"])
+    _write_pairs(tmp_path, ["source", "target"], ["a.obj", "b.obj"], ["a.obj", "c.obj"], ["b.obj", "missing.obj"])
     env = _env(tmp_path)
 
     def run(row, report):
-        return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "batch_match_csv.py"), str(tmp_path / "pairs.csv"),
-                               "--addon-dir", os.path.join(REPO, "blender_addon"), "--row", str(row),
-                               "--report", str(tmp_path / report)], capture_output=True, text=True, timeout=180, env=env,
-                              cwd=str(tmp_path))
+        return _run_batch(tmp_path, env, "--row", row, "--report", tmp_path / report)
 
     res = run(2, "pair-2.csv")
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

@@ -93,16 +93,14 @@ def head_template(data: str):
     """The base mesh's head with its pieces: vertices, faces, the named pieces' vertex indices
     (RIGID_GROUPS), the skin landmarks (engine.bench.heads) as indices into the head."""
     from ..keypoints.detect import detect_keypoints
-    from ..mesh import load_mesh_file
+    from ..mesh import load_mesh_file, triangulate
     from .heads import _landmarks, cut_head
 
     v, f, _ = load_mesh_file(os.path.join(data, TEMPLATE))
-    groups = obj_groups(os.path.join(data, TEMPLATE))
-    tris = [(i, p) for i, p in enumerate(f) for p in [[p[0], p[k], p[k + 1]] for k in range(1, len(p) - 1)]]
-    tri_group = groups[[i for i, _ in tris]]
-    tri = np.asarray([p for _, p in tris], np.int64)
+    tri, tri_to_poly = triangulate(f, len(v))
+    tri_group = obj_groups(os.path.join(data, TEMPLATE))[tri_to_poly]
     bv, bf, _ = load_mesh_file(os.path.join(data, SKIN_ALONE))
-    body_tris = np.asarray([[p[0], p[k], p[k + 1]] for p in bf for k in range(1, len(p) - 1)], np.int64)
+    body_tris = triangulate(bf, len(bv))[0]
     kp = detect_keypoints(np.asarray(bv, np.float64), body_tris)  # the base mesh's body is this body, vertex for vertex
     hv, hf, used, _ = cut_head(np.asarray(v, np.float64), tri, kp, 1.4)
     where = np.full(len(v), -1)

@@ -78,12 +78,9 @@ class SkinSource:
         fitted = carried[src.orig_to_clean].astype(np.float32)
         fitted[idx] = skin_match.fitted_vertices
         riders = np.nonzero(self.remap < 0)[0]
-        anchor = np.arange(n0)
+        on_skin = self.remap.copy()  # every caller vertex -> its skin vertex (itself on the skin)
         if len(riders):
-            anchor[riders] = idx[cKDTree(src.orig_vertices[idx]).query(src.orig_vertices[riders])[1]]
-        full = np.zeros(n0, np.int64)
-        full[idx] = np.arange(len(idx))
-        on_skin = full[anchor]  # every caller vertex -> its skin vertex (itself on the skin)
+            on_skin[riders] = cKDTree(src.orig_vertices[idx]).query(src.orig_vertices[riders])[1]
         conf = np.asarray(skin_match.confidence)[on_skin].copy()
         conf[riders] = np.minimum(conf[riders], RIDER_CONFIDENCE)
         meta = dict(skin_match.meta)
@@ -91,7 +88,8 @@ class SkinSource:
         meta["source_vertices"] = int(n0)
         meta["source_report"] = self.src.report  # the whole source's cleaning (the skin's own: its "pieces" entry)
         meta["pieces"]["skin_report"] = skin_match.meta.get("source_report")
-        meta["notices"] = self.notices() + list(meta.get("notices", []))  # first: what the artist sees in a short report
+        # first: what the artist sees in a short report
+        meta["notices"] = self.notices(meta["pieces"]["riding"]) + list(meta.get("notices", []))
         return Correspondence(
             src_to_tgt_face=np.asarray(skin_match.src_to_tgt_face)[on_skin],
             src_to_tgt_bary=np.asarray(skin_match.src_to_tgt_bary)[on_skin],
@@ -108,15 +106,17 @@ class SkinSource:
         return {"skin_pieces": kinds.get("skin", 0), "skin_vertices": int(len(self.vertex_index)),
                 "skin_stated": self.pieces.stated, "kinds": kinds, "riding": riding}
 
-    def notices(self) -> list[str]:
+    def notices(self, riding: list[dict]) -> list[str]:
+        """One line on what was matched and what rode along, one naming the pieces kept apart
+        (``riding``: meta()'s list)."""
         kinds = self.pieces.counts()
-        riding = sum(v for k, v in kinds.items() if k != "skin")
+        n_riding = sum(v for k, v in kinds.items() if k != "skin")
         parts = [f"{kinds[k]} {label}" for k, label in (("inside", "hidden inside it"), ("on", "on or near it"),
                                                         ("apart", "apart from it")) if kinds.get(k)]
         out = [f"source: matched its skin ({kinds.get('skin', 0)} of {len(self.pieces.kind)} pieces, "
-               f"{len(self.vertex_index)} of {len(self.src.orig_vertices)} vertices); {riding} pieces ride along "
+               f"{len(self.vertex_index)} of {len(self.src.orig_vertices)} vertices); {n_riding} pieces ride along "
                f"({', '.join(parts)}), carried by the skin, not fitted"]
-        apart = [r for r in self.ride.summary() if r["carried"] == "kept"]
+        apart = [r for r in riding if r["carried"] == "kept"]
         if apart:
             names = ", ".join(f"piece {r['piece']} ({r['vertices']} vertices)" for r in apart[:4])
             out.append(f"source: {len(apart)} piece(s) apart from the skin kept in place relative to it: {names}"

@@ -140,8 +140,9 @@ def find_pieces(mesh: Mesh, skin: np.ndarray | None = None, min_area: float = MI
         return Pieces(label, kind, area, stated=skin is not None)
     diag = mesh.bbox_diagonal
     pts, nrm, owner = _samples(mesh, face_piece, n_pieces)
-    layer = _layers(mesh, face_piece, area, pts, nrm, owner)
-    hidden = _hidden(mesh, face_piece, layer, pts, nrm, owner, area, area < min_area * area.sum())
+    is_open = _open_pieces(mesh, face_piece, n_pieces)
+    layer = _layers(mesh, face_piece, area, pts, nrm, owner, is_open)
+    hidden = _hidden(mesh, face_piece, layer, pts, nrm, owner, area, area < min_area * area.sum(), is_open)
     if skin is None:
         candidate = ~layer & ~hidden & (area >= min_area * area.sum())
         seed = int(np.argmax(np.where(layer, -1.0, area)))
@@ -150,24 +151,21 @@ def find_pieces(mesh: Mesh, skin: np.ndarray | None = None, min_area: float = MI
         reached = np.zeros(n_pieces, bool)
         reached[seed] = True
         while True:
-            d = _distance_to(mesh, face_piece, reached, pts, owner, ~reached)
-            grow = [p for p, dist in d.items() if dist.min() <= TOUCH * diag]
-            if not grow:
+            grow = ~reached & (_distance_to(mesh, face_piece, reached, pts, owner, ~reached) <= TOUCH * diag)
+            if not grow.any():
                 break
-            reached[grow] = True
+            reached |= grow
         kind[reached & candidate] = "skin"
         kind[seed] = "skin"
         if area[kind == "skin"].sum() < MIN_SKIN_SHARE * area.sum():
             raise InputError(f"{name}: no skin to match among its {n_pieces} loose pieces (the largest holds "
                              f"{100 * area.max() / area.sum():.0f} % of the surface); name the skin's vertices (--skin)")
-    d = _distance_to(mesh, face_piece, kind == "skin", pts, owner, kind == "")
-    for p, dist in d.items():
-        if not layer[p] and hidden[p]:
-            kind[p] = "inside"
-        elif layer[p] or dist.min() <= NEAR * diag:
-            kind[p] = "on"
-        else:
-            kind[p] = "apart"
+    rest = kind == ""
+    near = _distance_to(mesh, face_piece, kind == "skin", pts, owner, rest) <= NEAR * diag
+    inside = rest & ~layer & hidden
+    kind[inside] = "inside"
+    kind[rest & ~inside & (layer | near)] = "on"
+    kind[rest & ~inside & ~(layer | near)] = "apart"
     return Pieces(label, kind, area, stated=skin is not None, layer=layer)
 
 
@@ -211,12 +209,12 @@ def _open_pieces(mesh: Mesh, face_piece: np.ndarray, n_pieces: int) -> np.ndarra
     return out
 
 
-def _layers(mesh, face_piece, area, pts, nrm, owner) -> np.ndarray:
-    """(p,) bool pieces lying over a larger base piece for at least LAYER_SHARE of their samples."""
+def _layers(mesh, face_piece, area, pts, nrm, owner, is_open) -> np.ndarray:
+    """(p,) bool pieces lying over a larger base piece for at least LAYER_SHARE of their samples
+    (``is_open``: (p,) bool the pieces with a border, _open_pieces)."""
     from .closest import SurfaceQuery
 
     layered = np.zeros(len(pts), bool)
-    is_open = _open_pieces(mesh, face_piece, len(area))
     reach = np.where(is_open, LAYER_OPEN * _extents(mesh, len(area)), LAYER * mesh.bbox_diagonal)[owner]
     for b in np.nonzero(area >= BASE_SHARE * area.max())[0]:
         test = np.nonzero((area[owner] < area[b]) & ~layered)[0]
@@ -231,19 +229,21 @@ def _layers(mesh, face_piece, area, pts, nrm, owner) -> np.ndarray:
     return _share(owner, layered, len(area)) >= LAYER_SHARE
 
 
-def _hidden(mesh, face_piece, layer, pts, nrm, owner, area, small: np.ndarray) -> np.ndarray:
+def _hidden(mesh, face_piece, layer, pts, nrm, owner, area, small: np.ndarray, is_open) -> np.ndarray:
     """(p,) bool pieces hidden by the others: under HIDDEN_SHARE of their samples show (see out
     past every piece that is not a layer: ambient occlusion under half on either side of the
     sample, and lie outside them by the winding number),
     or under MOSTLY_HIDDEN when what shows of them is a speck: under SPECK of the largest piece's
     area (an eyeball whose front shows between its lids). A piece that shows more is a visible
     part (a neck between head and torso, a nose on a head). The ``small`` pieces (p,) bool,
-    which cannot be skin, are read on SMALL_SAMPLES of their samples (MakeHuman's 139 joint cubes)."""
+    which cannot be skin, are read on SMALL_SAMPLES of their samples (MakeHuman's 139 joint cubes);
+    layers are not read (they are never skin, and "on" the skin whatever they hide behind).
+    ``is_open`` : (p,) bool the pieces with a border."""
     import igl
 
     n_pieces = len(layer)
     rank = np.arange(len(owner)) - np.searchsorted(owner, owner)  # the sample's number within its piece
-    read = np.nonzero(~small[owner] | (rank < SMALL_SAMPLES))[0]
+    read = np.nonzero(~layer[owner] & (~small[owner] | (rank < SMALL_SAMPLES)))[0]
     v = np.ascontiguousarray(mesh.vertices, np.float64)
     f = np.ascontiguousarray(mesh.faces[~layer[face_piece]], np.int64)
     eps = 1e-6 * mesh.bbox_diagonal  # off the surface, so a ray does not hit the sample's own face
@@ -254,34 +254,31 @@ def _hidden(mesh, face_piece, layer, pts, nrm, owner, area, small: np.ndarray) -
     # lets rays in, not the winding number), read on both sides of the sample: a closed piece adds
     # nothing on its outer side, an open one +-1/2, the mean of the two sides
     w_out, w_in = (igl.fast_winding_number(v, f, np.ascontiguousarray(p + s * eps * n)) for s in (1.0, -1.0))
-    is_open = _open_pieces(mesh, face_piece, n_pieces)
     corners = mesh.vertices[mesh.faces]
     volume = np.bincount(face_piece, weights=np.einsum("ij,ij->i", corners[:, 0], np.cross(corners[:, 1], corners[:, 2])),
                          minlength=n_pieces)
     q = owner[read]
-    others = np.where(is_open[q] | layer[q], 0.5 * (w_out + w_in), np.where(volume[q] >= 0.0, w_out, w_in))
-    inside = np.abs(others) > 0.5
-    showing = (np.minimum(*occl) < 0.5) & ~inside
-    count = np.bincount(owner[read], minlength=n_pieces)
-    share = np.bincount(owner[read], weights=showing.astype(np.float64), minlength=n_pieces) / np.maximum(count, 1)
+    others = np.where(is_open[q], 0.5 * (w_out + w_in), np.where(volume[q] >= 0.0, w_out, w_in))
+    showing = (np.minimum(*occl) < 0.5) & ~(np.abs(others) > 0.5)
+    share = _share(q, showing, n_pieces)
     # what shows of a mostly hidden piece, against the largest piece: a speck (an eyeball's front)
     # or a part (a neck between head and torso)
     speck = share * area < SPECK * float(np.max(np.where(layer, 0.0, area)))
     return (share < HIDDEN_SHARE) | ((share < MOSTLY_HIDDEN) & speck)
 
 
-def _distance_to(mesh, face_piece, base: np.ndarray, pts, owner, pieces: np.ndarray) -> dict:
-    """{piece: (k,) distances of its samples and vertices to the surface of the ``base`` pieces
-    (p,) bool} for the pieces flagged in ``pieces`` (p,) bool; a point inside the base (winding
-    number over half: interpenetrating pieces) counts as 0. The vertices catch what sparse
-    samples miss (a capsule's end cap resting on the torso)."""
+def _distance_to(mesh, face_piece, base: np.ndarray, pts, owner, pieces: np.ndarray) -> np.ndarray:
+    """(p,) every flagged piece's (``pieces``: (p,) bool) nearest approach to the surface of the
+    ``base`` pieces (p,) bool, read on its samples and vertices (inf where not flagged); a point
+    inside the base (winding number over half: interpenetrating pieces) counts as 0. The vertices
+    catch what sparse samples miss (a capsule's end cap resting on the torso)."""
     import igl
 
     from .closest import SurfaceQuery
 
-    todo = np.nonzero(pieces)[0]
-    if len(todo) == 0:
-        return {}
+    out = np.full(len(pieces), np.inf)
+    if not pieces.any():
+        return out
     faces = np.ascontiguousarray(mesh.faces[base[face_piece]], np.int64)
     sel = np.nonzero(pieces[owner])[0]
     vsel = np.nonzero(pieces[mesh.components])[0]
@@ -291,10 +288,5 @@ def _distance_to(mesh, face_piece, base: np.ndarray, pts, owner, pieces: np.ndar
     inside = np.abs(igl.fast_winding_number(np.ascontiguousarray(mesh.vertices, np.float64), faces,
                                             np.ascontiguousarray(query_pts))) > 0.5
     dist[inside] = 0.0
-    out = {int(p): np.full(1, np.inf) for p in todo}
-    order = np.argsort(query_owner, kind="stable")
-    bounds = np.searchsorted(query_owner[order], todo, side="left"), np.searchsorted(query_owner[order], todo, side="right")
-    for p, lo, hi in zip(todo, *bounds):
-        if hi > lo:
-            out[int(p)] = dist[order[lo:hi]]
+    np.minimum.at(out, query_owner, dist)
     return out
